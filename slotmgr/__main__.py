@@ -1,0 +1,3 @@
+from slotmgr.cli import main
+
+main()

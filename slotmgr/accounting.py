@@ -1,0 +1,163 @@
+"""Turn what systemd and the cgroup report about a finished job into a record."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from slotmgr import history
+from slotmgr.jobspec import command_from_exec_argv
+from slotmgr.record import JobRecord, exit_status_from
+from slotmgr.systemd import Manager
+from slotmgr.values import UINT64_MAX
+
+
+def _counter(value: Any) -> int | None:
+    """systemd reports 'not available' as UINT64_MAX."""
+    if value is None or value == UINT64_MAX:
+        return None
+    return int(value)
+
+
+def _user_of(props: Mapping[str, Any]) -> tuple[str, int]:
+    name = str(props.get("User") or "")
+    if not name:
+        uid = os.getuid()
+        try:
+            return pwd.getpwuid(uid).pw_name, uid
+        except KeyError:
+            return str(uid), uid
+    try:
+        return name, pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return (name, int(name)) if name.isdigit() else (name, -1)
+
+
+def build_record(
+    *,
+    job_id: str,
+    unit: str,
+    slot: str | None,
+    props: Mapping[str, Any],
+    counters: Mapping[str, int],
+    result: str,
+    exit_status: int,
+    end_time: float,
+    systemd_version: str,
+    command: list[str] | None = None,
+) -> JobRecord:
+    """Prefer the cgroup counters read at the job's end (exact, and read
+    before the reader itself could add to them); fall back to systemd's."""
+    start_usec = _counter(props.get("ExecMainStartTimestamp")) or _counter(
+        props.get("ActiveEnterTimestamp")
+    )
+    exit_usec = _counter(props.get("ExecMainExitTimestamp"))
+    start_time = start_usec / 1e6 if start_usec else end_time
+    end_of_main = exit_usec / 1e6 if exit_usec else end_time
+    own = counters.get("own_usec", 0)
+
+    cpu = counters.get("usage_usec")
+    if cpu is None:
+        nsec = _counter(props.get("CPUUsageNSec"))
+        cpu = None if nsec is None else nsec // 1000
+    if cpu is not None:
+        cpu = max(0, cpu - own)
+    cpu_user = counters.get("user_usec")
+    cpu_system = counters.get("system_usec")
+    if cpu_user is not None and cpu_system is not None:
+        cpu_user = max(0, cpu_user - counters.get("own_user_usec", 0))
+        cpu_system = max(0, cpu_system - counters.get("own_system_usec", 0))
+
+    if "memory_peak" in counters:
+        memory_peak: int | None = counters["memory_peak"]
+        source = "cgroup memory.peak"
+    elif _counter(props.get("MemoryPeak")) is not None:
+        memory_peak = _counter(props.get("MemoryPeak"))
+        source = "systemd MemoryPeak"
+    else:
+        memory_peak, source = None, "unavailable"
+
+    if command is None:
+        exec_start = props.get("ExecStart") or []
+        command = command_from_exec_argv(exec_start[0][1]) if exec_start else []
+    user, uid = _user_of(props)
+    return JobRecord(
+        job_id=job_id,
+        unit=unit,
+        slice=str(props.get("Slice", "")),
+        slot=slot,
+        user=user,
+        uid=max(uid, 0),
+        command=command or ["?"],
+        start_time=start_time,
+        end_time=end_time,
+        wall_time_usec=max(0, int((end_of_main - start_time) * 1e6)),
+        result=result,
+        exit_status=exit_status,
+        cpu_usage_usec=cpu,
+        cpu_user_usec=cpu_user,
+        cpu_system_usec=cpu_system,
+        memory_peak_bytes=memory_peak,
+        memory_peak_source=source,
+        io_read_bytes=counters.get("io_read", _counter(props.get("IOReadBytes"))),
+        io_write_bytes=counters.get("io_write", _counter(props.get("IOWriteBytes"))),
+        tasks_peak=counters.get("pids_peak"),
+        ip_ingress_bytes=_counter(props.get("IPIngressBytes")),
+        ip_egress_bytes=_counter(props.get("IPEgressBytes")),
+        systemd_version=systemd_version,
+        hostname=socket.gethostname(),
+    )
+
+
+def record_from_stop_post(
+    *,
+    job_id: str,
+    unit: str,
+    db_path: str,
+    slot: str | None,
+    user_manager: bool,
+    counters: Mapping[str, int],
+    end_time: float,
+    env: Mapping[str, str],
+) -> JobRecord:
+    """What the recorder does inside ExecStopPost=: systemd tells the hook
+    how the main process ended in $SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS."""
+    manager = Manager.connect(user=user_manager)
+    try:
+        props = manager.unit_properties(unit)
+        version = manager.features.version_string
+    finally:
+        manager.close()
+    rec = build_record(
+        job_id=job_id,
+        unit=unit,
+        slot=slot,
+        props=props,
+        counters=counters,
+        result=env.get("SERVICE_RESULT", "unknown"),
+        exit_status=exit_status_from(env.get("EXIT_CODE", ""), env.get("EXIT_STATUS", "")),
+        end_time=end_time,
+        systemd_version=version,
+    )
+    with history.open_db(db_path) as conn:
+        history.insert(conn, rec)
+    return rec
+
+
+def wait_for_record(db_path: str, job_id: str, *, timeout: float = 5.0) -> JobRecord | None:
+    """The recorder commits before the unit turns inactive; a short wait
+    covers a slow file system."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if os.path.exists(db_path):
+            with history.open_db(db_path, create=False) as conn:
+                rec = history.get(conn, job_id)
+            if rec is not None:
+                return rec
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)

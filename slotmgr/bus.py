@@ -1,0 +1,279 @@
+"""The one place where slotmgr talks to systemd over a socket.
+
+Messages are built by `slotmgr.messages` (pure); this module connects,
+authenticates, sends them, and turns replies into Python values or typed
+errors. It uses jeepney's sans-I/O pieces (Authenticator, Parser, Message)
+and does its own socket work, because jeepney's blocking connection always
+says Hello, which systemd's private socket (a direct peer, no bus daemon)
+does not answer.
+
+Which socket:
+- root, system manager: /run/systemd/private, as runc does: it works even
+  when dbus-daemon is down or busy. `want_bus=True` (needed for AddRef and
+  for process credentials of a caller) picks the system bus instead.
+- --user: the user's manager at $XDG_RUNTIME_DIR/systemd/private.
+- otherwise: the system bus, where polkit decides.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import os
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from jeepney import HeaderFields, Message, MessageType, Parser
+from jeepney.auth import BEGIN, Authenticator
+
+from slotmgr import messages
+from slotmgr.errors import BusTimeout, BusUnavailable, RemoteError
+
+SYSTEMD_PRIVATE_SOCKET = "/run/systemd/private"
+SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
+DEFAULT_TIMEOUT = 25.0  # seconds; sd-bus's own default method call timeout
+_MAX_FDS = 16
+
+TESTBED_HINT = (
+    "slotmgr needs a host whose PID 1 is systemd; developers on other machines: "
+    "python3 -m tests.testbed run --guest 257 -- python3 -m slotmgr ..."
+)
+
+
+class Interrupted(Exception):
+    """A signal arrived on the interrupt pipe while we waited for systemd."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A D-Bus signal received from systemd."""
+
+    path: str
+    interface: str
+    member: str
+    body: tuple[Any, ...]
+
+
+def systemd_is_running() -> bool:
+    """sd_booted(): systemd creates this directory only when it is PID 1."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def _pid1_name() -> str:
+    try:
+        with open("/proc/1/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+class Connection:
+    """An authenticated connection to systemd (directly or through a bus)."""
+
+    def __init__(self, path: str, *, say_hello: bool, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.is_direct = not say_hello
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._parser = Parser()
+        self._serial = 0
+        self._pending_signals: deque[Signal] = deque()
+        # Read end of a signal.set_wakeup_fd() pipe: a waiting call returns
+        # with Interrupted instead of a handler raising mid-parse.
+        self.interrupt_fd: int | None = None
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(path)
+            self._authenticate()
+            self._sock.settimeout(None)
+        except socket.timeout as exc:
+            self._sock.close()
+            raise BusTimeout(f"no answer from {path} within {timeout:g}s") from exc
+        except OSError as exc:
+            self._sock.close()
+            raise BusUnavailable(
+                f"cannot connect to systemd at {path}: {exc.strerror or exc}"
+            ) from exc
+        if say_hello:
+            self.call(messages.hello())
+
+    def _authenticate(self) -> None:
+        auth = Authenticator(enable_fds=True)
+        for line in auth:
+            self._sock.sendall(line)
+            data = self._sock.recv(1024)
+            if not data:
+                raise BusUnavailable(f"{self.path} closed the connection while authenticating")
+            auth.feed(data)
+        self._sock.sendall(BEGIN)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    # -- sending and receiving ---------------------------------------------
+
+    def send(self, msg: Message) -> int:
+        self._serial += 1
+        fds: array.array[int] = array.array("i")
+        data = msg.serialise(serial=self._serial, fds=fds)
+        if fds:
+            sent = self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            if sent < len(data):
+                self._sock.sendall(data[sent:])
+        else:
+            self._sock.sendall(data)
+        return self._serial
+
+    def _receive(self, deadline: float | None) -> Message:
+        while True:
+            msg = self._parser.get_next_message()
+            if msg is not None:
+                return msg
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError
+            watched = [self._sock.fileno()]
+            if self.interrupt_fd is not None:
+                watched.append(self.interrupt_fd)
+            ready, _, _ = select.select(watched, [], [], remaining)
+            if not ready:
+                raise TimeoutError
+            if self.interrupt_fd is not None and self.interrupt_fd in ready:
+                signums = os.read(self.interrupt_fd, 64)
+                if signums:
+                    raise Interrupted(signums[-1])
+            if self._sock.fileno() not in ready:
+                continue
+            try:
+                data, ancdata, _flags, _addr = self._sock.recvmsg(
+                    65536, socket.CMSG_SPACE(_MAX_FDS * 4)
+                )
+            except InterruptedError:
+                continue
+            if not data:
+                raise BusUnavailable(f"systemd closed the connection on {self.path}")
+            fds = _fds_from_ancdata(ancdata)
+            self._parser.add_data(data, fds=fds)
+
+    def call(self, msg: Message, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """Send a method call and return the reply's body; signals that
+        arrive meanwhile are kept for `wait_for_signal`."""
+        method = str(msg.header.fields.get(HeaderFields.member, "?"))
+        serial = self.send(msg)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            try:
+                reply = self._receive(deadline)
+            except TimeoutError as exc:
+                raise BusTimeout(f"systemd did not answer {method} in time") from exc
+            if reply.header.message_type == MessageType.signal:
+                self._pending_signals.append(_to_signal(reply))
+                continue
+            if reply.header.fields.get(HeaderFields.reply_serial) != serial:
+                continue
+            if reply.header.message_type == MessageType.error:
+                name = str(reply.header.fields.get(HeaderFields.error_name, "unknown"))
+                text = str(reply.body[0]) if reply.body else name
+                raise RemoteError(name, text, method=method)
+            return tuple(reply.body)
+
+    def wait_for_signal(
+        self, accept: Callable[[Signal], bool], *, timeout: float | None
+    ) -> Signal | None:
+        """Return the first signal `accept` takes, or None at the timeout.
+
+        Signals that `accept` refuses are dropped: callers ask for what they
+        need after subscribing, and re-check state by a call where a signal
+        could have been missed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            while self._pending_signals:
+                sig = self._pending_signals.popleft()
+                if accept(sig):
+                    return sig
+            try:
+                msg = self._receive(deadline)
+            except TimeoutError:
+                return None
+            if msg.header.message_type == MessageType.signal:
+                self._pending_signals.append(_to_signal(msg))
+
+    def signals(self) -> Iterator[Signal]:
+        """Drain the signals received so far without waiting."""
+        while self._pending_signals:
+            yield self._pending_signals.popleft()
+
+
+def _to_signal(msg: Message) -> Signal:
+    f = msg.header.fields
+    return Signal(
+        path=str(f.get(HeaderFields.path, "")),
+        interface=str(f.get(HeaderFields.interface, "")),
+        member=str(f.get(HeaderFields.member, "")),
+        body=tuple(msg.body),
+    )
+
+
+def _fds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    # systemd sends us no descriptors; close any we get so none leaks.
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+            for fd in fds:
+                os.close(fd)
+    return []
+
+
+def connect(
+    *, user: bool = False, want_bus: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> Connection:
+    """Open the connection the caller's identity and mode call for."""
+    if not systemd_is_running():
+        raise BusUnavailable(
+            f"systemd is not running on this host (PID 1 is {_pid1_name()!r})",
+            hint=TESTBED_HINT,
+        )
+    if user:
+        runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+        private = os.path.join(runtime_dir, "systemd", "private")
+        bus_path = os.path.join(runtime_dir, "bus")
+        if not want_bus and os.path.exists(private):
+            return Connection(private, say_hello=False, timeout=timeout)
+        if os.path.exists(bus_path):
+            return Connection(bus_path, say_hello=True, timeout=timeout)
+        raise BusUnavailable(
+            f"no systemd user manager for uid {os.getuid()} (nothing at {private})",
+            hint="log in with a session, or enable lingering: loginctl enable-linger",
+        )
+    if os.geteuid() == 0 and not want_bus:
+        try:
+            return Connection(SYSTEMD_PRIVATE_SOCKET, say_hello=False, timeout=timeout)
+        except BusUnavailable as exc:
+            if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno not in (
+                errno.ENOENT,
+                errno.ECONNREFUSED,
+            ):
+                raise
+    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
+    path = address[len("unix:path=") :] if address.startswith("unix:path=") else SYSTEM_BUS_SOCKET
+    return Connection(path, say_hello=True, timeout=timeout)

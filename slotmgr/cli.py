@@ -1,0 +1,276 @@
+"""The command line. Works with click 7.1 (RHEL 9) and click 8.
+
+Errors reach the user as one line and an exit code from `ExitCode`;
+a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, Callable, TextIO, TypeVar
+
+import click
+
+from slotmgr import __version__, history
+from slotmgr.errors import ExitCode, SlotmgrError, UsageError
+from slotmgr.jobspec import DEFAULT_SLICE, JobSpec, new_job_id, unit_name_for
+from slotmgr.messages import check_unit_name
+from slotmgr.properties import LIMIT_OPTIONS, PropertyError, build_property, parse_assignment
+
+F = TypeVar("F", bound=Callable[..., Any])
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Context:
+    def __init__(self, *, user: bool, debug: bool) -> None:
+        self.user = user
+        self.debug = debug
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="slotmgr", message="%(prog)s %(version)s")
+@click.option(
+    "--user",
+    "user_mode",
+    is_flag=True,
+    help="Talk to the caller's user manager instead of the system manager.",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.pass_context
+def cli(ctx: click.Context, user_mode: bool, debug: bool) -> None:
+    """Run batch jobs as transient systemd units: every process tracked,
+    limited, accounted and killed with its job."""
+    ctx.obj = Context(user=user_mode, debug=debug)
+    if ctx.invoked_subcommand is None:
+        from slotmgr.systemd import Manager
+
+        manager = Manager.connect(user=user_mode)
+        try:
+            features = manager.features
+        finally:
+            manager.close()
+        click.echo(
+            f"slotmgr {__version__}: systemd {features.version_string} at "
+            f"{manager.conn.path}. Commands: slotmgr --help"
+        )
+
+
+def _limit_options(func: F) -> F:
+    """Add one option per LIMIT_OPTIONS entry: the table drives parsing and help."""
+    for opt in reversed(LIMIT_OPTIONS):
+        metavar = "DEVICE RATE" if opt.nargs == 2 else opt.spec.kind.value
+        func = click.option(
+            opt.flag,
+            opt.dest,
+            nargs=opt.nargs,
+            default=None,
+            metavar=metavar,
+            help=f"{opt.help} [{opt.key}=]",
+        )(func)
+    return func
+
+
+def _check_job_id(value: str | None) -> str:
+    if value is None:
+        return new_job_id()
+    if not _JOB_ID.match(value):
+        raise UsageError(f"invalid --job-id {value!r}: use 1-64 letters, digits and '_.:-'")
+    return value
+
+
+def _check_env(assignments: Sequence[str]) -> tuple[str, ...]:
+    for item in assignments:
+        name, sep, _ = item.partition("=")
+        if not sep or not _ENV_NAME.match(name):
+            raise UsageError(f"invalid --setenv {item!r}: use NAME=VALUE with NAME a variable name")
+    return tuple(assignments)
+
+
+def _check_user(uid: str | None, gid: str | None) -> tuple[str | None, str | None]:
+    if (uid or gid) and os.geteuid() != 0:
+        raise UsageError("--uid/--gid need slotmgr to run as root")
+    if uid is not None:
+        try:
+            entry = pwd.getpwuid(int(uid)) if uid.isdigit() else pwd.getpwnam(uid)
+        except KeyError:
+            raise UsageError(f"invalid --uid {uid!r}: no such user on this node") from None
+        uid = entry.pw_name
+    if gid is not None:
+        try:
+            group = grp.getgrgid(int(gid)) if gid.isdigit() else grp.getgrnam(gid)
+        except KeyError:
+            raise UsageError(f"invalid --gid {gid!r}: no such group on this node") from None
+        gid = group.gr_name
+    return uid, gid
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.option("--unit", "unit", metavar="NAME", help="Unit name (default slotmgr-<jobid>.service).")
+@click.option("--job-id", metavar="ID", help="Job id (default: a random one).")
+@click.option(
+    "--slice",
+    "slice_",
+    metavar="SLICE",
+    default=None,
+    help=f"Slice to run the job in (default {DEFAULT_SLICE}).",
+)
+@click.option(
+    "--scope", is_flag=True, help="Run as a transient scope: slotmgr forks the job itself."
+)
+@_limit_options
+@click.option(
+    "-p",
+    "--property",
+    "properties",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other supported unit property, e.g. -p MemoryLow=1G.",
+)
+@click.option(
+    "-E",
+    "--setenv",
+    "setenv",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set an environment variable for the job.",
+)
+@click.option("--working-directory", metavar="DIR", help="The job's working directory.")
+@click.option("--uid", metavar="USER", help="Run the job as this user (slotmgr must be root).")
+@click.option("--gid", metavar="GROUP", help="Run the job with this group.")
+@click.option("--no-private-tmp", is_flag=True, help="Share /tmp and /var/tmp with the host.")
+@click.option("--no-private-pids", is_flag=True, help="Let the job see every process on the node.")
+@click.option(
+    "--json",
+    "json_path",
+    metavar="FILE",
+    help="Write the job's record as JSON to FILE ('-' for stdout).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Do not print the summary on stderr.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def run(
+    obj: Context,
+    /,
+    unit: str | None,
+    job_id: str | None,
+    slice_: str | None,
+    scope: bool,
+    properties: tuple[str, ...],
+    setenv: tuple[str, ...],
+    working_directory: str | None,
+    uid: str | None,
+    gid: str | None,
+    no_private_tmp: bool,
+    no_private_pids: bool,
+    json_path: str | None,
+    quiet: bool,
+    command: tuple[str, ...],
+    **limit_values: Any,
+) -> None:
+    """Run COMMAND as a job and exit with its exit status.
+
+    Put -- before COMMAND when it has options of its own.
+    """
+    from slotmgr import runner
+
+    job = _check_job_id(job_id)
+    if unit is None:
+        unit = unit_name_for(job, scope=scope)
+    try:
+        check_unit_name(unit)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not unit.endswith(".scope" if scope else ".service"):
+        raise UsageError(
+            f"invalid --unit {unit!r}: a {'scope' if scope else 'service'} job's "
+            f"unit name must end in {'.scope' if scope else '.service'}"
+        )
+    if slice_ is not None and not slice_.endswith(".slice"):
+        raise UsageError(f"invalid --slice {slice_!r}: a slice name ends in .slice")
+    if working_directory is not None and not os.path.isabs(working_directory):
+        raise UsageError(f"invalid --working-directory {working_directory!r}: use an absolute path")
+
+    limits: list[tuple[str, Any]] = []
+    for opt in LIMIT_OPTIONS:
+        raw = limit_values.get(opt.dest)
+        if raw is not None:
+            limits.append((opt.key, tuple(raw) if opt.nargs == 2 else raw))
+    try:
+        for text in properties:
+            limits.append(parse_assignment(text))
+        # Check syntax now, before any bus is opened; versions are checked
+        # again against the running systemd.
+        for key, raw in limits:
+            build_property(key, raw, None)
+    except PropertyError as exc:
+        raise UsageError(str(exc)) from None
+    user, group = _check_user(uid, gid)
+
+    spec = JobSpec(
+        command=command,
+        job_id=job,
+        unit=unit,
+        slice=slice_ or DEFAULT_SLICE,
+        limits=tuple(limits),
+        environment=_check_env(setenv),
+        working_directory=working_directory,
+        user=user,
+        group=group,
+        private_tmp=not no_private_tmp,
+        private_pids=not no_private_pids,
+        scope=scope,
+        history_db=history.default_db_path(obj.user),
+        user_manager=obj.user,
+    )
+    json_out: TextIO | None = None
+    if json_path == "-":
+        json_out = sys.stdout
+    elif json_path is not None:
+        try:
+            json_out = open(json_path, "w")  # noqa: SIM115 - closed by the exit below
+        except OSError as exc:
+            raise UsageError(f"cannot write --json {json_path!r}: {exc.strerror}") from None
+    code = runner.run(spec, quiet=quiet, json_out=json_out)
+    sys.exit(code)
+
+
+def _report(message: str, code: int) -> None:
+    click.echo(f"slotmgr: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the click group, turning every failure into one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
+    try:
+        # standalone_mode=False: click returns --help/--version's status
+        # instead of exiting, and lets errors reach the handlers below.
+        status = cli.main(args=args, prog_name="slotmgr", standalone_mode=False)
+        sys.exit(status if isinstance(status, int) else 0)
+    except click.exceptions.Abort:
+        _report("aborted", 130)
+    except click.UsageError as exc:
+        _report(exc.format_message().splitlines()[0], ExitCode.USAGE)
+    except click.ClickException as exc:
+        _report(exc.format_message(), ExitCode.USAGE)
+    except SlotmgrError as exc:
+        if debug:
+            traceback.print_exc()
+        _report(exc.one_line(), exc.exit_code)
+    except KeyboardInterrupt:
+        _report("interrupted", 130)
+    except Exception as exc:  # a bug: say so briefly, unless asked for detail
+        if debug:
+            traceback.print_exc()
+        _report(
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            ExitCode.INTERNAL,
+        )

@@ -1,0 +1,121 @@
+"""The durable job history: one SQLite database in WAL mode.
+
+Each finished job is one row, inserted once by the recorder (the job's
+ExecStopPost= hook, run by systemd). The job id is the primary key, so a
+record can neither be lost to a dead launcher nor written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from slotmgr.record import JobRecord
+
+SYSTEM_DB = "/var/lib/slotmgr/history.db"
+_BUSY_TIMEOUT_S = 60.0  # many jobs may end at once; writers queue for the lock
+
+
+def default_db_path(user_mode: bool) -> str:
+    """/var/lib/slotmgr for the system manager; the user's state dir for --user."""
+    override = os.environ.get("SLOTMGR_HISTORY_DB")
+    if override:
+        return override
+    if not user_mode:
+        return SYSTEM_DB
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state, "slotmgr", "history.db")
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    unit TEXT NOT NULL,
+    user TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    slot TEXT,
+    start_time REAL NOT NULL,
+    end_time REAL NOT NULL,
+    result TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_end_time ON jobs (end_time);
+"""
+
+
+@contextmanager
+def open_db(path: str, *, create: bool = True) -> Iterator[sqlite3.Connection]:
+    if create:
+        # 0755: readable so users can query their history, writable by root only.
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        old_umask = os.umask(0o022)
+    try:
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    finally:
+        if create:
+            os.umask(old_umask)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        yield conn
+    finally:
+        conn.close()
+
+
+def insert(conn: sqlite3.Connection, rec: JobRecord) -> bool:
+    """Store a record; False if this job id was already recorded."""
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO jobs (job_id, unit, user, uid, slot, start_time, end_time, result,"
+        " record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            rec.job_id,
+            rec.unit,
+            rec.user,
+            rec.uid,
+            rec.slot,
+            rec.start_time,
+            rec.end_time,
+            rec.result,
+            rec.to_json(),
+        ),
+    )
+    return cur.rowcount == 1
+
+
+def get(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
+    row = conn.execute("SELECT record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    return None if row is None else JobRecord.from_dict(json.loads(row[0]))
+
+
+def query(
+    conn: sqlite3.Connection,
+    *,
+    since: float | None = None,
+    user: str | None = None,
+    slot: str | None = None,
+    limit: int | None = None,
+) -> list[JobRecord]:
+    where: list[str] = []
+    args: list[Any] = []
+    if since is not None:
+        where.append("end_time >= ?")
+        args.append(since)
+    if user is not None:
+        where.append("user = ?")
+        args.append(user)
+    if slot is not None:
+        where.append("slot = ?")
+        args.append(slot)
+    sql = "SELECT record FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY end_time"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return [JobRecord.from_dict(json.loads(r[0])) for r in conn.execute(sql, args)]

@@ -1,0 +1,162 @@
+"""`slotmgr run`: start a job as a transient unit, wait, report.
+
+The order matters and is systemd-run's: subscribe before starting (so the
+JobRemoved of our job cannot be missed), pass our own stdin/stdout/stderr as
+file descriptors (so the job writes straight to the caller's terminal or
+pipe and nothing is lost), then wait for the unit to go inactive and read
+the record the unit's own ExecStopPost= hook stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+from slotmgr import messages
+from slotmgr.accounting import build_record, wait_for_record
+from slotmgr.bus import Interrupted
+from slotmgr.errors import ExitCode, SlotmgrError, UsageError
+from slotmgr.jobspec import JobSpec, check_command, unit_properties
+from slotmgr.properties import PropertyError
+from slotmgr.record import JobRecord, summary_lines
+from slotmgr.systemd import Manager
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# systemd's exit status for "could not execute the command" (EXIT_EXEC).
+_SYSTEMD_EXIT_EXEC = 203
+
+
+def exit_code_for(rec: JobRecord) -> int:
+    """slotmgr's own exit status for a finished job (see errors.ExitCode)."""
+    if rec.result == "timeout":
+        return ExitCode.JOB_TIMEOUT
+    if rec.result == "oom-kill":
+        return ExitCode.JOB_OOM
+    if rec.result == "exec" or rec.exit_status == _SYSTEMD_EXIT_EXEC:
+        return ExitCode.NOT_EXECUTABLE
+    return rec.exit_status
+
+
+@contextlib.contextmanager
+def _signals_to_pipe(manager: Manager) -> Iterator[None]:
+    """Route SIGINT/SIGTERM/SIGHUP to a pipe the bus wait watches, so a
+    signal to slotmgr becomes a clean StopUnit instead of a dead launcher."""
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_wakeup = signal.set_wakeup_fd(write_fd)
+    old_handlers = {sig: signal.signal(sig, lambda *_: None) for sig in FORWARDED_SIGNALS}
+    manager.conn.interrupt_fd = read_fd
+    try:
+        yield
+    finally:
+        manager.conn.interrupt_fd = None
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def run(spec: JobSpec, *, quiet: bool, json_out: TextIO | None) -> int:
+    try:
+        check_command(spec.command)
+    except FileNotFoundError:
+        raise SlotmgrError(
+            f"command not found: {spec.command[0]!r}", exit_code=ExitCode.NOT_FOUND
+        ) from None
+    except PermissionError:
+        raise SlotmgrError(
+            f"command is not executable: {spec.command[0]!r}", exit_code=ExitCode.NOT_EXECUTABLE
+        ) from None
+
+    manager = Manager.connect(user=spec.user_manager)
+    try:
+        features = manager.features
+        try:
+            props = unit_properties(spec, features, stdio_fds=(0, 1, 2))
+        except PropertyError as exc:
+            raise UsageError(str(exc)) from None
+        path = messages.unit_object_path(spec.unit)
+        manager.subscribe(
+            messages.signal_match_rule(messages.MANAGER_IFACE, "JobRemoved"),
+            messages.signal_match_rule(messages.MANAGER_IFACE, "UnitRemoved"),
+            messages.signal_match_rule(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
+        )
+        with _signals_to_pipe(manager):
+            return _start_and_wait(manager, spec, props, quiet=quiet, json_out=json_out)
+    finally:
+        manager.close()
+
+
+def _start_and_wait(
+    manager: Manager,
+    spec: JobSpec,
+    props: list[messages.Property],
+    *,
+    quiet: bool,
+    json_out: TextIO | None,
+) -> int:
+    stop_requested = False
+    try:
+        job = manager.start_transient_unit(spec.unit, props)
+        job_result = manager.wait_for_job(job)
+    except Interrupted:
+        # The unit may be starting: stop it, then wait as usual.
+        stop_requested = True
+        _stop_quietly(manager, spec.unit)
+        job_result = "canceled"
+    if job_result not in ("done", "canceled"):
+        print(
+            f"slotmgr: job {spec.job_id}: systemd could not start {spec.unit} ({job_result})",
+            file=sys.stderr,
+        )
+    while True:
+        try:
+            manager.wait_until_inactive(spec.unit)
+            break
+        except Interrupted as exc:
+            if not stop_requested:
+                print(
+                    f"slotmgr: job {spec.job_id}: signal {exc.signum} received, stopping "
+                    f"{spec.unit}",
+                    file=sys.stderr,
+                )
+                stop_requested = True
+                _stop_quietly(manager, spec.unit)
+
+    rec = wait_for_record(spec.history_db, spec.job_id)
+    if rec is None:
+        # The recorder could not run (the unit never started, or it failed):
+        # report what the caller knows, and say so.
+        print(
+            f"slotmgr: job {spec.job_id}: no accounting record was stored in {spec.history_db}",
+            file=sys.stderr,
+        )
+        rec = build_record(
+            job_id=spec.job_id,
+            unit=spec.unit,
+            slot=spec.slot,
+            props={"Slice": spec.slice},
+            counters={},
+            result="resources" if job_result != "done" else "unknown",
+            exit_status=ExitCode.INTERNAL,
+            end_time=time.time(),
+            systemd_version=manager.features.version_string,
+            command=list(spec.command),
+        )
+    if not quiet:
+        for line in summary_lines(rec):
+            print(line, file=sys.stderr)
+    if json_out is not None:
+        json_out.write(rec.to_json() + "\n")
+        json_out.flush()
+    return exit_code_for(rec)
+
+
+def _stop_quietly(manager: Manager, unit: str) -> None:
+    with contextlib.suppress(SlotmgrError, Interrupted):
+        manager.stop(unit)

@@ -1,0 +1,232 @@
+"""Parsers for systemd's value syntax: sizes, percentages, time spans, CPU sets.
+
+Each parser takes the user's text and returns what goes on the wire, or
+raises ValueError with a message that says what is allowed. They follow
+systemd's own rules (parse_size, parse_sec, parse_permyriad, parse_cpu_set)
+so a value means the same to slotmgr as to systemd-run.
+"""
+
+from __future__ import annotations
+
+import re
+
+UINT64_MAX = 2**64 - 1
+UINT32_MAX = 2**32 - 1
+USEC_INFINITY = UINT64_MAX
+
+_SIZE_SUFFIXES_1024 = {
+    "": 1,
+    "B": 1,
+    "K": 1024,
+    "M": 1024**2,
+    "G": 1024**3,
+    "T": 1024**4,
+    "P": 1024**5,
+    "E": 1024**6,
+}
+_SIZE_SUFFIXES_1000 = {
+    "": 1,
+    "B": 1,
+    "K": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "P": 1000**5,
+    "E": 1000**6,
+}
+_NUMBER = r"(\d+(?:\.\d+)?)"
+
+# parse_sec's units, in microseconds.
+_TIME_UNITS = {
+    "us": 1,
+    "usec": 1,
+    "μs": 1,
+    "ms": 1000,
+    "msec": 1000,
+    "s": 10**6,
+    "sec": 10**6,
+    "second": 10**6,
+    "seconds": 10**6,
+    "": 10**6,
+    "m": 60 * 10**6,
+    "min": 60 * 10**6,
+    "minute": 60 * 10**6,
+    "minutes": 60 * 10**6,
+    "h": 3600 * 10**6,
+    "hr": 3600 * 10**6,
+    "hour": 3600 * 10**6,
+    "hours": 3600 * 10**6,
+    "d": 86400 * 10**6,
+    "day": 86400 * 10**6,
+    "days": 86400 * 10**6,
+    "w": 7 * 86400 * 10**6,
+    "week": 7 * 86400 * 10**6,
+    "weeks": 7 * 86400 * 10**6,
+}
+
+
+def parse_bytes(text: str, *, base: int = 1024) -> int:
+    """'512M' -> 536870912; 'infinity' -> UINT64_MAX. K/M/G/T/P/E suffixes."""
+    value = text.strip()
+    if value == "infinity":
+        return UINT64_MAX
+    table = _SIZE_SUFFIXES_1024 if base == 1024 else _SIZE_SUFFIXES_1000
+    match = re.fullmatch(_NUMBER + r"\s*([KMGTPE]?B?)", value, flags=re.IGNORECASE)
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a size: use bytes with an optional K, M, G, T suffix "
+            "(e.g. 512M, 2G) or 'infinity'"
+        )
+    suffix = match.group(2).upper()
+    if suffix.endswith("B") and len(suffix) == 2:
+        suffix = suffix[0]
+    number = float(match.group(1))
+    result = int(number * table[suffix])
+    if result > UINT64_MAX:
+        raise ValueError(f"{text!r} is too large")
+    return result
+
+
+def parse_percent(text: str) -> float | None:
+    """'50%' -> 0.5; anything else -> None. Allows one decimal place, as
+    systemd's parse_permyriad does (e.g. '12.5%')."""
+    match = re.fullmatch(r"(\d+(?:\.\d{1,2})?)%", text.strip())
+    if not match:
+        return None
+    return float(match.group(1)) / 100.0
+
+
+def percent_to_scale(fraction: float) -> int:
+    """systemd's *Scale properties: a fraction of UINT32_MAX."""
+    return min(UINT32_MAX, round(fraction * UINT32_MAX))
+
+
+def parse_timespan_usec(text: str) -> int:
+    """'90s', '5min', '1h 30min', '2.5h', 'infinity' -> microseconds."""
+    value = text.strip()
+    if value == "infinity":
+        return USEC_INFINITY
+    if not value:
+        raise ValueError("empty time span")
+    total = 0.0
+    pos = 0
+    pattern = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zμ]*)")
+    while pos < len(value):
+        match = pattern.match(value, pos)
+        if not match or match.end() == pos or match.group(2) not in _TIME_UNITS:
+            raise ValueError(
+                f"{text!r} is not a time span: use e.g. 90s, 5min, 1h 30min, 2d or 'infinity'"
+            )
+        total += float(match.group(1)) * _TIME_UNITS[match.group(2)]
+        pos = match.end()
+    return int(total)
+
+
+def parse_cpu_quota(text: str) -> int:
+    """'150%' -> CPUQuotaPerSecUSec 1500000 (1.5 CPUs' worth per second)."""
+    fraction = parse_percent(text)
+    if fraction is None or fraction <= 0:
+        raise ValueError(
+            f"{text!r} is not a CPU quota: use a percentage above 0, e.g. 50% or 200% for two CPUs"
+        )
+    return int(fraction * 10**6)
+
+
+def parse_weight(text: str, *, name: str = "weight") -> int:
+    """CPUWeight= and IOWeight=: an integer 1..10000."""
+    if not re.fullmatch(r"\d+", text.strip()) or not 1 <= int(text) <= 10000:
+        raise ValueError(f"{text!r} is not a valid {name}: use an integer from 1 to 10000")
+    return int(text)
+
+
+def parse_cpu_set(text: str, *, cpu_count: int | None = None) -> bytes:
+    """'0-3,6' -> the bitmask systemd takes for AllowedCPUs= (ay)."""
+    cpus: set[int] = set()
+    for part in re.split(r"[,\s]+", text.strip()):
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise ValueError(f"{text!r} is not a CPU list: use e.g. 0-3,6")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise ValueError(f"CPU range {part!r} runs backwards")
+        if last > 8191:
+            raise ValueError(f"CPU {last} is out of range")
+        cpus.update(range(first, last + 1))
+    if not cpus:
+        raise ValueError(f"{text!r} names no CPU: use e.g. 0-3,6")
+    if cpu_count is not None:
+        missing = sorted(c for c in cpus if c >= cpu_count)
+        if missing:
+            raise ValueError(
+                f"CPU {missing[0]} does not exist: this node has CPUs 0-{cpu_count - 1}"
+            )
+    mask = bytearray((max(cpus) // 8) + 1)
+    for cpu in cpus:
+        mask[cpu // 8] |= 1 << (cpu % 8)
+    return bytes(mask)
+
+
+def cpu_set_to_text(mask: bytes) -> str:
+    """The inverse of parse_cpu_set, for display: b'\\x0f' -> '0-3'."""
+    cpus = [i * 8 + bit for i, byte in enumerate(mask) for bit in range(8) if byte >> bit & 1]
+    ranges: list[str] = []
+    start = prev = None
+    for cpu in [*cpus, None]:
+        if cpu is not None and prev is not None and cpu == prev + 1:
+            prev = cpu
+            continue
+        if start is not None:
+            ranges.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = cpu
+    return ",".join(ranges)
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "yes", "y", "true", "t", "on"):
+        return True
+    if value in ("0", "no", "n", "false", "f", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean: use yes or no")
+
+
+def parse_signal(text: str) -> int:
+    """'TERM', 'SIGTERM' or '15' -> 15."""
+    import signal as _signal
+
+    value = text.strip().upper()
+    if value.isdigit():
+        number = int(value)
+        if 1 <= number <= 64:
+            return number
+    else:
+        name = value if value.startswith("SIG") else "SIG" + value
+        member = getattr(_signal.Signals, name, None) if name.isidentifier() else None
+        if isinstance(member, _signal.Signals):
+            return int(member)
+    raise ValueError(f"{text!r} is not a signal: use a name like TERM or KILL, or a number 1-64")
+
+
+def format_bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value}B"
+
+
+def format_usec(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    seconds = value / 1e6
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.3f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}min {sec}s" if hours else f"{minutes}min {sec}s"
