@@ -6,7 +6,7 @@ unit's cgroup still exists. So the record is written whether or not the
 `slotmgr run` that started the job is still alive, and exactly once.
 
 Run as `python3 -I .../slotmgr/recorder.py --job-id ID --unit NAME --db PATH
-[--slot N] [--user-manager]`.
+[--slot N] [--user-manager]`. -I keeps the job's PYTHON* variables out.
 The cgroup's counters are read first thing, before this process imports
 anything heavy, and its own CPU time is subtracted, so the recorder does not
 inflate the job's figures (memory.peak includes the recorder's interpreter,
@@ -19,63 +19,17 @@ import os
 import sys
 import time
 
+# Run as a file: make the package importable from its own tree, and only it.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def _read_cgroup_counters() -> dict[str, int]:
-    """Read memory.peak, cpu.stat and io.stat of our own (the job's) cgroup."""
-    counters: dict[str, int] = {}
-    try:
-        with open("/proc/self/cgroup") as f:
-            path = next(line.split("::", 1)[1].strip() for line in f if line.startswith("0::"))
-    except (OSError, StopIteration):
-        return counters
-    base = "/sys/fs/cgroup" + path
-    try:
-        with open(base + "/memory.peak") as f:
-            counters["memory_peak"] = int(f.read())
-    except (OSError, ValueError):
-        pass
-    try:
-        with open(base + "/pids.peak") as f:
-            counters["pids_peak"] = int(f.read())
-    except (OSError, ValueError):
-        pass
-    try:
-        with open(base + "/cpu.stat") as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                if key in ("usage_usec", "user_usec", "system_usec"):
-                    counters[key] = int(value)
-    except (OSError, ValueError):
-        pass
-    try:
-        read = written = 0
-        with open(base + "/io.stat") as f:
-            for line in f:
-                for item in line.split()[1:]:
-                    key, _, value = item.partition("=")
-                    if key == "rbytes":
-                        read += int(value)
-                    elif key == "wbytes":
-                        written += int(value)
-        counters["io_read"] = read
-        counters["io_write"] = written
-    except (OSError, ValueError):
-        pass
-    # Our own CPU so far is in usage_usec too: take it out.
-    own = os.times()
-    counters["own_user_usec"] = int(own.user * 1e6)
-    counters["own_system_usec"] = int(own.system * 1e6)
-    counters["own_usec"] = int(time.process_time() * 1e6)
-    return counters
+from slotmgr import cgroup  # noqa: E402 - stdlib only, cheap
 
 
 def main(argv: list[str]) -> int:
-    counters = _read_cgroup_counters()
+    path = cgroup.own_cgroup()
+    counters = cgroup.read_counters(path) if path else {}
+    counters.update(cgroup.own_cpu_counters())
     end_time = time.time()
-
-    # Run as a file with -I: make the package importable from its own tree.
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path[0] = package_parent
 
     import argparse
 
@@ -83,8 +37,8 @@ def main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="slotmgr-recorder")
     parser.add_argument("--job-id", required=True)
-    parser.add_argument("--db", required=True)
     parser.add_argument("--unit", required=True)
+    parser.add_argument("--db", required=True)
     parser.add_argument("--slot")
     parser.add_argument("--user-manager", action="store_true")
     args = parser.parse_args(argv)

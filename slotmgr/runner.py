@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
-from slotmgr import messages
+from slotmgr import messages, scope
 from slotmgr.accounting import build_record, wait_for_record
 from slotmgr.bus import Interrupted
 from slotmgr.errors import ExitCode, SlotmgrError, UsageError
@@ -73,11 +73,13 @@ def run(spec: JobSpec, *, quiet: bool, json_out: TextIO | None) -> int:
             f"command is not executable: {spec.command[0]!r}", exit_code=ExitCode.NOT_EXECUTABLE
         ) from None
 
-    manager = Manager.connect(user=spec.user_manager)
+    # A scope needs AddRef= (kept loaded until we have read it), which
+    # systemd grants only to clients of the bus, not of its private socket.
+    manager = Manager.connect(user=spec.user_manager, want_bus=spec.scope)
     try:
         features = manager.features
         try:
-            props = unit_properties(spec, features, stdio_fds=(0, 1, 2))
+            props = unit_properties(spec, features, stdio_fds=() if spec.scope else (0, 1, 2))
         except PropertyError as exc:
             raise UsageError(str(exc)) from None
         path = messages.unit_object_path(spec.unit)
@@ -87,7 +89,17 @@ def run(spec: JobSpec, *, quiet: bool, json_out: TextIO | None) -> int:
             messages.signal_match_rule(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
         )
         with _signals_to_pipe(manager):
-            return _start_and_wait(manager, spec, props, quiet=quiet, json_out=json_out)
+            if spec.scope:
+                rec = scope.run_in_scope(manager, spec, props)
+            else:
+                rec = _start_and_wait(manager, spec, props)
+        if not quiet:
+            for line in summary_lines(rec):
+                print(line, file=sys.stderr)
+        if json_out is not None:
+            json_out.write(rec.to_json() + "\n")
+            json_out.flush()
+        return exit_code_for(rec)
     finally:
         manager.close()
 
@@ -96,10 +108,7 @@ def _start_and_wait(
     manager: Manager,
     spec: JobSpec,
     props: list[messages.Property],
-    *,
-    quiet: bool,
-    json_out: TextIO | None,
-) -> int:
+) -> JobRecord:
     stop_requested = False
     try:
         job = manager.start_transient_unit(spec.unit, props)
@@ -107,7 +116,7 @@ def _start_and_wait(
     except Interrupted:
         # The unit may be starting: stop it, then wait as usual.
         stop_requested = True
-        _stop_quietly(manager, spec.unit)
+        stop_quietly(manager, spec.unit)
         job_result = "canceled"
     if job_result not in ("done", "canceled"):
         print(
@@ -126,7 +135,7 @@ def _start_and_wait(
                     file=sys.stderr,
                 )
                 stop_requested = True
-                _stop_quietly(manager, spec.unit)
+                stop_quietly(manager, spec.unit)
 
     rec = wait_for_record(spec.history_db, spec.job_id)
     if rec is None:
@@ -148,15 +157,9 @@ def _start_and_wait(
             systemd_version=manager.features.version_string,
             command=list(spec.command),
         )
-    if not quiet:
-        for line in summary_lines(rec):
-            print(line, file=sys.stderr)
-    if json_out is not None:
-        json_out.write(rec.to_json() + "\n")
-        json_out.flush()
-    return exit_code_for(rec)
+    return rec
 
 
-def _stop_quietly(manager: Manager, unit: str) -> None:
+def stop_quietly(manager: Manager, unit: str) -> None:
     with contextlib.suppress(SlotmgrError, Interrupted):
         manager.stop(unit)

@@ -1,0 +1,131 @@
+"""`slotmgr run --scope`: slotmgr forks the job itself, inside a transient scope.
+
+The child is put into the scope *before* it runs the command: it waits on a
+pipe until systemd has created the scope with its PID, so no process of the
+job ever runs outside it. Output is simply the terminal's. systemd does not
+exec a scope's processes, so there is no ExecStopPost= hook: slotmgr takes
+the record itself, sampling the cgroup while the job runs (memory.peak dies
+with the cgroup) and reading systemd's cached CPU and I/O figures after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import time
+
+from slotmgr import cgroup, history, messages
+from slotmgr.accounting import build_record
+from slotmgr.bus import Interrupted
+from slotmgr.errors import RemoteError, SlotmgrError
+from slotmgr.jobspec import JobSpec, exec_argv
+from slotmgr.messages import Property
+from slotmgr.record import JobRecord
+from slotmgr.systemd import Manager
+
+_SAMPLE_INTERVAL_S = 0.2
+_CHILD_SETUP_FAILED = 125
+
+
+def _fork_waiting_child(argv: list[str]) -> tuple[int, int]:
+    """Fork a child that execs `argv` once released; return (pid, release fd)."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # child: wait for the go, then become the job
+        try:
+            os.close(write_fd)
+            if os.read(read_fd, 1) != b"g":
+                os._exit(_CHILD_SETUP_FAILED)  # the parent could not make the scope
+            os.execvp(argv[0], argv)
+        except FileNotFoundError:
+            os._exit(127)
+        except OSError:
+            os._exit(126)
+        finally:
+            os._exit(_CHILD_SETUP_FAILED)
+    os.close(read_fd)
+    return pid, write_fd
+
+
+def _wait_sampling(
+    pid: int, cgroup_path: str | None, manager: Manager, unit: str, counters: dict[str, int]
+) -> int:
+    """Wait for the child, sampling the scope's counters; return its wait status.
+    A signal to slotmgr stops the scope (and so every process in it)."""
+    pidfd = os.pidfd_open(pid)
+    watched = [pidfd]
+    if manager.conn.interrupt_fd is not None:
+        watched.append(manager.conn.interrupt_fd)
+    stopping = False
+    try:
+        while True:
+            if cgroup_path:
+                counters.update(cgroup.read_counters(cgroup_path))
+            ready, _, _ = select.select(watched, [], [], _SAMPLE_INTERVAL_S)
+            if pidfd in ready:
+                return os.waitpid(pid, 0)[1]
+            if manager.conn.interrupt_fd in ready and not stopping:
+                os.read(manager.conn.interrupt_fd, 64)
+                stopping = True
+                with contextlib.suppress(SlotmgrError, Interrupted):
+                    manager.stop(unit)
+    finally:
+        os.close(pidfd)
+
+
+def run_in_scope(manager: Manager, spec: JobSpec, props: list[Property]) -> JobRecord:
+    features = manager.features
+    pid, release_fd = _fork_waiting_child(exec_argv(spec, features))
+    try:
+        scope_props = [p for p in props if p.name != "PIDs"]
+        scope_props += [Property("PIDs", "au", [pid]), Property("AddRef", "b", True)]
+        job = manager.start_transient_unit(spec.unit, scope_props)
+        result = manager.wait_for_job(job)
+        if result != "done":
+            raise SlotmgrError(f"systemd could not start {spec.unit} ({result})")
+        os.write(release_fd, b"g")
+    except BaseException:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(release_fd)
+
+    try:
+        cgroup_path = (
+            str(manager.unit_property(spec.unit, messages.UNIT_IFACE, "ControlGroup") or "") or None
+        )
+    except RemoteError:
+        cgroup_path = None
+    counters: dict[str, int] = {}
+    status = _wait_sampling(pid, cgroup_path, manager, spec.unit, counters)
+    end_time = time.time()
+    exit_status = os.waitstatus_to_exitcode(status)
+    exit_status = 128 - exit_status if exit_status < 0 else exit_status
+
+    # The cgroup is gone or going: CPU and I/O now come from systemd's cache.
+    for key in ("usage_usec", "user_usec", "system_usec", "io_read", "io_write"):
+        counters.pop(key, None)
+    try:
+        unit_props = manager.unit_properties(spec.unit)
+    except RemoteError:
+        unit_props = {}
+    scope_result = str(unit_props.get("Result", "success"))
+    if scope_result == "success" and exit_status != 0:
+        scope_result = "signal" if exit_status > 128 else "exit-code"
+    rec = build_record(
+        job_id=spec.job_id,
+        unit=spec.unit,
+        slot=spec.slot,
+        props={**unit_props, "ExecMainStartTimestamp": unit_props.get("ActiveEnterTimestamp")},
+        counters=counters,
+        result=scope_result,
+        exit_status=exit_status,
+        end_time=end_time,
+        systemd_version=features.version_string,
+        command=list(spec.command),
+    )
+    with history.open_db(spec.history_db) as conn:
+        history.insert(conn, rec)
+    return rec

@@ -1,0 +1,123 @@
+"""The whole test command: `python3 -m tests.check` (after scripts/setup).
+
+Stages, in order, each one's output streamed:
+  lint      ruff on everything, mypy --strict on slotmgr/
+  unit      the host-only tests (no bus), with the host's Python
+  unit-3.9  the same under Python 3.9 with click 7.1 (RHEL 9's)
+  guest-252 the real-systemd tests and benchmarks inside the systemd 252 guest
+  guest-257 the same inside the systemd 257 guest
+Every stage runs even when an earlier one fails; the last line counts the
+tests of all stages: 'N passed, N failed'. The exit status is non-zero if
+any stage failed, a guest could not boot, or no test ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv" / "bin"
+VENV39 = REPO / ".venv39" / "bin"
+GUEST_PYTEST = "python3 -m pytest tests/systemd -v -p no:cacheprovider -rfE --durations=8"
+GUESTS = ("252", "257")
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]
+    counts: dict[str, int] = field(default_factory=dict)
+    returncode: int | None = None
+    seconds: float = 0.0
+
+
+def _pytest_counts(output: str) -> dict[str, int]:
+    """Add up every pytest summary line ('== 3 passed, 1 failed in 2s ==')."""
+    counts: dict[str, int] = {}
+    for line in output.splitlines():
+        if not re.match(r"^=+ .*\b(passed|failed|error|errors|no tests ran)\b.* in [\d.]+s", line):
+            continue
+        for number, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed)", line):
+            key = "error" if word.startswith("error") else word
+            counts[key] = counts.get(key, 0) + int(number)
+    return counts
+
+
+def _run(stage: Stage) -> None:
+    print(f"\n===== {stage.name}: {' '.join(stage.argv)}", flush=True)
+    start = time.monotonic()
+    proc = subprocess.Popen(stage.argv, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    assert proc.stdout is not None
+    captured: list[str] = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        captured.append(line)
+    stage.returncode = proc.wait()
+    stage.seconds = time.monotonic() - start
+    stage.counts = _pytest_counts("".join(captured))
+
+
+def stages(selected: list[str]) -> list[Stage]:
+    guest_cmd = f"{GUEST_PYTEST}; status=$?; python3 bench/launch || status=1; exit $status"
+    all_stages = [
+        Stage("lint", ["sh", "-c", f"{VENV}/ruff check slotmgr tests bench && "
+                                   f"{VENV}/mypy slotmgr"]),
+        Stage("unit", [str(VENV / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                       "tests/unit", "tests/packaging"]),
+        Stage("unit-3.9", [str(VENV39 / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/unit"]),
+    ]
+    for guest in GUESTS:
+        all_stages.append(Stage(f"guest-{guest}", [
+            str(VENV / "python"), "-m", "tests.testbed", "run", "--guest", guest, "--",
+            "sh", "-c", guest_cmd]))
+    if not selected:
+        return all_stages
+    return [s for s in all_stages if s.name in selected]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", nargs="*", help="only these stages (default: all)")
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    started = time.monotonic()
+    chosen = stages(args.stage)
+    for stage in chosen:
+        _run(stage)
+
+    print("\n===== summary")
+    total: dict[str, int] = {}
+    ok = True
+    for stage in chosen:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(stage.counts.items())) or "no pytest run"
+        verdict = "ok" if stage.returncode == 0 else f"FAILED (exit {stage.returncode})"
+        print(f"{stage.name:10} {verdict:18} {stage.seconds:7.1f}s  {counts}")
+        ok = ok and stage.returncode == 0
+        for key, number in stage.counts.items():
+            total[key] = total.get(key, 0) + number
+    print(f"whole test command: {time.monotonic() - started:.0f}s")
+    passed, failed = total.get("passed", 0), total.get("failed", 0) + total.get("error", 0)
+    if passed == 0:
+        ok = False
+    if not ok and failed == 0:
+        failed = 1  # a stage failed without a pytest count (lint, a guest that did not boot)
+    line = f"{passed} passed, {failed} failed"
+    if total.get("skipped"):
+        line += f", {total['skipped']} skipped"
+    print(f"total: {line}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Shared pieces of the real-systemd tier (run inside the test-bed guests).
+
+Every test here needs systemd as PID 1 and root. Off such a host the whole
+tier FAILS with a pointer to the test bed: it never skips, so a run that
+could not reach systemd cannot pass for one that did.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/systemd/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.systemd)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _require_real_systemd() -> None:
+    if not os.path.isdir("/run/systemd/system") or os.geteuid() != 0:
+        pytest.fail(
+            "the real-systemd tests need systemd as PID 1 and root: run them in the test bed, "
+            "e.g. python3 -m tests.testbed run --guest 257 -- python3 -m pytest tests/systemd",
+            pytrace=False,
+        )
+
+
+def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
+    """`slotmgr ARGS` as a subprocess, the way a batch system calls it."""
+    return subprocess.run([sys.executable, "-m", "slotmgr", *args], capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def start_cli(*args: str, **kw) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "slotmgr", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def systemctl_show(unit: str, *props: str) -> dict[str, str]:
+    out = subprocess.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)],
+                         capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def unit_active(unit: str) -> bool:
+    return systemctl_show(unit, "ActiveState")["ActiveState"] == "active"
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    """PIDs, in the whole guest, whose command line contains `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def unique(request: pytest.FixtureRequest) -> str:
+    """A marker string unique to this test, to find its processes and units."""
+    name = "".join(c for c in request.node.name if c.isalnum())[:20]
+    return f"t{name}{os.getpid()}{time.monotonic_ns() % 100000}"
+
+
+@pytest.fixture(scope="session")
+def scratch_mount() -> Iterator[Path]:
+    """The test bed's spare disk with a fresh ext4, for real block I/O."""
+    device = os.environ.get("SLOTMGR_TESTBED_SCRATCH_DISK")
+    if not device:
+        pytest.fail("SLOTMGR_TESTBED_SCRATCH_DISK is not set: run in the test bed", pytrace=False)
+    mount = Path("/mnt/slotmgr-scratch")
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", device], check=True)
+    subprocess.run(["mount", device, str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -1,0 +1,290 @@
+"""`slotmgr run` end to end, as a batch system runs it (issue: slotmgr run)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from slotmgr.record import validate
+
+from .conftest import (
+    processes_with_marker,
+    run_cli,
+    start_cli,
+    systemctl_show,
+    unit_active,
+    wait_until,
+)
+
+WORK = Path("/run/slotmgr-tests")  # not /tmp: each job has its own /tmp
+
+# MPICH's MPD in miniature: double-forks into the background, then listens on
+# a world-writable socket in /tmp, and lives on after its launcher exits.
+MPD = textwrap.dedent("""
+    import os, socket, sys, time
+    marker = sys.argv[1]
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    path = f"/tmp/mpd-{marker}.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    os.chmod(path, 0o777)
+    sock.listen()
+    open(f"/tmp/mpd-{marker}.ready", "w").close()
+    while True:
+        time.sleep(1)
+""")
+
+
+@pytest.fixture(scope="module")
+def work() -> Path:
+    WORK.mkdir(exist_ok=True)
+    (WORK / "mpd.py").write_text(MPD)
+    return WORK
+
+
+def mpd_job(marker: str, go_file: Path) -> list[str]:
+    script = (f"{sys.executable} {WORK}/mpd.py {marker}; "
+              f"while [ ! -e /tmp/mpd-{marker}.ready ]; do sleep 0.1; done; "
+              "echo TMP:; ls /tmp; echo PS:; ps -eo pid=,args=; "
+              f"while [ ! -e {go_file} ]; do sleep 0.1; done")
+    return ["sh", "-c", script]
+
+
+def test_mpd_case_is_contained_and_cleaned_up(work, unique):
+    go = work / f"{unique}.go"
+    unit = f"slotmgr-{unique}.service"
+    job = start_cli("run", "--job-id", unique, "--", *mpd_job(unique, go))
+    try:
+        wait_until(lambda: bool(processes_with_marker(unique)) and unit_active(unit),
+                   what="the job and its daemon")
+        wait_until(lambda: any("mpd.py" in Path(f"/proc/{p}/cmdline").read_text()
+                               for p in processes_with_marker(unique)), what="the daemon")
+        # A person sees the job with systemctl, with a description that says what it is.
+        status = subprocess.run(["systemctl", "status", "--no-pager", unit],
+                                capture_output=True, text=True).stdout
+        assert unit in status and f"slotmgr job {unique}" in status and "active (running)" in status
+        assert systemctl_show(unit, "Transient", "Slice") == {"Transient": "yes",
+                                                             "Slice": "slotmgr.slice"}
+        # The daemon escaped its parent but not the unit's cgroup.
+        daemon = [p for p in processes_with_marker(unique)
+                  if "mpd.py" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(daemon) == 1
+        cgroup = Path(f"/proc/{daemon[0]}/cgroup").read_text().strip()
+        assert cgroup == f"0::/slotmgr.slice/{unit}"
+        # Its world-writable socket is in the job's own /tmp, not the node's...
+        assert not Path(f"/tmp/mpd-{unique}.sock").exists()
+        # ...nor in a second job's.
+        other = run_cli("run", "--quiet", "--", "ls", "-a", "/tmp")
+        assert other.returncode == 0, other.stderr
+        assert f"mpd-{unique}" not in other.stdout
+    finally:
+        go.touch()
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err
+    listed_tmp = out.split("TMP:")[1].split("PS:")[0]
+    assert f"mpd-{unique}.sock" in listed_tmp
+    # Inside, the job saw only its own processes, with the init as PID 1.
+    ps_lines = [line.split(None, 1) for line in out.split("PS:")[1].strip().splitlines()]
+    pids = {int(pid): args for pid, args in ps_lines}
+    assert "pidshim.py" in pids[1]
+    assert all("systemd" not in args and "pytest" not in args for args in pids.values()), pids
+    assert len(pids) <= 6, pids
+    # When the job ended, nothing of it survived: no process, no cgroup.
+    wait_until(lambda: not processes_with_marker(unique), timeout=10, what="no leftovers")
+    assert not Path(f"/sys/fs/cgroup/slotmgr.slice/{unit}").exists()
+    assert "Job " + unique in err and "finished: success" in err
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    ("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("kill -TERM $$", 143), ("kill -KILL $$", 137),
+])
+def test_exit_status_passes_through(script, expected):
+    out = run_cli("run", "--quiet", "--", "sh", "-c", script)
+    assert out.returncode == expected, out.stderr
+
+
+@pytest.mark.parametrize("isolation", [[], ["--no-private-pids", "--no-private-tmp"]],
+                         ids=["isolated", "plain"])
+def test_stdio_is_the_callers_own(isolation):
+    out = run_cli("run", "--quiet", *isolation, "--", "sh", "-c",
+                  "cat; echo to-stdout; echo to-stderr >&2", input="from-stdin\n")
+    assert out.returncode == 0
+    assert out.stdout == "from-stdin\nto-stdout\n"
+    assert out.stderr == "to-stderr\n"
+
+
+def test_sigterm_to_slotmgr_stops_every_process(work, unique):
+    job = start_cli("run", "--job-id", unique, "--", "sh", "-c",
+                    f"{sys.executable} {WORK}/mpd.py {unique}; sleep 600")
+    unit = f"slotmgr-{unique}.service"
+    wait_until(lambda: len(processes_with_marker(unique)) >= 2 and unit_active(unit),
+               what="job and daemon")
+    job.send_signal(signal.SIGTERM)
+    _out, err = job.communicate(timeout=120)
+    assert job.returncode == 143, err
+    assert "stopping" in err
+    assert processes_with_marker(unique) == []
+    assert systemctl_show(unit, "ActiveState")["ActiveState"] in ("inactive", "failed")
+
+
+def test_signals_are_forwarded_to_the_job_through_the_init(unique):
+    job = start_cli("run", "--job-id", unique, "--", "sh", "-c",
+                    'trap "exit 42" TERM; sleep 600 & wait')
+    wait_until(lambda: unit_active(f"slotmgr-{unique}.service"), what="job")
+    wait_until(lambda: bool(processes_with_marker("sleep")), what="sleep")
+    job.send_signal(signal.SIGTERM)
+    _out, err = job.communicate(timeout=120)
+    assert job.returncode == 42, err
+
+
+def json_of(out: subprocess.CompletedProcess[str]) -> dict:
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert validate(record) == [], validate(record)
+    return record
+
+
+def test_memory_max_ends_as_oom_kill():
+    out = run_cli("run", "--memory-max", "48M", "--json", "-", "--", sys.executable, "-c",
+                  "b = bytearray(400 * 1024 * 1024); print(len(b))")
+    assert out.returncode == 125, out.stderr
+    record = json_of(out)
+    assert record["result"] == "oom-kill"
+    assert "finished: oom-kill" in out.stderr
+
+
+def test_runtime_max_ends_as_timeout():
+    out = run_cli("run", "--runtime-max", "2s", "--json", "-", "--", "sleep", "60")
+    assert out.returncode == 124, out.stderr
+    record = json_of(out)
+    assert record["result"] == "timeout"
+    assert 1_500_000 <= record["wall_time_usec"] <= 30_000_000
+
+
+BURNER = textwrap.dedent("""
+    import os, struct, time
+    # 200 short-lived children, each burning CPU and measuring it itself.
+    total = 0
+    pending = []
+    for _ in range(200):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            start = time.process_time()
+            while time.process_time() - start < 0.04:
+                pass
+            os.write(w, struct.pack("d", time.process_time()))
+            os._exit(0)
+        os.close(w)
+        pending.append((pid, r))
+        if len(pending) >= 4:
+            pid, r = pending.pop(0)
+            total += struct.unpack("d", os.read(r, 8))[0]
+            os.waitpid(pid, 0)
+    for pid, r in pending:
+        total += struct.unpack("d", os.read(r, 8))[0]
+        os.waitpid(pid, 0)
+    print(total + time.process_time())
+""")
+
+
+def test_cpu_time_of_200_short_lived_children_is_accounted():
+    out = run_cli("run", "--json", "-", "--", sys.executable, "-c", BURNER, timeout=600)
+    assert out.returncode == 0, out.stderr
+    measured_usec = float(out.stdout.splitlines()[0]) * 1e6
+    record = json_of(out)
+    reported = record["cpu_usage_usec"]
+    print(f"\nchildren measured {measured_usec / 1e6:.3f}s, slotmgr reported {reported / 1e6:.3f}s")
+    assert abs(reported - measured_usec) <= 0.05 * measured_usec
+    assert record["cpu_user_usec"] + record["cpu_system_usec"] == pytest.approx(reported, rel=0.05)
+
+
+def test_block_io_is_accounted(scratch_mount):
+    target = scratch_mount / "io-test"
+    script = (f"dd if=/dev/zero of={target} bs=1M count=32 oflag=direct status=none && "
+              f"dd if={target} of=/dev/null bs=1M iflag=direct status=none")
+    out = run_cli("run", "--json", "-", "--", "sh", "-c", script)
+    assert out.returncode == 0, out.stderr
+    record = json_of(out)
+    assert record["io_write_bytes"] >= 32 * 1024**2
+    assert record["io_read_bytes"] >= 32 * 1024**2
+    assert "IO:" in out.stderr
+
+
+def test_json_file_and_summary_fields(tmp_path):
+    path = tmp_path / "record.json"
+    out = run_cli("run", "--json", str(path), "--cpu-weight", "50", "--tasks-max", "64", "--",
+                  "sh", "-c", "echo hi")
+    assert out.returncode == 0 and out.stdout == "hi\n"
+    record = json.loads(path.read_text())
+    assert validate(record) == []
+    assert record["command"] == ["sh", "-c", "echo hi"]
+    assert record["memory_peak_bytes"] > 0
+    assert record["memory_peak_source"] == "cgroup memory.peak"
+    assert record["user"] == "root" and record["slice"] == "slotmgr.slice"
+    for label in ("Wall time", "CPU time", "Memory peak", "IO:", "Tasks peak", "IP:"):
+        assert label in out.stderr
+
+
+def test_limits_reach_the_unit(unique):
+    unit = f"slotmgr-{unique}.service"
+    job = start_cli("run", "--job-id", unique, "--memory-max", "300M", "--memory-high", "200M",
+                    "--cpu-quota", "50%", "--cpu-weight", "77", "--cpus", "0", "--io-weight", "33",
+                    "--tasks-max", "99", "--runtime-max", "5min", "-p", "MemoryLow=1M",
+                    "-E", "FOO=bar baz", "--working-directory", "/var", "--", "sleep", "600")
+    try:
+        wait_until(lambda: unit_active(unit), what=unit)
+        shown = systemctl_show(unit, "MemoryMax", "MemoryHigh", "CPUQuotaPerSecUSec", "CPUWeight",
+                               "AllowedCPUs", "IOWeight", "TasksMax", "RuntimeMaxUSec",
+                               "MemoryLow", "WorkingDirectory", "Environment")
+        assert shown["MemoryMax"] == str(300 * 1024**2)
+        assert shown["MemoryHigh"] == str(200 * 1024**2)
+        assert shown["CPUQuotaPerSecUSec"] == "500ms"
+        assert (shown["CPUWeight"], shown["AllowedCPUs"], shown["IOWeight"]) == ("77", "0", "33")
+        assert shown["TasksMax"] == "99" and shown["RuntimeMaxUSec"] == "5min"
+        assert shown["MemoryLow"] == str(1024**2) and shown["WorkingDirectory"] == "/var"
+        assert shown["Environment"] == ""  # the environment never reaches the unit itself
+        sleeper = [p for p in processes_with_marker("sleep")
+                   if f"slotmgr-{unique}" in Path(f"/proc/{p}/cgroup").read_text()]
+        environ = Path(f"/proc/{sleeper[0]}/environ").read_bytes().split(b"\0")
+        assert b"FOO=bar baz" in environ
+    finally:
+        job.send_signal(signal.SIGTERM)
+        job.communicate(timeout=120)
+
+
+def test_uid_runs_the_job_as_that_user():
+    out = run_cli("run", "--quiet", "--uid", "nobody", "--", "id", "-un")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "nobody"
+
+
+def test_dollar_signs_reach_the_job_unexpanded():
+    out = run_cli("run", "--quiet", "--", "sh", "-c", "echo \"$0\" '$HOME'")
+    assert out.returncode == 0
+    assert out.stdout.strip() == "sh $HOME"
+
+
+def test_environment_cannot_reach_the_root_recorder(unique):
+    # A job's PYTHONPATH must not make the root ExecStopPost= recorder import
+    # the job's code (sitecustomize runs at any interpreter start without -I).
+    evil = WORK / unique
+    evil.mkdir(parents=True)
+    pwned = WORK / f"{unique}-pwned"
+    (evil / "sitecustomize.py").write_text(
+        "import os\n"
+        f"if os.getuid() == 0 and 'recorder' in ' '.join(__import__('sys').argv):\n"
+        f"    open('{pwned}', 'w').close()\n")
+    out = run_cli("run", "--quiet", "-E", f"PYTHONPATH={evil}", "--", "true")
+    assert out.returncode == 0, out.stderr
+    assert not pwned.exists()

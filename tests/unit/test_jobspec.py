@@ -1,0 +1,121 @@
+"""From a JobSpec to the unit's property list, per systemd version."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from slotmgr.features import features_from_version
+from slotmgr.jobspec import (
+    PIDSHIM,
+    JobSpec,
+    check_command,
+    command_from_exec_argv,
+    exec_argv,
+    job_id_from_unit,
+    unit_name_for,
+    unit_properties,
+)
+
+V252 = features_from_version("252")
+V257 = features_from_version("257")
+
+
+def spec(**kw):
+    base = dict(command=("sleep", "1"), job_id="ab12", unit="slotmgr-ab12.service",
+                history_db="/var/lib/slotmgr/history.db", python="/usr/bin/python3")
+    base.update(kw)
+    return JobSpec(**base)
+
+
+def props_of(s, features, **kw):
+    return {p.name: p for p in unit_properties(s, features, **kw)}
+
+
+def test_252_uses_the_shim_to_make_the_pid_namespace():
+    props = props_of(spec(), V252)
+    argv = props["ExecStartEx"].value[0][1]
+    assert argv == ["/usr/bin/python3", "-I", "-S", PIDSHIM, "--unshare", "--", "sleep", "1"]
+    assert "PrivatePIDs" not in props
+    assert props["PrivateTmp"].value is True
+
+
+def test_257_lets_systemd_make_it_and_runs_the_shim_as_pid_1():
+    props = props_of(spec(), V257)
+    argv = props["ExecStartEx"].value[0][1]
+    assert "--unshare" not in argv and PIDSHIM in argv
+    assert props["PrivatePIDs"].value == "yes"
+
+
+def test_isolation_can_be_turned_off():
+    props = props_of(spec(private_pids=False, private_tmp=False), V257)
+    assert props["ExecStartEx"].value[0][1] == ["sleep", "1"]
+    assert "PrivatePIDs" not in props and "PrivateTmp" not in props
+
+
+def test_accounting_is_always_on_and_the_recorder_is_privileged():
+    props = props_of(spec(slot="3"), V252)
+    for key in ("CPUAccounting", "MemoryAccounting", "IOAccounting", "TasksAccounting",
+                "IPAccounting"):
+        assert props[key].value is True
+    _path, argv, flags = props["ExecStopPostEx"].value[0]
+    assert set(flags) == {"privileged", "ignore-failure", "no-env-expand"}
+    assert argv[:2] == ["/usr/bin/python3", "-I"]
+    assert argv[argv.index("--slot") + 1] == "3"
+    assert props["ExecStartEx"].value[0][2] == ["no-env-expand"]
+    assert props["CollectMode"].value == "inactive-or-failed"
+
+
+def test_environment_goes_through_env_not_the_unit():
+    s = spec(environment=("A=1", "LD_PRELOAD=/x.so"))
+    props = props_of(s, V257)
+    assert "Environment" not in props
+    argv = props["ExecStartEx"].value[0][1]
+    assert argv[:3] == ["/usr/bin/env", "A=1", "LD_PRELOAD=/x.so"]
+    assert command_from_exec_argv(argv) == ["sleep", "1"]
+
+
+@pytest.mark.parametrize("features", [V252, V257])
+def test_command_from_exec_argv_inverts_exec_argv(features):
+    for s in (spec(), spec(private_pids=False), spec(environment=("X=y",)),
+              spec(command=("sh", "-c", "echo -- $HOME"))):
+        assert command_from_exec_argv(exec_argv(s, features)) == list(s.command)
+
+
+def test_stdio_fds_and_limits():
+    props = props_of(spec(limits=(("MemoryMax", "1G"),)), V252, stdio_fds=(0, 1, 2))
+    assert props["StandardOutputFileDescriptor"].value == 1
+    assert props["MemoryMax"].value == 1024**3
+
+
+def test_scope_has_pids_and_no_exec():
+    props = props_of(spec(scope=True, unit="slotmgr-ab12.scope"), V257, scope_pids=[1234])
+    assert props["PIDs"].value == [1234]
+    assert "ExecStartEx" not in props and "ExecStopPostEx" not in props
+
+
+def test_names():
+    assert unit_name_for("ab") == "slotmgr-ab.service"
+    assert unit_name_for("ab", scope=True) == "slotmgr-ab.scope"
+    assert job_id_from_unit("slotmgr-ab.service") == "ab"
+    assert job_id_from_unit("other.service") == "other"
+    assert "ab12" in spec().description and "sleep 1" in spec().description
+
+
+def test_check_command(tmp_path):
+    assert check_command(["sh"]).endswith("/sh")
+    with pytest.raises(FileNotFoundError):
+        check_command(["no-such-command-xyz"])
+    with pytest.raises(FileNotFoundError):
+        check_command([str(tmp_path / "missing")])
+    plain = tmp_path / "plain"
+    plain.write_text("data")
+    os.chmod(plain, stat.S_IRUSR | stat.S_IWUSR)
+    with pytest.raises(PermissionError):  # no x bit at all: not even root may run it
+        check_command([str(plain)])
+    with pytest.raises(PermissionError):
+        check_command([str(tmp_path)])
+    with pytest.raises(PermissionError):
+        check_command(["plain"], path=str(tmp_path))

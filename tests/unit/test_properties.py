@@ -1,0 +1,86 @@
+"""The property table: parsing, D-Bus shape, version gates."""
+
+from __future__ import annotations
+
+import pytest
+
+from slotmgr.features import features_from_version
+from slotmgr.messages import Property
+from slotmgr.properties import (
+    LIMIT_OPTIONS,
+    UNIT_PROPERTIES,
+    PropertyError,
+    build_property,
+    parse_assignment,
+)
+
+V252 = features_from_version("252.38-1~deb12u1")
+V257 = features_from_version("257.13-1")
+
+
+@pytest.mark.parametrize(("key", "raw", "expected"), [
+    ("MemoryMax", "2G", [Property("MemoryMax", "t", 2 * 1024**3)]),
+    ("MemoryMax", "infinity", [Property("MemoryMax", "t", 2**64 - 1)]),
+    ("MemoryHigh", "50%", [Property("MemoryHighScale", "u", round(0.5 * (2**32 - 1)))]),
+    ("TasksMax", "64", [Property("TasksMax", "t", 64)]),
+    ("TasksMax", "10%", [Property("TasksMaxScale", "u", round(0.1 * (2**32 - 1)))]),
+    ("CPUQuota", "200%", [Property("CPUQuotaPerSecUSec", "t", 2_000_000)]),
+    ("RuntimeMaxSec", "5min", [Property("RuntimeMaxUSec", "t", 300_000_000)]),
+    ("IOWeight", "500", [Property("IOWeight", "t", 500)]),
+    ("PrivateTmp", "yes", [Property("PrivateTmp", "b", True)]),
+    ("ReadOnlyPaths", "/a /b", [Property("ReadOnlyPaths", "as", ["/a", "/b"])]),
+    ("Nice", "-5", [Property("Nice", "i", -5)]),
+    ("IOReadBandwidthMax", ("/", "10M"), [Property("IOReadBandwidthMax", "a(st)",
+                                                   [("/", 10_000_000)])]),
+])
+def test_values_become_dbus_properties(key, raw, expected):
+    assert build_property(key, raw, V252) == expected
+
+
+def test_private_pids_is_sent_as_text_and_gated_on_257():
+    # systemd refuses a boolean for PrivatePIDs over D-Bus (seen in the guests).
+    assert build_property("PrivatePIDs", "yes", V257) == [Property("PrivatePIDs", "s", "yes")]
+    with pytest.raises(PropertyError) as info:
+        build_property("PrivatePIDs", "yes", V252)
+    assert str(info.value) == "PrivatePIDs= needs systemd 257 or newer; this host runs systemd 252"
+
+
+def test_unknown_property_names_the_supported_ones():
+    with pytest.raises(PropertyError, match=r"unknown or unsupported property 'Bogus'.*MemoryMax"):
+        build_property("Bogus", "1", None)
+
+
+@pytest.mark.parametrize("key", ["ExecStart", "User", "Environment", "Slice", "Type"])
+def test_keys_slotmgr_owns_cannot_be_overridden(key):
+    with pytest.raises(PropertyError, match="unknown or unsupported"):
+        build_property(key, "x", None)
+
+
+@pytest.mark.parametrize(("key", "raw", "message"), [
+    ("MemoryMax", "0%", "above 0%"),
+    ("MemoryMax", "101%", "at most 100%"),
+    ("TasksMax", "0", "task count"),
+    ("RuntimeMaxSec", "0", "above 0"),
+    ("OOMPolicy", "explode", "one of continue, stop, kill"),
+    ("IOReadBandwidthMax", ("relative", "1M"), "absolute path"),
+    ("IOReadBandwidthMax", ("/nonexistent-device", "1M"), "does not exist"),
+])
+def test_bad_values_name_key_value_and_rule(key, raw, message):
+    with pytest.raises(PropertyError, match=message) as info:
+        build_property(key, raw, V257)
+    assert str(info.value).startswith(f"{key}=")
+
+
+def test_assignment_parsing():
+    assert parse_assignment("MemoryLow=1G") == ("MemoryLow", "1G")
+    for bad in ("MemoryLow", "=1G"):
+        with pytest.raises(PropertyError, match="KEY=VALUE"):
+            parse_assignment(bad)
+
+
+def test_every_limit_option_maps_to_a_known_key():
+    flags = [o.flag for o in LIMIT_OPTIONS]
+    assert len(flags) == len(set(flags))
+    for opt in LIMIT_OPTIONS:
+        assert opt.key in UNIT_PROPERTIES
+    assert {o.dest for o in LIMIT_OPTIONS} >= {"memory_max", "cpus", "runtime_max", "tasks_max"}
