@@ -4,6 +4,7 @@ Stages, in order, each one's output streamed:
   lint      ruff on everything, mypy --strict on slotmgr/
   unit      the host-only tests (no bus), with the host's Python
   unit-3.9  the same under Python 3.9 with click 7.1 (RHEL 9's)
+  rpm       builds the RPM that the guests install
   guest-252 the real-systemd tests and benchmarks inside the systemd 252 guest
   guest-257 the same inside the systemd 257 guest
 Every stage runs even when an earlier one fails; the last line counts the
@@ -75,6 +76,8 @@ def stages(selected: list[str]) -> list[Stage]:
                        "tests/unit", "tests/packaging"]),
         Stage("unit-3.9", [str(VENV39 / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "tests/unit"]),
+        # The guests install this RPM's files (tests/systemd/test_rpm_install.py).
+        Stage("rpm", ["sh", "-c", f"PATH={VENV}:$PATH make rpm"]),
     ]
     for guest in GUESTS:
         all_stages.append(Stage(f"guest-{guest}", [
