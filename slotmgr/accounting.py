@@ -148,9 +148,9 @@ def record_from_stop_post(
     return rec
 
 
-def wait_for_record(db_path: str, job_id: str, *, timeout: float = 5.0) -> JobRecord | None:
-    """The recorder commits before the unit turns inactive; a short wait
-    covers a slow file system."""
+def wait_for_record(db_path: str, job_id: str, *, timeout: float = 30.0) -> JobRecord | None:
+    """The recorder commits before the unit turns inactive, so the record is
+    normally there at once; the wait covers a slow or busy file system."""
     deadline = time.monotonic() + timeout
     while True:
         if os.path.exists(db_path):

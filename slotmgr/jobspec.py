@@ -24,6 +24,7 @@ ENV_PROGRAM = "/usr/bin/env"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PIDSHIM = os.path.join(PACKAGE_DIR, "pidshim.py")
 RECORDER = os.path.join(PACKAGE_DIR, "recorder.py")
+CAP_SYS_ADMIN = 21
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,14 @@ def unit_properties(
         props.append(Property("PrivateTmp", "b", True))
     if spec.private_pids and features.private_pids:
         props += build_property("PrivatePIDs", "yes", features)
+    elif spec.private_pids:
+        # The shim outside the namespace forwards SIGTERM to the job once;
+        # control-group would also signal every process in it directly.
+        props.append(Property("KillMode", "s", "mixed"))
+        if spec.user:
+            # The shim's unshare and mount need CAP_SYS_ADMIN; it drops every
+            # capability before the job is forked (pidshim.drop_capabilities).
+            props.append(Property("AmbientCapabilities", "t", 1 << CAP_SYS_ADMIN))
     if spec.working_directory:
         props.append(Property("WorkingDirectory", "s", spec.working_directory))
     if spec.user:

@@ -142,7 +142,8 @@ def _start_and_wait(
         # The recorder could not run (the unit never started, or it failed):
         # report what the caller knows, and say so.
         print(
-            f"slotmgr: job {spec.job_id}: no accounting record was stored in {spec.history_db}",
+            f"slotmgr: job {spec.job_id}: no accounting record was stored in {spec.history_db}"
+            f" (see: journalctl -u {spec.unit})",
             file=sys.stderr,
         )
         rec = build_record(

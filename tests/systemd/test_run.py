@@ -14,6 +14,7 @@ import pytest
 from slotmgr.record import validate
 
 from .conftest import (
+    REPO,
     processes_with_marker,
     run_cli,
     start_cli,
@@ -24,36 +25,18 @@ from .conftest import (
 
 WORK = Path("/run/slotmgr-tests")  # not /tmp: each job has its own /tmp
 
-# MPICH's MPD in miniature: double-forks into the background, then listens on
-# a world-writable socket in /tmp, and lives on after its launcher exits.
-MPD = textwrap.dedent("""
-    import os, socket, sys, time
-    marker = sys.argv[1]
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    path = f"/tmp/mpd-{marker}.sock"
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(path)
-    os.chmod(path, 0o777)
-    sock.listen()
-    open(f"/tmp/mpd-{marker}.ready", "w").close()
-    while True:
-        time.sleep(1)
-""")
+MPD = REPO / "examples" / "mpd_daemon.py"  # double-forks, world-writable socket in /tmp
+
 
 
 @pytest.fixture(scope="module")
 def work() -> Path:
     WORK.mkdir(exist_ok=True)
-    (WORK / "mpd.py").write_text(MPD)
     return WORK
 
 
 def mpd_job(marker: str, go_file: Path) -> list[str]:
-    script = (f"{sys.executable} {WORK}/mpd.py {marker}; "
+    script = (f"{sys.executable} {MPD} {marker}; "
               f"while [ ! -e /tmp/mpd-{marker}.ready ]; do sleep 0.1; done; "
               "echo TMP:; ls /tmp; echo PS:; ps -eo pid=,args=; "
               f"while [ ! -e {go_file} ]; do sleep 0.1; done")
@@ -67,8 +50,9 @@ def test_mpd_case_is_contained_and_cleaned_up(work, unique):
     try:
         wait_until(lambda: bool(processes_with_marker(unique)) and unit_active(unit),
                    what="the job and its daemon")
-        wait_until(lambda: any("mpd.py" in Path(f"/proc/{p}/cmdline").read_text()
-                               for p in processes_with_marker(unique)), what="the daemon")
+        wait_until(lambda: Path(f"/tmp/mpd-{unique}.sock").exists() is False and any(
+            b"mpd_daemon.py" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1]
+            for p in processes_with_marker(unique)), what="the daemon")
         # A person sees the job with systemctl, with a description that says what it is.
         status = subprocess.run(["systemctl", "status", "--no-pager", unit],
                                 capture_output=True, text=True).stdout
@@ -77,7 +61,7 @@ def test_mpd_case_is_contained_and_cleaned_up(work, unique):
                                                              "Slice": "slotmgr.slice"}
         # The daemon escaped its parent but not the unit's cgroup.
         daemon = [p for p in processes_with_marker(unique)
-                  if "mpd.py" in Path(f"/proc/{p}/cmdline").read_text()]
+                  if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1] == bytes(MPD)]
         assert len(daemon) == 1
         cgroup = Path(f"/proc/{daemon[0]}/cgroup").read_text().strip()
         assert cgroup == f"0::/slotmgr.slice/{unit}"
@@ -125,7 +109,7 @@ def test_stdio_is_the_callers_own(isolation):
 
 def test_sigterm_to_slotmgr_stops_every_process(work, unique):
     job = start_cli("run", "--job-id", unique, "--", "sh", "-c",
-                    f"{sys.executable} {WORK}/mpd.py {unique}; sleep 600")
+                    f"{sys.executable} {MPD} {unique}; sleep 600")
     unit = f"slotmgr-{unique}.service"
     wait_until(lambda: len(processes_with_marker(unique)) >= 2 and unit_active(unit),
                what="job and daemon")
@@ -171,31 +155,33 @@ def test_runtime_max_ends_as_timeout():
 
 
 BURNER = textwrap.dedent("""
-    import os, struct, time
-    # 200 short-lived children, each burning CPU and measuring it itself.
-    total = 0
-    pending = []
+    import os, time
+    # 200 short-lived children, each burning CPU. The job measures them itself
+    # the way a shell's `time` does: each child's whole rusage from wait4(),
+    # which counts its exit too, plus this process's own CPU time.
+    total = 0.0
+    running = 0
+
+    def reap():
+        _pid, _status, usage = os.wait4(-1, 0)
+        return usage.ru_utime + usage.ru_stime
+
     for _ in range(200):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
+        if os.fork() == 0:
             start = time.process_time()
-            while time.process_time() - start < 0.04:
+            while time.process_time() - start < 0.06:
                 pass
-            os.write(w, struct.pack("d", time.process_time()))
             os._exit(0)
-        os.close(w)
-        pending.append((pid, r))
-        if len(pending) >= 4:
-            pid, r = pending.pop(0)
-            total += struct.unpack("d", os.read(r, 8))[0]
-            os.waitpid(pid, 0)
-    for pid, r in pending:
-        total += struct.unpack("d", os.read(r, 8))[0]
-        os.waitpid(pid, 0)
+        running += 1
+        if running >= 4:
+            total += reap()
+            running -= 1
+    while running:
+        total += reap()
+        running -= 1
     print(total + time.process_time())
 """)
+
 
 
 def test_cpu_time_of_200_short_lived_children_is_accounted():
@@ -263,10 +249,15 @@ def test_limits_reach_the_unit(unique):
         job.communicate(timeout=120)
 
 
-def test_uid_runs_the_job_as_that_user():
-    out = run_cli("run", "--quiet", "--uid", "nobody", "--", "id", "-un")
+def test_uid_runs_the_job_as_that_user_without_capabilities():
+    out = run_cli("run", "--quiet", "--uid", "nobody", "--", "sh", "-c",
+                  "id -un; echo pid=$$; grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "nobody"
+    lines = out.stdout.splitlines()
+    assert lines[0] == "nobody"
+    assert lines[1] == "pid=2"  # in its own PID namespace, under the init
+    # On 252 the shim was given CAP_SYS_ADMIN to make that namespace; none is left.
+    assert [line.split()[1] for line in lines[2:]] == ["0000000000000000"] * 3, lines
 
 
 def test_dollar_signs_reach_the_job_unexpanded():

@@ -1,0 +1,11 @@
+#!/bin/sh
+# A job whose launcher double-forks a daemon with a world-writable socket in
+# /tmp, then exits: run it with `slotmgr run -- sh examples/mpd-job.sh`.
+here=$(dirname "$0")
+python3 "$here/mpd_daemon.py" demo
+while [ ! -e /tmp/mpd-demo.ready ]; do sleep 0.1; done
+echo "--- inside the job: /tmp"
+ls -l /tmp
+echo "--- inside the job: every process it can see"
+ps -eo pid,ppid,args
+echo "--- the job's main process exits now, leaving the daemon behind"
