@@ -1,6 +1,6 @@
 """pidshim: a tiny init (PID 1) for slotmgr batch jobs, in the spirit of catatonit and tini.
 
-usage: pidshim.py [--unshare] [--] CMD [ARGS...]
+usage: pidshim.py [--unshare [--private-tmp]] [--] CMD [ARGS...]
 
 Run it as a file, ``python3 -I -S pidshim.py ...``: standard library only, nothing from
 slotmgr, few imports, for a fast start. Options end at ``--`` or at the first non-option.
@@ -18,6 +18,8 @@ Modes
              signals to that init and exits with its status. Needs CAP_SYS_ADMIN: a job
              run as a user gets it as an ambient capability, which both processes drop
              (every capability set emptied) before the job is forked.
+  --private-tmp  With --unshare, for a scope (which has no PrivateTmp=): mount fresh
+             tmpfs on /tmp and /var/tmp in the job's mount namespace.
 
 Exit status, encoded as a shell does
   N      CMD exited with N            126  CMD not executable (EACCES, ENOEXEC, ...)
@@ -68,7 +70,7 @@ if TYPE_CHECKING:  # typing costs milliseconds of start-up: only for mypy
 
     Environ = Union[Mapping[bytes, bytes], Mapping[str, str]]
 
-USAGE = "usage: pidshim.py [--unshare] [--] CMD [ARGS...]"
+USAGE = "usage: pidshim.py [--unshare [--private-tmp]] [--] CMD [ARGS...]"
 EX_USAGE, EX_SHIM, EX_NOEXEC, EX_NOTFOUND = 2, 125, 126, 127
 
 # Linux constants the os module lacks (os.unshare only exists from Python 3.12).
@@ -109,15 +111,17 @@ def warn(msg: str) -> None:
     quietly(os.write, 2, f"pidshim: {msg}\n".encode(errors="backslashreplace"))
 
 
-def parse_args(args: list[str]) -> tuple[bool, list[str]]:
+def parse_args(args: list[str]) -> tuple[bool, bool, list[str]]:
     # Hand-rolled: argparse costs start-up time and would parse CMD's own options too.
-    unshare = False
+    unshare = private_tmp = False
     while args and args[0].startswith("-"):
         arg, args = args[0], args[1:]
         if arg == "--":
             break
         if arg == "--unshare":
             unshare = True
+        elif arg == "--private-tmp":
+            private_tmp = True
         elif arg in ("-h", "--help"):
             print(USAGE)
             sys.exit(0)
@@ -125,7 +129,9 @@ def parse_args(args: list[str]) -> tuple[bool, list[str]]:
             sys.exit(usage_error(f"unknown option '{arg}'"))
     if not args:
         sys.exit(usage_error("missing command"))
-    return unshare, args
+    if private_tmp and not unshare:
+        sys.exit(usage_error("--private-tmp needs --unshare"))
+    return unshare, private_tmp, args
 
 
 def usage_error(msg: str) -> int:
@@ -270,7 +276,7 @@ def drop_capabilities() -> None:
         raise OSError(err, os.strerror(err))
 
 
-def namespace_init(job: Job) -> int:
+def namespace_init(job: Job, private_tmp: bool) -> int:
     # PID 1 of the new namespace, still seeing the host's /proc. Die with the outer process
     # (a tiny window before prctl remains; in a unit, systemd's cgroup kill covers it), keep
     # our mounts from propagating to the host, and mount a proc of this namespace.
@@ -281,6 +287,13 @@ def namespace_init(job: Job) -> int:
     except OSError as e:
         warn(f"cannot mount /proc: {e.strerror}")
         return EX_SHIM
+    if private_tmp:  # a scope has no PrivateTmp=: give the job fresh /tmp and /var/tmp here
+        for path in (b"/tmp", b"/var/tmp"):
+            try:
+                libc("mount", b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777")
+            except OSError as e:
+                warn(f"cannot mount a private {path.decode()}: {e.strerror}")
+                return EX_SHIM
     try:
         drop_capabilities()
     except OSError as e:
@@ -289,7 +302,7 @@ def namespace_init(job: Job) -> int:
     return run_init(job)
 
 
-def run_unshared(job: Job) -> int:
+def run_unshared(job: Job, private_tmp: bool) -> int:
     # --unshare: a new PID namespace applies to our children only, so fork its init and
     # stay outside as the unit's main process, forwarding signals to it.
     try:
@@ -299,7 +312,7 @@ def run_unshared(job: Job) -> int:
         warn(f"cannot create a PID namespace: {e.strerror}")
         return EX_SHIM
     if init == 0:
-        in_child(lambda: namespace_init(job))
+        in_child(lambda: namespace_init(job, private_tmp))
     try:
         drop_capabilities()
     except OSError as e:
@@ -309,10 +322,10 @@ def run_unshared(job: Job) -> int:
 
 
 def main(args: list[str]) -> int:
-    unshare, cmd = parse_args(args)
+    unshare, private_tmp, cmd = parse_args(args)
     job = Job(cmd, *catch_signals())  # signals first: before anything is forked
     if unshare:
-        return run_unshared(job)
+        return run_unshared(job, private_tmp)
     if os.getpid() != 1:  # not an init: a subreaper, so that orphans still come to us
         quietly(libc, "prctl", PR_SET_CHILD_SUBREAPER, 1)
     return run_init(job)

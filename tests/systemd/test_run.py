@@ -279,3 +279,19 @@ def test_environment_cannot_reach_the_root_recorder(unique):
     out = run_cli("run", "--quiet", "-E", f"PYTHONPATH={evil}", "--", "true")
     assert out.returncode == 0, out.stderr
     assert not pwned.exists()
+
+
+def test_scope_job_is_isolated_accounted_and_passes_its_status(unique):
+    unit = f"slotmgr-{unique}.scope"
+    out = run_cli("run", "--scope", "--job-id", unique, "--memory-max", "256M", "--json", "-",
+                  "--", "sh", "-c",
+                  f"touch /tmp/{unique}; echo pid=$$; cat /proc/self/cgroup; exit 7")
+    assert out.returncode == 7, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "pid=2"  # under the init, in its own PID namespace
+    assert lines[1] == f"0::/slotmgr.slice/{unit}"  # in the scope from its first instruction
+    assert not Path(f"/tmp/{unique}").exists()  # its /tmp was its own
+    record = json_of(out)
+    assert (record["unit"], record["result"], record["exit_status"]) == (unit, "exit-code", 7)
+    assert record["cpu_usage_usec"] > 0 and record["memory_peak_bytes"] > 0
+    assert "finished: exit-code, exit status 7" in out.stderr

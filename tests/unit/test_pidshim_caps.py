@@ -49,3 +49,23 @@ def test_without_the_capability_it_fails_with_125():
                          capture_output=True, text=True, timeout=60, cwd="/")
     assert out.returncode == 125
     assert out.stderr.startswith("pidshim: cannot create a PID namespace")
+
+
+def test_private_tmp_gives_the_job_an_empty_tmp(tmp_path):
+    marker = "/tmp/pidshim-private-tmp-marker"
+    with open(marker, "w") as f:
+        f.write("host")
+    try:
+        out = subprocess.run(
+            [PYTHON, "-I", "-S", PIDSHIM, "--unshare", "--private-tmp", "--", "sh", "-c",
+             "ls -A /tmp /var/tmp; touch /tmp/inside; stat -c %a /tmp"],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "pidshim-private-tmp-marker" not in out.stdout
+        assert out.stdout.splitlines()[-1] == "1777"
+        assert not os.path.exists("/tmp/inside")
+    finally:
+        os.unlink(marker)
+    usage = subprocess.run([PYTHON, "-I", "-S", PIDSHIM, "--private-tmp", "--", "true"],
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "--private-tmp needs --unshare" in usage.stderr
