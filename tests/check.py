@@ -43,7 +43,8 @@ def _pytest_counts(output: str) -> dict[str, int]:
     """Add up every pytest summary line ('== 3 passed, 1 failed in 2s ==')."""
     counts: dict[str, int] = {}
     for line in output.splitlines():
-        if not re.match(r"^=+ .*\b(passed|failed|error|errors|no tests ran)\b.* in [\d.]+s", line):
+        # Decorated ('== 3 passed in 2s ==') or, with -q, plain ('3 passed in 2s').
+        if not re.match(r"^(=+ )?\d+ (passed|failed|errors?|skipped)\b.* in [\d.]+s", line):
             continue
         for number, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed)", line):
             key = "error" if word.startswith("error") else word
