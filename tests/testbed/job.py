@@ -35,8 +35,6 @@ def command_env(repo: Path, guest: str, extra: Mapping[str, str] | None = None) 
         "HOME": "/root",
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(repo),
-        # The repository is shared read-only: don't even try to write .pyc.
-        "PYTHONDONTWRITEBYTECODE": "1",
         # Output is only useful live if Python doesn't hold it in a buffer.
         "PYTHONUNBUFFERED": "1",
         "SLOTMGR_TESTBED_GUEST": guest,
