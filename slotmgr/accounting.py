@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from slotmgr import history
-from slotmgr.jobspec import command_from_exec_argv
+from slotmgr.jobspec import command_of_unit
 from slotmgr.record import JobRecord, exit_status_from
 from slotmgr.systemd import Manager
 from slotmgr.values import UINT64_MAX
@@ -82,8 +82,12 @@ def build_record(
         memory_peak, source = None, "unavailable"
 
     if command is None:
-        exec_start = props.get("ExecStart") or []
-        command = command_from_exec_argv(exec_start[0][1]) if exec_start else []
+        command = command_of_unit(props)
+    if counters.get("oom_kill", 0) > 0 and result in ("exit-code", "signal"):
+        # systemd may handle the main process's end before the OOM event (seen
+        # when a slot's limit, on the slice above the unit, caused the kill):
+        # the kernel's count in the job's cgroup says what happened.
+        result = "oom-kill"
     user, uid = _user_of(props)
     return JobRecord(
         job_id=job_id,

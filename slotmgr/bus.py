@@ -2,10 +2,10 @@
 
 Messages are built by `slotmgr.messages` (pure); this module connects,
 authenticates, sends them, and turns replies into Python values or typed
-errors. It uses jeepney's sans-I/O pieces (Authenticator, Parser, Message)
-and does its own socket work, because jeepney's blocking connection always
-says Hello, which systemd's private socket (a direct peer, no bus daemon)
-does not answer.
+errors. It uses jeepney's sans-I/O pieces (Parser, Message) and does its
+own socket work (the SASL exchange included, see `_authenticate`), because
+jeepney's blocking connection always says Hello, which systemd's private
+socket (a direct peer, no bus daemon) does not answer.
 
 Which socket:
 - root, system manager: /run/systemd/private, as runc does: it works even
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from jeepney import HeaderFields, Message, MessageType, Parser
-from jeepney.auth import BEGIN, Authenticator
 
 from slotmgr import messages
 from slotmgr.errors import BusTimeout, BusUnavailable, RemoteError
@@ -107,14 +106,30 @@ class Connection:
             self.call(messages.hello())
 
     def _authenticate(self) -> None:
-        auth = Authenticator(enable_fds=True)
-        for line in auth:
-            self._sock.sendall(line)
-            data = self._sock.recv(1024)
-            if not data:
-                raise BusUnavailable(f"{self.path} closed the connection while authenticating")
-            auth.feed(data)
-        self._sock.sendall(BEGIN)
+        """SASL EXTERNAL with fd passing, the whole conversation sent at once as
+        sd-bus clients send it.
+
+        Not line by line: systemd's own server (seen with 252 under load) does
+        not look again at bytes that came in the same read as BEGIN, so a method
+        call written right after a separate BEGIN could wait for ever. Sent
+        with the other lines, BEGIN is handled before the AGREE_UNIX_FD we wait
+        for, so the first message always arrives in a read of its own.
+        """
+        uid = str(os.geteuid()).encode().hex().encode()
+        self._sock.sendall(b"\0AUTH EXTERNAL " + uid + b"\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n")
+        buffer = b""
+        for expected in (b"OK ", b"AGREE_UNIX_FD"):
+            while b"\r\n" not in buffer:
+                data = self._sock.recv(1024)
+                if not data:
+                    raise BusUnavailable(f"{self.path} closed the connection while authenticating")
+                buffer += data
+            line, buffer = buffer.split(b"\r\n", 1)
+            if not line.startswith(expected):
+                text = line.decode(errors="replace")
+                raise BusUnavailable(f"{self.path} refused authentication: {text}")
+        if buffer:
+            self._parser.add_data(buffer)
 
     def close(self) -> None:
         self._sock.close()

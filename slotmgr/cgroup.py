@@ -39,6 +39,16 @@ def read_counters(cgroup: str) -> dict[str, int]:
         if peak is not None:
             counters[key] = peak
     try:
+        # OOM kills of the job's processes, whichever limit caused them (the
+        # unit's own, or its slot's slice above it): the kernel counts them here.
+        with open(f"{base}/memory.events") as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    counters["oom_kill"] = int(value)
+    except (OSError, ValueError):
+        pass
+    try:
         with open(f"{base}/cpu.stat") as f:
             for line in f:
                 key, _, value = line.partition(" ")

@@ -17,10 +17,9 @@ from typing import Any, Callable, TextIO, TypeVar
 
 import click
 
-from slotmgr import __version__, history
+from slotmgr import __version__
 from slotmgr.errors import ExitCode, SlotmgrError, UsageError
 from slotmgr.jobspec import DEFAULT_SLICE, JobSpec, new_job_id, unit_name_for
-from slotmgr.messages import check_unit_name
 from slotmgr.properties import LIMIT_OPTIONS, PropertyError, build_property, parse_assignment
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -124,6 +123,7 @@ def _check_user(uid: str | None, gid: str | None) -> tuple[str | None, str | Non
 @click.option(
     "--scope", is_flag=True, help="Run as a transient scope: slotmgr forks the job itself."
 )
+@click.option("--slot", metavar="N", help="Run the job in batch slot N (see: slotmgr slots).")
 @_limit_options
 @click.option(
     "-p",
@@ -162,6 +162,7 @@ def run(
     job_id: str | None,
     slice_: str | None,
     scope: bool,
+    slot: str | None,
     properties: tuple[str, ...],
     setenv: tuple[str, ...],
     working_directory: str | None,
@@ -178,7 +179,8 @@ def run(
 
     Put -- before COMMAND when it has options of its own.
     """
-    from slotmgr import runner
+    from slotmgr import history, runner
+    from slotmgr.messages import check_unit_name
 
     job = _check_job_id(job_id)
     if unit is None:
@@ -200,7 +202,7 @@ def run(
     limits: list[tuple[str, Any]] = []
     for opt in LIMIT_OPTIONS:
         raw = limit_values.get(opt.dest)
-        if raw is not None:
+        if raw is not None and raw != ():  # click 7.1 gives () for an unset nargs=2 option
             limits.append((opt.key, tuple(raw) if opt.nargs == 2 else raw))
     try:
         for text in properties:
@@ -212,12 +214,21 @@ def run(
     except PropertyError as exc:
         raise UsageError(str(exc)) from None
     user, group = _check_user(uid, gid)
+    slot_def = None
+    if slot is not None:
+        from slotmgr.slots import require_slot
+
+        if slice_ is not None:
+            raise UsageError("--slot and --slice exclude each other: a slot runs in its own slice")
+        slot_def = require_slot(slot)
+        slice_ = slot_def.slice
 
     spec = JobSpec(
         command=command,
         job_id=job,
         unit=unit,
         slice=slice_ or DEFAULT_SLICE,
+        slot=None if slot_def is None else slot_def.name,
         limits=tuple(limits),
         environment=_check_env(setenv),
         working_directory=working_directory,
@@ -237,6 +248,10 @@ def run(
             json_out = open(json_path, "w")  # noqa: SIM115 - closed by the exit below
         except OSError as exc:
             raise UsageError(f"cannot write --json {json_path!r}: {exc.strerror}") from None
+    if slot_def is not None:
+        from slotmgr.slots import prepare_slice_for
+
+        prepare_slice_for(slot_def, user_manager=obj.user)
     code = runner.run(spec, quiet=quiet, json_out=json_out)
     sys.exit(code)
 
@@ -274,3 +289,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
             ExitCode.INTERNAL,
         )
+
+
+from slotmgr import cli_control  # noqa: E402 - the job control commands register themselves
+
+cli_control.register(cli)

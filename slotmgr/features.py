@@ -31,6 +31,14 @@ class Features:
         return self.version >= 257
 
     @property
+    def exec_ex_survives_reload(self) -> bool:
+        """ExecStartEx=/ExecStopPostEx= of a transient unit survive a
+        daemon-reload. 252 writes them to the unit's file under those names,
+        which its own parser does not know: after a reload the unit has lost
+        its commands, the recorder included. Seen fixed in 257."""
+        return self.version >= 257
+
+    @property
     def memory_peak_property(self) -> bool:
         """MemoryPeak= upstream from 255 (RHEL 9.7 backports it to 252: the
         record also checks whether the property came back)."""

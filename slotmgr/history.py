@@ -99,7 +99,10 @@ def query(
     user: str | None = None,
     slot: str | None = None,
     limit: int | None = None,
+    newest: bool = False,
 ) -> list[JobRecord]:
+    """Records by end time, oldest first; with `newest`, `limit` keeps the
+    most recent ones (still returned oldest first)."""
     where: list[str] = []
     args: list[Any] = []
     if since is not None:
@@ -114,8 +117,9 @@ def query(
     sql = "SELECT record FROM jobs"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY end_time"
+    sql += " ORDER BY end_time DESC, job_id DESC" if newest else " ORDER BY end_time, job_id"
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit)
-    return [JobRecord.from_dict(json.loads(r[0])) for r in conn.execute(sql, args)]
+    records = [JobRecord.from_dict(json.loads(r[0])) for r in conn.execute(sql, args)]
+    return records[::-1] if newest else records

@@ -11,12 +11,13 @@ import os
 import secrets
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from slotmgr.features import Features
-from slotmgr.messages import Property
 from slotmgr.properties import build_property
+from slotmgr.wire import Property
 
 DEFAULT_SLICE = "slotmgr.slice"
 UNIT_PREFIX = "slotmgr-"
@@ -25,6 +26,7 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PIDSHIM = os.path.join(PACKAGE_DIR, "pidshim.py")
 RECORDER = os.path.join(PACKAGE_DIR, "recorder.py")
 CAP_SYS_ADMIN = 21
+DEFAULT_STOP_TIMEOUT_USEC = 90_000_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,19 @@ def command_from_exec_argv(argv: Sequence[str]) -> list[str]:
     return rest
 
 
+def command_of_unit(props: Mapping[str, Any]) -> list[str]:
+    """The job's own command from its unit's properties (GetAll). A unit
+    started without no-env-expand (systemd < 257, see exec_properties) holds
+    its arguments with every "$" doubled: undo that."""
+    for entry in props.get("ExecStartEx") or []:
+        command = command_from_exec_argv(entry[1])
+        if "no-env-expand" in entry[2]:
+            return command
+        return [arg.replace("$$", "$") for arg in command]
+    exec_start = props.get("ExecStart") or []
+    return command_from_exec_argv(exec_start[0][1]) if exec_start else []
+
+
 def recorder_argv(spec: JobSpec) -> list[str]:
     """The ExecStopPost= hook. It runs 'privileged' ('+': as root, outside
     the job's namespaces) and 'ignore-failure' ('-': a recorder failure does
@@ -138,6 +153,39 @@ def _exec_command(argv: Sequence[str], *flags: str) -> tuple[str, list[str], lis
     return (argv[0], list(argv), list(flags))
 
 
+def exec_properties(spec: JobSpec, features: Features) -> list[Property]:
+    """The job's command and its recorder, in the form that survives a
+    daemon-reload on this systemd.
+
+    From 257: ExecStartEx=/ExecStopPostEx= with flags. Before (252), those
+    are lost at a daemon-reload (see Features.exec_ex_survives_reload), so the
+    plain ExecStart=/ExecStopPost= are used, and the flags are had another
+    way: "$$" is systemd's own escape of a literal "$" (no-env-expand), and
+    PermissionsStartOnly= runs the recorder as root ('privileged'; unlike '+'
+    it stays in the job's namespaces, which the recorder does not mind).
+    """
+    job, recorder = exec_argv(spec, features), recorder_argv(spec)
+    if features.exec_ex_survives_reload:
+        # no-env-expand: the command reaches the job as given, "$HOME" included.
+        return [
+            Property("ExecStartEx", "a(sasas)", [_exec_command(job, "no-env-expand")]),
+            Property(
+                "ExecStopPostEx",
+                "a(sasas)",
+                [_exec_command(recorder, "privileged", "ignore-failure", "no-env-expand")],
+            ),
+        ]
+
+    def escaped(argv: Sequence[str]) -> list[str]:
+        return [arg.replace("$", "$$") for arg in argv]
+
+    return [
+        Property("ExecStart", "a(sasb)", [(job[0], escaped(job), False)]),
+        Property("ExecStopPost", "a(sasb)", [(recorder[0], escaped(recorder), True)]),
+        Property("PermissionsStartOnly", "b", True),
+    ]
+
+
 def unit_properties(
     spec: JobSpec,
     features: Features,
@@ -161,24 +209,20 @@ def unit_properties(
         props.append(Property(key, "b", True))
     for key, raw in spec.limits:
         props += build_property(key, raw, features)
+    if not spec.scope and "TimeoutStopSec" not in dict(spec.limits):
+        # The recorder runs in the stop phase: a node's short DefaultTimeoutStopSec=
+        # must not cut it off and lose the record. systemd's stock 90 s, unless asked.
+        props.append(Property("TimeoutStopUSec", "t", DEFAULT_STOP_TIMEOUT_USEC))
+    # Delegated, so that `slotmgr adopt` may move processes into the job
+    # (systemd refuses AttachProcessesToUnit on other units). The job may then
+    # make sub-cgroups of its own, but not change its unit's limits.
+    props.append(Property("Delegate", "b", True))
     if spec.scope:
         props.append(Property("PIDs", "au", list(scope_pids)))
         return props
 
     props.append(Property("Type", "s", "exec"))
-    # no-env-expand: the command reaches the job as given, "$HOME" included.
-    props.append(
-        Property(
-            "ExecStartEx", "a(sasas)", [_exec_command(exec_argv(spec, features), "no-env-expand")]
-        )
-    )
-    props.append(
-        Property(
-            "ExecStopPostEx",
-            "a(sasas)",
-            [_exec_command(recorder_argv(spec), "privileged", "ignore-failure", "no-env-expand")],
-        )
-    )
+    props += exec_properties(spec, features)
     if spec.private_tmp:
         props.append(Property("PrivateTmp", "b", True))
     if spec.private_pids and features.private_pids:

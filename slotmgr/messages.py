@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from jeepney import DBusAddress, Message, new_method_call
+
+from slotmgr.wire import Property
 
 SYSTEMD_BUS_NAME = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -33,22 +34,6 @@ DBUS_DAEMON = DBusAddress(
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(service|scope|slice|socket|target|timer)$")
 _JOB_MODES = ("replace", "fail", "isolate", "ignore-dependencies", "ignore-requirements")
 _KILL_WHOM = ("main", "control", "all")
-
-
-@dataclass(frozen=True)
-class Property:
-    """One (name, D-Bus signature, value) triple of a unit's property list."""
-
-    name: str
-    signature: str
-    value: Any
-
-    def __post_init__(self) -> None:
-        if not self.name or not self.name[0].isupper() or not self.name.isalnum():
-            raise ValueError(f"not a systemd property name: {self.name!r}")
-
-    def as_variant(self) -> tuple[str, tuple[str, Any]]:
-        return (self.name, (self.signature, self.value))
 
 
 def check_unit_name(name: str) -> str:
@@ -94,6 +79,15 @@ def start_transient_unit(
     props = [p.as_variant() for p in properties]
     aux = [(aux_name, [p.as_variant() for p in aux_props]) for aux_name, aux_props in aux_units]
     return _manager_call("StartTransientUnit", "ssa(sv)a(sa(sv))", (name, mode, props, aux))
+
+
+def set_unit_properties(
+    name: str, properties: Sequence[Property], *, runtime: bool = True
+) -> Message:
+    """Manager.SetUnitProperties(name, runtime, properties): runtime=True
+    changes only the running unit, not any unit file or drop-in."""
+    props = [p.as_variant() for p in properties]
+    return _manager_call("SetUnitProperties", "sba(sv)", (check_unit_name(name), runtime, props))
 
 
 def get_unit(name: str) -> Message:

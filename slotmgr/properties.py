@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from slotmgr import values
 from slotmgr.features import Features
-from slotmgr.messages import Property
+from slotmgr.wire import Property
 
 
 class Kind(enum.Enum):

@@ -27,6 +27,10 @@ from slotmgr import cgroup  # noqa: E402 - stdlib only, cheap
 
 def main(argv: list[str]) -> int:
     path = cgroup.own_cgroup()
+    if path and path.endswith("/.control"):
+        # A delegated unit (Delegate=yes) runs its ExecStopPost= in a
+        # sub-cgroup of its own; the job's counters are its parent's.
+        path = path[: -len("/.control")]
     counters = cgroup.read_counters(path) if path else {}
     counters.update(cgroup.own_cpu_counters())
     end_time = time.time()

@@ -25,6 +25,7 @@ from slotmgr.jobspec import JobSpec, check_command, unit_properties
 from slotmgr.properties import PropertyError
 from slotmgr.record import JobRecord, summary_lines
 from slotmgr.systemd import Manager
+from slotmgr.wire import Property
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # systemd's exit status for "could not execute the command" (EXIT_EXEC).
@@ -107,7 +108,7 @@ def run(spec: JobSpec, *, quiet: bool, json_out: TextIO | None) -> int:
 def _start_and_wait(
     manager: Manager,
     spec: JobSpec,
-    props: list[messages.Property],
+    props: list[Property],
 ) -> JobRecord:
     stop_requested = False
     try:

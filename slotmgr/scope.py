@@ -20,9 +20,9 @@ from slotmgr.accounting import build_record
 from slotmgr.bus import Interrupted
 from slotmgr.errors import RemoteError, SlotmgrError
 from slotmgr.jobspec import JobSpec, exec_argv
-from slotmgr.messages import Property
 from slotmgr.record import JobRecord
 from slotmgr.systemd import Manager
+from slotmgr.wire import Property
 
 _SAMPLE_INTERVAL_S = 0.2
 _CHILD_SETUP_FAILED = 125

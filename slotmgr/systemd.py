@@ -12,7 +12,7 @@ from typing import Any
 from slotmgr import bus, messages
 from slotmgr.errors import BusUnavailable, RemoteError
 from slotmgr.features import MINIMUM_VERSION, Features, features_from_version
-from slotmgr.messages import Property
+from slotmgr.wire import Property
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
@@ -96,6 +96,22 @@ class Manager:
             messages.get_property(messages.unit_object_path(name), interface, prop)
         )
         return variant[1]
+
+    def unit_path(self, name: str) -> str | None:
+        """The unit's object path if it is loaded, else None (GetUnit, which,
+        unlike a property read, does not load a unit that is not there)."""
+        try:
+            (path,) = self.conn.call(messages.get_unit(name))
+        except RemoteError as exc:
+            if exc.name == NO_SUCH_UNIT:
+                return None
+            raise
+        return str(path)
+
+    def set_unit_properties(
+        self, name: str, properties: Sequence[Property], *, runtime: bool = True
+    ) -> None:
+        self.conn.call(messages.set_unit_properties(name, properties, runtime=runtime))
 
     def unit_is_failed(self, name: str) -> bool:
         try:

@@ -69,7 +69,8 @@ def _run(stage: Stage) -> None:
 
 
 def stages(selected: list[str]) -> list[Stage]:
-    guest_cmd = f"{GUEST_PYTEST}; status=$?; python3 bench/launch || status=1; exit $status"
+    guest_cmd = (f"{GUEST_PYTEST}; status=$?; python3 bench/launch || status=1; "
+                 "python3 bench/throughput || status=1; exit $status")
     all_stages = [
         Stage("lint", ["sh", "-c", f"{VENV}/ruff check slotmgr tests bench && "
                                    f"{VENV}/mypy slotmgr"]),

@@ -13,6 +13,7 @@ from slotmgr.jobspec import (
     JobSpec,
     check_command,
     command_from_exec_argv,
+    command_of_unit,
     exec_argv,
     job_id_from_unit,
     unit_name_for,
@@ -36,7 +37,7 @@ def props_of(s, features, **kw):
 
 def test_252_uses_the_shim_to_make_the_pid_namespace():
     props = props_of(spec(), V252)
-    argv = props["ExecStartEx"].value[0][1]
+    argv = props["ExecStart"].value[0][1]
     assert argv == ["/usr/bin/python3", "-I", "-S", PIDSHIM, "--unshare", "--", "sleep", "1"]
     assert "PrivatePIDs" not in props
     assert props["PrivateTmp"].value is True
@@ -56,7 +57,7 @@ def test_isolation_can_be_turned_off():
 
 
 def test_accounting_is_always_on_and_the_recorder_is_privileged():
-    props = props_of(spec(slot="3"), V252)
+    props = props_of(spec(slot="3"), V257)
     for key in ("CPUAccounting", "MemoryAccounting", "IOAccounting", "TasksAccounting",
                 "IPAccounting"):
         assert props[key].value is True
@@ -66,6 +67,26 @@ def test_accounting_is_always_on_and_the_recorder_is_privileged():
     assert argv[argv.index("--slot") + 1] == "3"
     assert props["ExecStartEx"].value[0][2] == ["no-env-expand"]
     assert props["CollectMode"].value == "inactive-or-failed"
+
+
+def test_252_commands_survive_a_daemon_reload():
+    """252 loses ExecStartEx=/ExecStopPostEx= of a transient unit at a
+    daemon-reload: there the plain properties carry the same meaning."""
+    s = spec(slot="3", command=("sh", "-c", "echo $HOME ${X} $$"))
+    props = props_of(s, V252)
+    assert "ExecStartEx" not in props and "ExecStopPostEx" not in props
+    path, argv, ignore_failure = props["ExecStart"].value[0]
+    assert (path, ignore_failure) == ("/usr/bin/python3", False)
+    assert argv[-3:] == ["sh", "-c", "echo $$HOME $${X} $$$$"]  # "$$" is a literal "$"
+    path, argv, ignore_failure = props["ExecStopPost"].value[0]
+    assert ignore_failure is True and argv[argv.index("--slot") + 1] == "3"
+    assert props["PermissionsStartOnly"].value is True  # the recorder runs as root
+    assert props["Delegate"].value is True and props_of(s, V257)["Delegate"].value is True
+    # What systemd reports back is turned into the job's own command again.
+    reported = {"ExecStartEx": [(path, props["ExecStart"].value[0][1], [], 0, 0, 0, 0, 0, 0, 0)]}
+    assert command_of_unit(reported) == ["sh", "-c", "echo $HOME ${X} $$"]
+    ex = props_of(s, V257)["ExecStartEx"].value[0]
+    assert command_of_unit({"ExecStartEx": [(*ex, 0, 0, 0, 0, 0, 0, 0)]}) == list(s.command)
 
 
 def test_environment_goes_through_env_not_the_unit():
@@ -119,3 +140,10 @@ def test_check_command(tmp_path):
         check_command([str(tmp_path)])
     with pytest.raises(PermissionError):
         check_command(["plain"], path=str(tmp_path))
+
+
+def test_stop_timeout_protects_the_recorder_unless_given():
+    assert props_of(spec(), V252)["TimeoutStopUSec"].value == 90_000_000
+    given = props_of(spec(limits=(("TimeoutStopSec", "5min"),)), V252)
+    assert given["TimeoutStopUSec"].value == 300_000_000
+    assert "TimeoutStopUSec" not in props_of(spec(scope=True, unit="x.scope"), V252)

@@ -6,7 +6,7 @@ import pytest
 from jeepney import HeaderFields, Parser
 
 from slotmgr import messages
-from slotmgr.messages import Property
+from slotmgr.wire import Property
 
 
 def roundtrip(msg):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from slotmgr.features import features_from_version
-from slotmgr.messages import Property
 from slotmgr.properties import (
     LIMIT_OPTIONS,
     UNIT_PROPERTIES,
@@ -13,6 +12,7 @@ from slotmgr.properties import (
     build_property,
     parse_assignment,
 )
+from slotmgr.wire import Property
 
 V252 = features_from_version("252.38-1~deb12u1")
 V257 = features_from_version("257.13-1")

@@ -1,0 +1,538 @@
+"""Job control: list, status, stop, kill and adopt running slotmgr jobs.
+
+Every job is a unit `slotmgr-<id>.service` (or `.scope`), so the jobs are what
+systemd lists under those names, and their live figures are the units'
+properties. Who may do what is decided here, before systemd is asked:
+
+- root, and anyone talking to their own user manager (`slotmgr --user`), may
+  act on every job that manager has (systemd itself checks ownership there);
+- a non-root caller on the system manager may see their own jobs only, and
+  may not stop, kill or adopt at all: systemd refuses every unprivileged
+  caller without polkit, so slotmgr says so in one line instead, and points
+  to `slotmgr --user run`, whose jobs are the caller's own to control.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import pwd
+import re
+import signal
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from slotmgr import messages, procs
+from slotmgr.delivery import kill_job
+from slotmgr.errors import PermissionDenied, RemoteError, UsageError
+from slotmgr.jobspec import UNIT_PREFIX, command_of_unit, job_id_from_unit
+from slotmgr.slots import slot_of_slice
+from slotmgr.systemd import Manager
+from slotmgr.values import UINT64_MAX, cpu_set_to_text
+
+JOB_PATTERNS = (f"{UNIT_PREFIX}*.service", f"{UNIT_PREFIX}*.scope")
+LIVE_STATES = ("active", "activating", "deactivating", "reloading")
+# A service's SubStates once its own processes are gone: the ExecStopPost=
+# recorder runs ('stop-post') or the unit is being cleaned up. Past these no
+# escalation may happen, or it would kill the recorder and lose the record.
+_AFTER_MAIN = frozenset(
+    ("stop-post", "final-sigterm", "final-sigkill", "final-watchdog", "dead", "failed",
+     "auto-restart", "cleaning")
+)
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_WAKE_S = 1.0  # re-read the state at least this often, in case a signal is missed
+
+
+class Action(enum.Enum):
+    LIST = "list"
+    STATUS = "status"
+    STOP = "stop"
+    KILL = "kill"
+    ADOPT = "adopt"
+
+
+@dataclass(frozen=True)
+class Caller:
+    uid: int
+    user_mode: bool  # talking to the caller's own user manager
+
+    @classmethod
+    def current(cls, user_mode: bool) -> Caller:
+        return cls(uid=os.geteuid(), user_mode=user_mode)
+
+    @property
+    def controls_everything(self) -> bool:
+        return self.uid == 0 or self.user_mode
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A running job as `slotmgr list` shows it."""
+
+    job_id: str
+    unit: str
+    slice: str
+    slot: str | None
+    user: str
+    uid: int
+    active_state: str
+    sub_state: str
+    freezer_state: str
+    start_time: float | None  # seconds since the epoch
+    runtime_usec: int | None
+    cpu_usage_usec: int | None
+    memory_current_bytes: int | None
+    tasks_current: int | None
+    main_pid: int | None
+    control_group: str
+
+    @property
+    def state(self) -> str:
+        text = f"{self.active_state}/{self.sub_state}"
+        if self.freezer_state not in ("", "running"):
+            text += f" ({self.freezer_state})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "state": self.state}
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """One job in full, for `slotmgr status`."""
+
+    info: JobInfo
+    description: str
+    command: list[str]
+    memory_peak_bytes: int | None
+    memory_swap_bytes: int | None
+    io_read_bytes: int | None
+    io_write_bytes: int | None
+    limits: dict[str, str]
+    effective_cpus: str | None
+    processes: list[tuple[int, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.info.to_dict()
+        data.update(
+            description=self.description,
+            command=self.command,
+            memory_peak_bytes=self.memory_peak_bytes,
+            memory_swap_bytes=self.memory_swap_bytes,
+            io_read_bytes=self.io_read_bytes,
+            io_write_bytes=self.io_write_bytes,
+            limits=self.limits,
+            effective_cpus=self.effective_cpus,
+            processes=[{"pid": pid, "command": cmd} for pid, cmd in self.processes],
+        )
+        return data
+
+
+# -- finding jobs ---------------------------------------------------------------
+
+
+def candidate_units(job: str) -> list[str]:
+    """The unit names a JOB argument may mean: a unit name as given, or a job id's
+    service, then its scope."""
+    if job.endswith((".service", ".scope")):
+        try:
+            messages.check_unit_name(job)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if not job.startswith(UNIT_PREFIX):
+            raise UsageError(f"{job!r} is not a slotmgr job: job units are named "
+                             f"{UNIT_PREFIX}<id>.service or .scope")
+        return [job]
+    if not _JOB_ID.match(job):
+        raise UsageError(f"invalid job {job!r}: give a job id (letters, digits, '_.:-') "
+                         "or a unit name")
+    return [f"{UNIT_PREFIX}{job}.service", f"{UNIT_PREFIX}{job}.scope"]
+
+
+def find_job(manager: Manager, job: str) -> str:
+    """The loaded unit of JOB, or a one-line error (exit 64)."""
+    candidates = candidate_units(job)
+    for unit in candidates:
+        if manager.unit_path(unit) is not None:
+            return unit
+    raise UsageError(f"no such job {job!r}: no unit {' or '.join(candidates)} is loaded "
+                     "(see slotmgr list; finished jobs: slotmgr history)")
+
+
+def _counter(value: Any) -> int | None:
+    if value is None or value == UINT64_MAX or isinstance(value, bool):
+        return None
+    return int(value)
+
+
+def user_of(user_prop: str, default_uid: int) -> tuple[str, int]:
+    """The job's user from the unit's User= (a name, a number or empty)."""
+    if not user_prop:
+        uid = default_uid
+        try:
+            return pwd.getpwuid(uid).pw_name, uid
+        except KeyError:
+            return str(uid), uid
+    if user_prop.isdigit():
+        uid = int(user_prop)
+        try:
+            return pwd.getpwuid(uid).pw_name, uid
+        except KeyError:
+            return user_prop, uid
+    try:
+        return user_prop, pwd.getpwnam(user_prop).pw_uid
+    except KeyError:
+        return user_prop, -1  # an unknown name: nobody's, so only root may act
+
+
+def job_info(unit: str, props: Mapping[str, Any], *, owner_uid: int, now: float) -> JobInfo:
+    """Pure: a unit's properties (GetAll) -> JobInfo. `owner_uid` is whose
+    the job is when the unit names no User= (a scope, or root's service)."""
+    user, uid = user_of(str(props.get("User") or ""), owner_uid)
+    started = _counter(props.get("InactiveExitTimestamp")) or None
+    nsec = _counter(props.get("CPUUsageNSec"))
+    slice_ = str(props.get("Slice", ""))
+    main_pid = _counter(props.get("MainPID")) or None
+    return JobInfo(
+        job_id=job_id_from_unit(unit),
+        unit=unit,
+        slice=slice_,
+        slot=slot_of_slice(slice_),
+        user=user,
+        uid=uid,
+        active_state=str(props.get("ActiveState", "")),
+        sub_state=str(props.get("SubState", "")),
+        freezer_state=str(props.get("FreezerState", "")),
+        start_time=None if started is None else started / 1e6,
+        runtime_usec=None if started is None else max(0, int(now * 1e6) - started),
+        cpu_usage_usec=None if nsec is None else nsec // 1000,
+        memory_current_bytes=_counter(props.get("MemoryCurrent")),
+        tasks_current=_counter(props.get("TasksCurrent")),
+        main_pid=main_pid,
+        control_group=str(props.get("ControlGroup", "")),
+    )
+
+
+def _owner_uid(manager_uid: int, unit: str, props: Mapping[str, Any]) -> int:
+    """Whose a job without User= is. A scope's processes were forked by whoever
+    ran `slotmgr run --scope`: the owner of its first process."""
+    if unit.endswith(".scope") and manager_uid == 0:
+        group = str(props.get("ControlGroup", ""))
+        for pid in procs.cgroup_pids(procs.CGROUP_ROOT + group) if group else []:
+            with contextlib.suppress(ProcessLookupError, ValueError, OSError):
+                return procs.read_process(pid).uid
+    return manager_uid
+
+
+def manager_uid(caller: Caller) -> int:
+    """The uid a user manager runs as (the caller's); 0 for the system manager."""
+    return caller.uid if caller.user_mode else 0
+
+
+def read_job(manager: Manager, unit: str, caller: Caller, *, now: float | None = None) -> JobInfo:
+    props = manager.unit_properties(unit)
+    owner = _owner_uid(manager_uid(caller), unit, props)
+    return job_info(unit, props, owner_uid=owner, now=time.time() if now is None else now)
+
+
+def list_jobs(manager: Manager, caller: Caller) -> list[JobInfo]:
+    """Running jobs, oldest first; a non-root caller on the system manager
+    sees only their own."""
+    now = time.time()
+    jobs: list[JobInfo] = []
+    for row in manager.list_units(JOB_PATTERNS):
+        name, active = str(row[0]), str(row[3])
+        if active not in LIVE_STATES:
+            continue
+        try:
+            info = read_job(manager, name, caller, now=now)
+        except RemoteError:
+            continue  # gone between the list and the read
+        if visible(caller, info):
+            jobs.append(info)
+    jobs.sort(key=lambda j: (j.start_time or 0.0, j.unit))
+    return jobs
+
+
+# -- who may do what --------------------------------------------------------------
+
+
+def visible(caller: Caller, job: JobInfo) -> bool:
+    return caller.controls_everything or job.uid == caller.uid
+
+
+def check_permission(caller: Caller, job: JobInfo, action: Action) -> None:
+    """Raise PermissionDenied (exit 77) if `caller` may not do `action` to `job`."""
+    if caller.controls_everything:
+        return
+    if job.uid != caller.uid:
+        raise PermissionDenied(
+            f"job {job.job_id} belongs to {job.user}: you may {action.value} only your own jobs"
+        )
+    if action in (Action.STOP, Action.KILL, Action.ADOPT):
+        raise PermissionDenied(
+            f"{action.value} of job {job.job_id} needs root: it runs under the system manager, "
+            "which lets only root control units; jobs you start with `slotmgr --user run` are "
+            f"yours to {action.value} with `slotmgr --user {action.value}`"
+        )
+
+
+def job_for(manager: Manager, caller: Caller, job: str, action: Action) -> JobInfo:
+    """Find JOB and check that `caller` may do `action` to it."""
+    info = read_job(manager, find_job(manager, job), caller)
+    check_permission(caller, info, action)
+    return info
+
+
+# -- status -------------------------------------------------------------------------
+
+
+def _limit_text(props: Mapping[str, Any]) -> dict[str, str]:
+    """The unit's own limits that are set, in systemd's words."""
+    from slotmgr.values import format_bytes, format_usec
+
+    limits: dict[str, str] = {}
+    for key in ("MemoryMax", "MemoryHigh", "MemorySwapMax"):
+        value = _counter(props.get(key))
+        if value is not None:
+            limits[key] = format_bytes(value)
+    tasks = _counter(props.get("TasksMax"))
+    if tasks is not None:
+        limits["TasksMax"] = str(tasks)
+    quota = _counter(props.get("CPUQuotaPerSecUSec"))
+    if quota is not None:
+        limits["CPUQuota"] = f"{quota / 10_000:g}%"
+    for key in ("CPUWeight", "IOWeight"):
+        weight = _counter(props.get(key))
+        if weight is not None:
+            limits[key] = str(weight)
+    cpus = props.get("AllowedCPUs")
+    if cpus:
+        limits["AllowedCPUs"] = cpu_set_to_text(bytes(cpus))
+    runtime = _counter(props.get("RuntimeMaxUSec"))
+    if runtime is not None:
+        limits["RuntimeMaxSec"] = format_usec(runtime)
+    return limits
+
+
+def job_detail(manager: Manager, caller: Caller, info: JobInfo) -> JobDetail:
+    props = manager.unit_properties(info.unit)
+    group = info.control_group
+    command = command_of_unit(props)
+    peak = procs.cgroup_int(group, "memory.peak") if group else None
+    if peak is None:
+        peak = _counter(props.get("MemoryPeak"))
+    pids = procs.cgroup_pids(procs.CGROUP_ROOT + group) if group else []
+    return JobDetail(
+        info=info,
+        description=str(props.get("Description", "")),
+        command=command,
+        memory_peak_bytes=peak,
+        memory_swap_bytes=procs.cgroup_int(group, "memory.swap.current") if group else None,
+        io_read_bytes=_counter(props.get("IOReadBytes")),
+        io_write_bytes=_counter(props.get("IOWriteBytes")),
+        limits=_limit_text(props),
+        effective_cpus=procs.cgroup_file(group, "cpuset.cpus.effective") if group else None,
+        processes=[(pid, procs.cmdline(pid)) for pid in sorted(pids)],
+    )
+
+
+# -- waiting on a unit ------------------------------------------------------------
+
+
+def unit_state(manager: Manager, unit: str) -> tuple[str, str] | None:
+    """(ActiveState, SubState), or None once the unit is unloaded."""
+    path = manager.unit_path(unit)
+    if path is None:
+        return None
+    try:
+        (active,) = manager.conn.call(
+            messages.get_property(path, messages.UNIT_IFACE, "ActiveState"))
+        (sub,) = manager.conn.call(messages.get_property(path, messages.UNIT_IFACE, "SubState"))
+    except RemoteError:
+        return None
+    return str(active[1]), str(sub[1])
+
+
+def is_finished(state: tuple[str, str] | None) -> bool:
+    return state is None or state[0] in ("inactive", "failed")
+
+
+def processes_gone(state: tuple[str, str] | None) -> bool:
+    """The job's own processes are gone (what runs now is systemd's clean-up
+    or the recorder)."""
+    return is_finished(state) or (state is not None and state[1] in _AFTER_MAIN)
+
+
+def subscribe_to(manager: Manager, unit: str) -> None:
+    path = messages.unit_object_path(unit)
+    manager.subscribe(
+        messages.signal_match_rule(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
+        messages.signal_match_rule(messages.MANAGER_IFACE, "UnitRemoved"),
+    )
+
+
+def wait_for(
+    manager: Manager,
+    unit: str,
+    done: Callable[[tuple[str, str] | None], bool],
+    *,
+    timeout: float | None,
+) -> tuple[str, str] | None:
+    """Wait until `done(state)`; raise TimeoutError at the timeout. Call
+    subscribe_to() first. The state is re-read on every change signal of the
+    unit and at least every second, so a missed signal costs a second, no more."""
+    path = messages.unit_object_path(unit)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    state = unit_state(manager, unit)
+    while not done(state):
+        wake = _WAKE_S
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(unit)
+            wake = min(wake, remaining)
+        manager.conn.wait_for_signal(
+            lambda s: (s.path == path and s.member == "PropertiesChanged")
+            or (s.member == "UnitRemoved" and bool(s.body) and s.body[0] == unit),
+            timeout=wake,
+        )
+        state = unit_state(manager, unit)
+    return state
+
+
+# -- kill and stop ----------------------------------------------------------------------
+
+
+def _term_target(manager: Manager, unit: str) -> str:
+    """Whom stop's SIGTERM goes to: as `systemctl stop` would send it. With
+    KillMode=mixed (a job whose PID-namespace init stays outside the namespace)
+    only the main process gets it, and forwards it to the job once; the rest
+    of the job is killed when the main process is gone."""
+    try:
+        mode = manager.unit_property(unit, messages.SERVICE_IFACE, "KillMode")
+    except RemoteError:
+        return "all"  # a scope: its processes are all the job's own
+    return "main" if mode == "mixed" else "all"
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    escalated: bool  # SIGKILL was needed after the grace period
+    already_stopped: bool
+
+
+def stop_job(manager: Manager, unit: str, *, grace: float, timeout: float | None = None
+             ) -> StopOutcome:
+    """SIGTERM to every process of the job; after `grace` seconds SIGKILL to
+    whatever is left of the job's own processes; then wait until the unit is
+    inactive or gone, its ExecStopPost= recorder included.
+
+    Not StopUnit: its SIGKILL comes after the unit's TimeoutStopSec=, which is
+    fixed when the unit starts, and the same timeout bounds the recorder, so a
+    short grace would cut the record short too.
+    """
+    subscribe_to(manager, unit)
+    state = unit_state(manager, unit)
+    if processes_gone(state):
+        wait_for(manager, unit, is_finished, timeout=timeout)
+        return StopOutcome(escalated=False, already_stopped=True)
+    kill_job(manager, unit, signal.SIGTERM, whom=_term_target(manager, unit))
+    escalated = False
+    try:
+        wait_for(manager, unit, processes_gone, timeout=grace)
+    except TimeoutError:
+        outcome = kill_job(manager, unit, signal.SIGKILL,
+                           only_if=lambda s: not processes_gone(s),
+                           state=lambda: unit_state(manager, unit))
+        escalated = outcome.sent
+    wait_for(manager, unit, is_finished, timeout=timeout)
+    return StopOutcome(escalated=escalated, already_stopped=False)
+
+
+# -- adopt ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdoptOutcome:
+    adopted: tuple[int, ...]
+    already_in_job: tuple[int, ...]
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def check_adoptable(info: procs.ProcessInfo, job: JobInfo) -> bool:
+    """Raise if the process may not join the job; False if it is in it already."""
+    if set(info.uids[:3]) != {job.uid}:
+        owners = sorted(set(info.uids[:3]))
+        who = " and ".join(f"{_user_name(u)} (uid {u})" for u in owners)
+        raise PermissionDenied(
+            f"process {info.pid} ({info.comm}) belongs to {who}, job {job.job_id} to "
+            f"{job.user} (uid {job.uid}): a job adopts only its own user's processes"
+        )
+    other = info.job_unit
+    if other == job.unit:
+        return False
+    if other is not None:
+        raise PermissionDenied(
+            f"process {info.pid} ({info.comm}) is already in slotmgr job "
+            f"{job_id_from_unit(other)} ({other}): a process belongs to one job only"
+        )
+    return True
+
+
+def parse_pids(texts: Iterable[str]) -> list[int]:
+    pids: list[int] = []
+    for text in texts:
+        if not text.isdigit() or int(text) <= 1:
+            raise UsageError(f"invalid PID {text!r}: use a process number greater than 1")
+        if int(text) not in pids:
+            pids.append(int(text))
+    return pids
+
+
+def adopt(manager: Manager, job: JobInfo, pids: Sequence[int]) -> AdoptOutcome:
+    """Move processes into a running job (AttachProcessesToUnit), like Slurm's
+    pam_slurm_adopt: for a process a remote agent (sshd, an MPI launcher)
+    started on the job's behalf, so that it is limited, accounted and killed
+    with the job.
+
+    Each PID is pinned with a pidfd while it is checked; right before the
+    move every one is checked again to be the same process (alive, same
+    start time), so a PID that was reused meanwhile is never moved.
+    """
+    pinned: list[procs.PinnedProcess] = []
+    try:
+        wanted: list[procs.PinnedProcess] = []
+        already: list[int] = []
+        for pid in pids:
+            try:
+                pin = procs.PinnedProcess(pid)
+            except ProcessLookupError:
+                raise UsageError(f"no process {pid}") from None
+            pinned.append(pin)
+            if check_adoptable(pin.info, job):
+                wanted.append(pin)
+            else:
+                already.append(pid)
+        if not wanted:
+            return AdoptOutcome(adopted=(), already_in_job=tuple(already))
+        for pin in wanted:
+            if not pin.still_same():
+                raise UsageError(
+                    f"process {pin.pid} ended while it was checked (its PID may now be "
+                    "another process's): nothing adopted"
+                )
+        manager.attach_processes(job.unit, [pin.pid for pin in wanted])
+        return AdoptOutcome(adopted=tuple(p.pid for p in wanted), already_in_job=tuple(already))
+    finally:
+        for pin in pinned:
+            pin.close()

@@ -1,0 +1,204 @@
+"""Delivering a signal to every process of a job at once (`slotmgr kill`, and
+`slotmgr stop`'s SIGTERM and SIGKILL).
+
+The job is frozen (FreezeUnit) while the signal goes out, then thawed: a
+frozen process cannot fork, so on systemd < 257, whose KillUnit reads the
+cgroup's PIDs and signals them one by one, a fork loop cannot race the
+signal. A frozen process keeps a caught signal pending until the thaw, and
+dies of a fatal one at once.
+
+One rule on top: the unit's main process must not die while the unit is
+frozen. Its end makes systemd start the ExecStopPost= recorder in the
+unit's cgroup, still frozen: systemd 257 then hangs as PID 1 in clone3()
+(it waits for a child that cannot run, seen in the test bed), and 252 leaves
+the recorder frozen, so the record would be lost. So when the signal would
+end the main process (SIGKILL, or a signal it neither catches nor ignores),
+the other processes get it while the job is frozen, and the main process
+right after the thaw. SIGKILL on systemd >= 257 needs none of this:
+KillUnit writes cgroup.kill, which the kernel applies to the whole cgroup
+at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from slotmgr import messages, procs
+from slotmgr.errors import BusTimeout, RemoteError, SlotmgrError
+from slotmgr.systemd import Manager
+
+UnitState = tuple[str, str]  # (ActiveState, SubState)
+StateCheck = Callable[[Optional[UnitState]], bool]  # Optional: an alias is evaluated on 3.9
+
+# Signals whose default action does not end a process.
+_DEFAULT_HARMLESS = frozenset(
+    int(s) for s in (signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH,
+                     signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+)
+_THAW_RETRY_S = 10.0  # ThawUnit is refused while a job of the unit is pending
+_THAW_ANSWER_S = 5.0  # longer, and systemd is taken to be stuck (see thaw_job)
+
+
+@dataclass(frozen=True)
+class KillOutcome:
+    how: str  # "while frozen", "at once (cgroup.kill)", or "unfrozen: <why>"
+    sent: bool = True  # False when `only_if` found the job gone
+
+
+def is_fatal(signum: int, status_text: str) -> bool:
+    """Would `signum` end the process whose /proc/PID/status this is?"""
+    if signum == signal.SIGKILL:
+        return True
+    masks = {}
+    for line in status_text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigIgn", "SigCgt"):
+            masks[key] = int(value.strip(), 16)
+    bit = 1 << (signum - 1)
+    if (masks.get("SigIgn", 0) | masks.get("SigCgt", 0)) & bit:
+        return False
+    return signum not in _DEFAULT_HARMLESS
+
+
+def _main_pid(manager: Manager, unit: str) -> int:
+    if not unit.endswith(".service"):
+        return 0  # a scope has no main process, and no ExecStopPost=
+    try:
+        return int(manager.unit_property(unit, messages.SERVICE_IFACE, "MainPID") or 0)
+    except RemoteError:
+        return 0
+
+
+def _control_group(manager: Manager, unit: str) -> str:
+    iface = messages.SERVICE_IFACE if unit.endswith(".service") else messages.SCOPE_IFACE
+    return str(manager.unit_property(unit, iface, "ControlGroup") or "")
+
+
+def _fatal_to(pid: int, signum: int) -> bool:
+    try:
+        with open(f"{procs.PROC}/{pid}/status") as f:
+            return is_fatal(signum, f.read())
+    except OSError:
+        return False  # gone already: systemd has seen it go
+
+
+def signal_all_but(group: str, exclude: int, signum: int) -> int:
+    """Signal every process in cgroup `group` (and below) but `exclude`; return
+    how many. Each PID is pinned with a pidfd and checked to be in the cgroup
+    before it is signalled, so a PID reused by another process is left alone."""
+    sent = 0
+    for pid in procs.cgroup_pids(procs.CGROUP_ROOT + group):
+        if pid == exclude:
+            continue
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            with open(f"{procs.PROC}/{pid}/cgroup") as f:
+                where = procs.parse_cgroup(f.read())
+            if where == group or where.startswith(group + "/"):
+                signal.pidfd_send_signal(fd, signum)
+                sent += 1
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+        finally:
+            os.close(fd)
+    return sent
+
+
+def kill_job(
+    manager: Manager,
+    unit: str,
+    signum: int,
+    *,
+    whom: str = "all",
+    only_if: StateCheck | None = None,
+    state: Callable[[], UnitState | None] | None = None,
+) -> KillOutcome:
+    """Send `signum` to the job's processes (`whom`: "all" or "main"), at once.
+
+    `only_if(state)` is checked while the job is frozen; if it says no,
+    nothing is sent (stop uses it to never hit the recorder of a job that
+    ended meanwhile). `state` reads the unit's (ActiveState, SubState).
+    """
+    if whom == "main":
+        # One process: nothing can race the signal, and freezing would only
+        # risk the main process dying frozen.
+        if only_if is not None and state is not None and not only_if(state()):
+            return KillOutcome(how="", sent=False)
+        manager.kill(unit, signum, whom="main")
+        return KillOutcome(how="to the main process")
+    if signum == signal.SIGKILL and manager.features.cgroup_kill and only_if is None:
+        manager.kill(unit, signum, whom="all")
+        return KillOutcome(how="at once (cgroup.kill)")
+    group = _control_group(manager, unit)
+    try:
+        manager.freeze(unit)
+    except RemoteError as exc:
+        # Not active (starting, stopping) or no freezer: send it as it is.
+        if only_if is not None and state is not None and not only_if(state()):
+            return KillOutcome(how="", sent=False)
+        manager.kill(unit, signum, whom="all")
+        return KillOutcome(how=f"unfrozen: {exc.text}")
+    main_later = 0
+    try:
+        if only_if is not None and state is not None and not only_if(state()):
+            return KillOutcome(how="", sent=False)
+        main = _main_pid(manager, unit)
+        if main and _fatal_to(main, signum):
+            signal_all_but(group, main, signum)
+            main_later = main
+        else:
+            manager.kill(unit, signum, whom="all")
+    finally:
+        thaw_job(manager, unit, group)
+    if main_later:
+        with contextlib.suppress(RemoteError):  # it may have ended by itself meanwhile
+            manager.kill(unit, signum, whom="main")
+    return KillOutcome(how="while frozen")
+
+
+def thaw_job(manager: Manager, unit: str, group: str) -> None:
+    """ThawUnit, retried while a job of the unit is pending.
+
+    A unit whose main process ended on its own while frozen is no longer
+    active, and ThawUnit refuses it: StopUnit thaws it first, and for a unit
+    that is already stopping does nothing else. If systemd does not answer
+    at all, it may be stuck starting the recorder in the frozen cgroup
+    (257): thawing the cgroup itself lets it go on.
+    """
+    deadline = time.monotonic() + _THAW_RETRY_S
+    while True:
+        try:
+            manager.conn.call(messages.thaw_unit(unit), timeout=_THAW_ANSWER_S)
+            return
+        except BusTimeout:
+            _thaw_cgroup(group)
+            continue
+        except RemoteError as exc:
+            refused = exc
+        try:
+            active = manager.unit_property(unit, messages.UNIT_IFACE, "ActiveState")
+        except RemoteError:
+            return  # gone
+        if active != "active":
+            with contextlib.suppress(RemoteError):
+                manager.stop(unit)
+            return
+        if time.monotonic() > deadline:
+            raise SlotmgrError(f"cannot thaw {unit}: {refused.text} (try: systemctl thaw {unit})")
+        time.sleep(0.2)
+
+
+def _thaw_cgroup(group: str) -> None:
+    if group:
+        with contextlib.suppress(OSError), open(
+            f"{procs.CGROUP_ROOT}{group}/cgroup.freeze", "w"
+        ) as f:
+            f.write("0")

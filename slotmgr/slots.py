@@ -1,0 +1,460 @@
+"""Batch slots: /etc/slotmgr/slots.conf, and the slice that carries each slot's limits.
+
+A slot N is the slice `slotmgr-slotN.slice`; the dash makes it a child of
+`slotmgr.slice`, so the kernel enforces the slot's limits on everything below
+it, whatever a job asks for on its own unit: a job's MemoryMax=1G under a
+slot's MemoryMax=64M still gets at most 64M (cgroup v2 limits nest).
+
+The file is INI (configparser), one `[slotN]` section per slot with keys of
+systemd.resource-control(5), and an optional `[node]` section:
+
+    [node]
+    exclusive_cpus = yes     # no two slots may share a CPU
+
+    [slot1]
+    MemoryMax = 32G
+    AllowedCPUs = 0-7
+
+Any mistake is one line naming the file, the line and the key (exit 64);
+parsing is pure so it is unit-tested on any host.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from slotmgr import procs, values
+from slotmgr.errors import RemoteError, UsageError
+from slotmgr.features import Features
+from slotmgr.messages import SLICE_IFACE, UNIT_IFACE
+from slotmgr.properties import PropertyError, build_property
+from slotmgr.systemd import UNIT_EXISTS, Manager
+from slotmgr.wire import Property
+
+DEFAULT_CONF = "/etc/slotmgr/slots.conf"
+CONF_ENV = "SLOTMGR_SLOTS_CONF"
+PARENT_SLICE = "slotmgr.slice"
+MAX_SLOT = 9999
+
+# The keys a slot may set, and the value that means "no limit" on the wire.
+# Every key is sent each time the slice is prepared, configured or not, so a
+# key removed from the file is lifted at the next job instead of lingering.
+_UNSET: dict[str, Property] = {
+    "MemoryMax": Property("MemoryMax", "t", values.UINT64_MAX),
+    "MemoryHigh": Property("MemoryHigh", "t", values.UINT64_MAX),
+    "MemorySwapMax": Property("MemorySwapMax", "t", values.UINT64_MAX),
+    "AllowedCPUs": Property("AllowedCPUs", "ay", b""),
+    "CPUQuota": Property("CPUQuotaPerSecUSec", "t", values.USEC_INFINITY),
+    "CPUWeight": Property("CPUWeight", "t", values.UINT64_MAX),
+    "IOWeight": Property("IOWeight", "t", values.UINT64_MAX),
+    "TasksMax": Property("TasksMax", "t", values.UINT64_MAX),
+}
+SLOT_KEYS = tuple(_UNSET)
+NODE_KEYS = ("exclusive_cpus",)
+_SECTION_SLOT = re.compile(r"slot([1-9][0-9]*)")
+_SLICE_SLOT = re.compile(r"^slotmgr-slot([1-9][0-9]*)\.slice$")
+
+
+class SlotConfigError(UsageError):
+    """A mistake in slots.conf, or a slot that is not in it (exit 64)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    number: int
+    limits: tuple[tuple[str, str], ...]  # (key, value as written), in file order
+    cpus: frozenset[int] | None  # AllowedCPUs as a set, None when not limited
+    line: int  # of the [slotN] header
+
+    @property
+    def name(self) -> str:
+        return str(self.number)
+
+    @property
+    def slice(self) -> str:
+        return slice_name(self.number)
+
+    def limit(self, key: str) -> str | None:
+        return dict(self.limits).get(key)
+
+    def properties(self, features: Features | None) -> list[Property]:
+        """Every slot key for SetUnitProperties/StartTransientUnit: the
+        configured ones, and the rest reset to 'no limit'."""
+        props: list[Property] = []
+        configured = dict(self.limits)
+        for key, unset in _UNSET.items():
+            if key == "AllowedCPUs" and self.cpus is not None:
+                # Checked against the node's CPUs when the file was read.
+                props.append(Property(key, "ay", _mask_of_cpus(sorted(self.cpus))))
+            elif key in configured:
+                props += build_property(key, configured[key], features)
+            else:
+                props.append(unset)
+        return props
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    path: str
+    slots: tuple[Slot, ...]
+    exclusive_cpus: bool = False
+
+    def get(self, name: str) -> Slot:
+        """The slot `name` ('3' or 'slot3'), or a one-line error."""
+        text = name[4:] if name.startswith("slot") else name
+        if not text.isdigit() or text.startswith("0"):
+            raise SlotConfigError(f"invalid slot {name!r}: use a slot number such as 1")
+        for slot in self.slots:
+            if slot.number == int(text):
+                return slot
+        have = ", ".join(s.name for s in self.slots) or "none"
+        raise SlotConfigError(f"no slot {text} in {self.path} (slots: {have})")
+
+
+def slice_name(number: int) -> str:
+    return f"slotmgr-slot{number}.slice"
+
+
+def slot_of_slice(slice_: str) -> str | None:
+    """'slotmgr-slot3.slice' -> '3'; any other slice -> None."""
+    match = _SLICE_SLOT.match(slice_)
+    return match.group(1) if match else None
+
+
+def config_path() -> str:
+    return os.environ.get(CONF_ENV) or DEFAULT_CONF
+
+
+def node_cpu_count() -> int | None:
+    return os.cpu_count()
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Locator:
+    """'FILE:LINE' of a key, or of its section when the key has no line."""
+
+    path: str
+    lines: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def line(self, section: str, key: str = "") -> int:
+        return self.lines.get((section, key), self.lines.get((section, ""), 0))
+
+    def __call__(self, section: str, key: str = "") -> str:
+        return f"{self.path}:{self.line(section, key)}"
+
+
+def _key_lines(text: str) -> dict[tuple[str, str], int]:
+    """(section, key) -> line number, for messages (configparser has none).
+
+    Keys start a line; indented lines continue a value, as in configparser.
+    """
+    lines: dict[tuple[str, str], int] = {}
+    section = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip()[0] in "#;" or line[0].isspace():
+            continue
+        header = re.match(r"\[([^\]]*)\]", line)
+        if header:
+            section = header.group(1)
+            lines[(section, "")] = number
+            continue
+        key = re.split(r"[=:]", line, maxsplit=1)[0].strip()
+        lines.setdefault((section, key), number)
+    return lines
+
+
+def _suggest(key: str, allowed: tuple[str, ...]) -> str:
+    for name in allowed:
+        if name.lower() == key.lower():
+            return f" (did you mean {name}?)"
+    return ""
+
+
+def parse(text: str, path: str, *, cpu_count: int | None) -> SlotConfig:
+    """Parse slots.conf text; `cpu_count` is the node's (None: do not check)."""
+    parser = configparser.ConfigParser(
+        interpolation=None,  # '%' is systemd's percentage, not a reference
+        default_section="\0",  # no [DEFAULT] magic: it is reported as unknown
+        strict=True,  # a section or key given twice is an error, with its line
+        empty_lines_in_values=False,
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case
+    try:
+        parser.read_string(text, source=path)
+    except configparser.MissingSectionHeaderError as exc:
+        raise SlotConfigError(
+            f"{path}:{exc.lineno}: a key before any section: start with [slot1] or [node]"
+        ) from None
+    except configparser.DuplicateSectionError as exc:
+        raise SlotConfigError(f"{path}:{exc.lineno}: section [{exc.section}] given twice") from None
+    except configparser.DuplicateOptionError as exc:
+        raise SlotConfigError(
+            f"{path}:{exc.lineno}: [{exc.section}] {exc.option} given twice"
+        ) from None
+    except configparser.ParsingError as exc:
+        lineno = exc.errors[0][0]
+        line = text.splitlines()[lineno - 1].strip() if 0 < lineno <= len(text.splitlines()) else ""
+        raise SlotConfigError(
+            f"{path}:{lineno}: cannot parse {line!r}: use KEY = VALUE under a [section]"
+        ) from None
+    except configparser.Error as exc:
+        raise SlotConfigError(f"{path}: {exc.message}") from None
+
+    where = _Locator(path, _key_lines(text))
+
+    exclusive = False
+    slots: list[Slot] = []
+    for section in parser.sections():
+        items = parser.items(section)
+        if section == "node":
+            for key, value in items:
+                if key not in NODE_KEYS:
+                    raise SlotConfigError(
+                        f"{where(section, key)}: [node] unknown key {key!r}"
+                        f"{_suggest(key, NODE_KEYS)}: allowed is {', '.join(NODE_KEYS)}"
+                    )
+                try:
+                    exclusive = values.parse_bool(value)
+                except ValueError as exc:
+                    raise SlotConfigError(f"{where(section, key)}: [node] {key}: {exc}") from None
+            continue
+        match = _SECTION_SLOT.fullmatch(section)
+        if not match or int(match.group(1)) > MAX_SLOT:
+            raise SlotConfigError(
+                f"{where(section)}: unknown section [{section}]: use [node] or [slotN] "
+                f"with N from 1 to {MAX_SLOT} (no leading zeros)"
+            )
+        slots.append(_parse_slot(int(match.group(1)), items, section, where, cpu_count))
+
+    slots.sort(key=lambda s: s.number)
+    if exclusive:
+        _check_exclusive(slots, where)
+    return SlotConfig(path=path, slots=tuple(slots), exclusive_cpus=exclusive)
+
+
+def _parse_slot(
+    number: int, items: list[tuple[str, str]], section: str, where: _Locator, cpu_count: int | None
+) -> Slot:
+    limits: list[tuple[str, str]] = []
+    cpus: frozenset[int] | None = None
+    for key, value in items:
+        if key not in SLOT_KEYS:
+            raise SlotConfigError(
+                f"{where(section, key)}: [{section}] unknown key {key!r}{_suggest(key, SLOT_KEYS)}"
+                f": allowed are {', '.join(SLOT_KEYS)}"
+            )
+        value = value.strip()
+        if "\n" in value:
+            raise SlotConfigError(
+                f"{where(section, key)}: [{section}] {key}: the value goes on over several "
+                "lines (an indented line continues the one above): put it on one line"
+            )
+        try:
+            if key == "AllowedCPUs":
+                mask = values.parse_cpu_set(value, cpu_count=cpu_count)
+                cpus = frozenset(_cpus_of_mask(mask))
+            else:
+                build_property(key, value, None)
+        except (PropertyError, ValueError) as exc:
+            problem = str(exc)
+            if not problem.startswith(f"{key}="):
+                problem = f"{key}={value}: {problem}"
+            raise SlotConfigError(f"{where(section, key)}: [{section}] {problem}") from None
+        limits.append((key, value))
+    slot = Slot(number=number, limits=tuple(limits), cpus=cpus, line=where.line(section))
+    _check_memory_order(slot, section, where)
+    return slot
+
+
+def _check_memory_order(slot: Slot, section: str, where: _Locator) -> None:
+    """MemoryHigh above MemoryMax can never throttle: say so rather than ignore it."""
+    high, most = slot.limit("MemoryHigh"), slot.limit("MemoryMax")
+    if high is None or most is None or "%" in high + most:
+        return
+    if values.parse_bytes(high) > values.parse_bytes(most):
+        raise SlotConfigError(
+            f"{where(section, 'MemoryHigh')}: [{section}] MemoryHigh={high} is above "
+            f"MemoryMax={most}: the throttling threshold must not exceed the hard limit"
+        )
+
+
+def _check_exclusive(slots: list[Slot], where: _Locator) -> None:
+    owner: dict[int, Slot] = {}
+    for slot in slots:
+        section = f"slot{slot.number}"
+        if slot.cpus is None:
+            raise SlotConfigError(
+                f"{where(section)}: [{section}] AllowedCPUs missing: [node] exclusive_cpus = yes "
+                "needs every slot to name its own CPUs"
+            )
+        shared = sorted(c for c in slot.cpus if c in owner)
+        if shared:
+            other = owner[shared[0]]
+            text = values.cpu_set_to_text(_mask_of_cpus(shared))
+            raise SlotConfigError(
+                f"{where(section, 'AllowedCPUs')}: [{section}] "
+                f"AllowedCPUs={slot.limit('AllowedCPUs')}: CPUs {text} are also "
+                f"slot{other.number}'s, and [node] exclusive_cpus = yes"
+            )
+        owner.update(dict.fromkeys(slot.cpus, slot))
+
+
+def _cpus_of_mask(mask: bytes) -> list[int]:
+    return [i * 8 + bit for i, byte in enumerate(mask) for bit in range(8) if byte >> bit & 1]
+
+
+def _mask_of_cpus(cpus: list[int]) -> bytes:
+    mask = bytearray(max(cpus) // 8 + 1)
+    for cpu in cpus:
+        mask[cpu // 8] |= 1 << (cpu % 8)
+    return bytes(mask)
+
+
+def load(path: str | None = None, *, cpu_count: int | None = -1) -> SlotConfig | None:
+    """The node's slot configuration; None when the file does not exist."""
+    path = path or config_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise SlotConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise SlotConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse(text, path, cpu_count=node_cpu_count() if cpu_count == -1 else cpu_count)
+
+
+def require_slot(name: str, path: str | None = None) -> Slot:
+    """The slot `slotmgr run --slot NAME` asks for, or a one-line error."""
+    config = load(path)
+    if config is None:
+        raise SlotConfigError(f"no slot {name}: no slots are configured ({path or config_path()} "
+                              "does not exist)")
+    return config.get(name)
+
+
+# -- the slot's slice ------------------------------------------------------------
+
+
+def prepare_slice(manager: Manager, slot: Slot) -> None:
+    """Make the slot's slice exist with the configured limits, before a job starts in it.
+
+    A transient slice (StartTransientUnit), rather than unit files and a
+    daemon-reload: it is one cheap call, a reload under load is slow and
+    disruptive, and systemd keeps transient units across reloads. If the slice
+    exists already (an earlier job, or an admin's unit file), its limits are
+    set again at runtime (SetUnitProperties), so an edit of slots.conf takes
+    effect at the next job in the slot. The job's own unit is ordered after
+    its slice by systemd, so the limits are in place before the job runs.
+    """
+    features = manager.features
+    try:
+        props = slot.properties(features)
+    except PropertyError as exc:
+        raise SlotConfigError(f"{slot.slice}: {exc}") from None
+    description = Property("Description", "s", f"slotmgr batch slot {slot.number}")
+    try:
+        manager.start_transient_unit(slot.slice, [description, *props])
+        return
+    except RemoteError as exc:
+        if exc.name != UNIT_EXISTS:
+            raise
+    manager.set_unit_properties(slot.slice, props, runtime=True)
+
+
+def prepare_slice_for(slot: Slot, *, user_manager: bool) -> None:
+    """prepare_slice() on its own connection, for `slotmgr run --slot`."""
+    manager = Manager.connect(user=user_manager)
+    try:
+        prepare_slice(manager, slot)
+    finally:
+        manager.close()
+
+
+# -- current use -------------------------------------------------------------------
+
+# What the kernel applies to the slot's cgroup now, by cgroup file.
+APPLIED_FILES = ("memory.max", "memory.high", "memory.swap.max", "pids.max", "cpu.max",
+                 "cpu.weight", "io.weight", "cpuset.cpus")
+
+
+@dataclass(frozen=True)
+class SlotUsage:
+    slot: Slot
+    active: bool  # the slice exists: a job ran in the slot since boot
+    jobs: int  # job units in the slot now
+    memory_current_bytes: int | None
+    memory_peak_bytes: int | None
+    memory_swap_bytes: int | None  # memory.swap.current
+    tasks_current: int | None
+    cpu_usage_usec: int | None
+    effective_cpus: str | None  # cpuset.cpus.effective
+    applied: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "slot": self.slot.name,
+            "slice": self.slot.slice,
+            "configured": dict(self.slot.limits),
+            "active": self.active,
+            "jobs": self.jobs,
+            "memory_current_bytes": self.memory_current_bytes,
+            "memory_peak_bytes": self.memory_peak_bytes,
+            "memory_swap_bytes": self.memory_swap_bytes,
+            "tasks_current": self.tasks_current,
+            "cpu_usage_usec": self.cpu_usage_usec,
+            "effective_cpus": self.effective_cpus,
+            "applied": dict(self.applied),
+        }
+
+
+def slot_usage(manager: Manager, slot: Slot) -> SlotUsage:
+    """The slot's use now, read from its slice's cgroup (a slice that was never
+    started, or is gone, is shown idle)."""
+    group = ""
+    if manager.unit_path(slot.slice) is not None:
+        try:
+            active = manager.unit_property(slot.slice, UNIT_IFACE, "ActiveState")
+            if active == "active":
+                group = str(manager.unit_property(slot.slice, SLICE_IFACE, "ControlGroup") or "")
+        except RemoteError:
+            group = ""
+    if not group:
+        return SlotUsage(slot=slot, active=False, jobs=0, memory_current_bytes=None,
+                         memory_peak_bytes=None, memory_swap_bytes=None, tasks_current=None,
+                         cpu_usage_usec=None, effective_cpus=None)
+    jobs = 0
+    with contextlib.suppress(OSError):
+        jobs = sum(1 for entry in os.scandir(procs.CGROUP_ROOT + group)
+                   if entry.is_dir() and procs.job_unit_of_cgroup(entry.name))
+    cpu_usage = None
+    for line in (procs.cgroup_file(group, "cpu.stat") or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec" and value.strip().isdigit():
+            cpu_usage = int(value)
+    applied = {}
+    for name in APPLIED_FILES:
+        text = procs.cgroup_file(group, name)
+        if text is not None:
+            applied[name] = text
+    return SlotUsage(
+        slot=slot,
+        active=True,
+        jobs=jobs,
+        memory_current_bytes=procs.cgroup_int(group, "memory.current"),
+        memory_peak_bytes=procs.cgroup_int(group, "memory.peak"),
+        memory_swap_bytes=procs.cgroup_int(group, "memory.swap.current"),
+        tasks_current=procs.cgroup_int(group, "pids.current"),
+        cpu_usage_usec=cpu_usage,
+        effective_cpus=procs.cgroup_file(group, "cpuset.cpus.effective"),
+        applied=applied,
+    )

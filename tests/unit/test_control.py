@@ -1,0 +1,305 @@
+"""Job control without a bus: naming jobs, reading units, who may do what,
+and the process checks of adopt."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slotmgr import control, procs
+from slotmgr.control import Action, Caller, JobInfo
+from slotmgr.errors import ExitCode, PermissionDenied, UsageError
+from slotmgr.values import UINT64_MAX
+
+NOW = 1_700_000_100.0
+PROPS = {
+    "ActiveState": "active",
+    "SubState": "running",
+    "FreezerState": "running",
+    "Slice": "slotmgr-slot2.slice",
+    "User": "",
+    "InactiveExitTimestamp": 1_700_000_000_000_000,
+    "CPUUsageNSec": 2_500_000_000,
+    "MemoryCurrent": 12 * 1024**2,
+    "TasksCurrent": 3,
+    "MainPID": 4242,
+    "ControlGroup": "/slotmgr.slice/slotmgr-slot2.slice/slotmgr-ab12.service",
+}
+
+
+def info(**changes) -> JobInfo:
+    return control.job_info("slotmgr-ab12.service", {**PROPS, **changes}, owner_uid=0, now=NOW)
+
+
+def test_job_info_from_unit_properties():
+    job = info()
+    assert (job.job_id, job.unit, job.slot, job.user, job.uid) == (
+        "ab12", "slotmgr-ab12.service", "2", "root", 0)
+    assert job.state == "active/running"
+    assert job.runtime_usec == 100_000_000 and job.start_time == 1_700_000_000.0
+    assert job.cpu_usage_usec == 2_500_000 and job.memory_current_bytes == 12 * 1024**2
+    assert job.tasks_current == 3 and job.main_pid == 4242
+    assert job.to_dict()["state"] == "active/running"
+
+
+def test_job_info_unavailable_figures_are_none_and_frozen_shows():
+    job = info(MemoryCurrent=UINT64_MAX, TasksCurrent=UINT64_MAX, CPUUsageNSec=UINT64_MAX,
+               InactiveExitTimestamp=0, MainPID=0, FreezerState="frozen", Slice="slotmgr.slice")
+    assert job.memory_current_bytes is None and job.tasks_current is None
+    assert job.cpu_usage_usec is None and job.runtime_usec is None and job.main_pid is None
+    assert job.slot is None
+    assert job.state == "active/running (frozen)"
+
+
+def test_job_user_from_user_property_name_number_or_owner():
+    nobody = pwd.getpwnam("nobody")
+    assert (info(User="nobody").user, info(User="nobody").uid) == ("nobody", nobody.pw_uid)
+    assert info(User=str(nobody.pw_uid)).user == "nobody"
+    assert info(User="no-such-user-xyz").uid == -1  # nobody's: only root may act on it
+    owned = control.job_info("slotmgr-x.scope", PROPS, owner_uid=nobody.pw_uid, now=NOW)
+    assert owned.user == "nobody"
+
+
+@pytest.mark.parametrize(("arg", "units"), [
+    ("ab12", ["slotmgr-ab12.service", "slotmgr-ab12.scope"]),
+    ("slotmgr-ab12.service", ["slotmgr-ab12.service"]),
+    ("slotmgr-ab12.scope", ["slotmgr-ab12.scope"]),
+])
+def test_candidate_units(arg, units):
+    assert control.candidate_units(arg) == units
+
+
+@pytest.mark.parametrize(("arg", "message"), [
+    ("sshd.service", "'sshd.service' is not a slotmgr job"),
+    ("a b", "invalid job 'a b'"),
+    ("../x", "invalid job '../x'"),
+    ("slotmgr-a b.service", "invalid unit name"),
+])
+def test_candidate_units_refuses(arg, message):
+    with pytest.raises(UsageError, match=message):
+        control.candidate_units(arg)
+
+
+ROOT = Caller(uid=0, user_mode=False)
+ALICE = Caller(uid=1000, user_mode=False)
+ALICE_USER_MANAGER = Caller(uid=1000, user_mode=True)
+
+
+def owned_by(uid: int) -> JobInfo:
+    return control.job_info("slotmgr-ab12.service", PROPS, owner_uid=uid, now=NOW)
+
+
+@pytest.mark.parametrize("action", list(Action))
+def test_root_and_user_managers_may_do_everything(action):
+    control.check_permission(ROOT, owned_by(1000), action)
+    control.check_permission(ALICE_USER_MANAGER, owned_by(1000), action)
+
+
+@pytest.mark.parametrize("action", list(Action))
+def test_non_root_may_not_touch_other_users_system_jobs(action):
+    with pytest.raises(PermissionDenied, match=f"job ab12 belongs to root: you may "
+                                               f"{action.value} only your own jobs") as err:
+        control.check_permission(ALICE, owned_by(0), action)
+    assert err.value.exit_code == ExitCode.NO_PERMISSION == 77
+
+
+@pytest.mark.parametrize("action", [Action.STOP, Action.KILL, Action.ADOPT])
+def test_non_root_may_not_control_even_their_own_system_jobs(action):
+    with pytest.raises(PermissionDenied) as err:
+        control.check_permission(ALICE, owned_by(1000), action)
+    message = err.value.one_line()
+    assert f"{action.value} of job ab12 needs root" in message
+    assert f"`slotmgr --user {action.value}`" in message and "slotmgr --user run" in message
+
+
+@pytest.mark.parametrize("action", [Action.LIST, Action.STATUS])
+def test_non_root_may_look_at_their_own_system_jobs(action):
+    control.check_permission(ALICE, owned_by(1000), action)
+    assert control.visible(ALICE, owned_by(1000)) and not control.visible(ALICE, owned_by(0))
+    assert control.visible(ROOT, owned_by(1000))
+
+
+@pytest.mark.parametrize(("state", "gone", "finished"), [
+    (None, True, True),
+    (("inactive", "dead"), True, True),
+    (("failed", "failed"), True, True),
+    (("active", "running"), False, False),
+    (("deactivating", "stop-sigterm"), False, False),  # the job's processes still run
+    (("deactivating", "stop-post"), True, False),  # the recorder runs: never kill it
+    (("deactivating", "final-sigterm"), True, False),
+    (("active", "abandoned"), False, False),
+])
+def test_states_for_stop(state, gone, finished):
+    assert control.processes_gone(state) is gone
+    assert control.is_finished(state) is finished
+
+
+def test_parse_pids():
+    assert control.parse_pids(["12", "7", "12"]) == [12, 7]
+    for bad in ("1", "0", "-3", "x", "1.5", ""):
+        with pytest.raises(UsageError, match="invalid PID"):
+            control.parse_pids([bad])
+
+
+# -- adopt's process checks ------------------------------------------------------------
+
+
+def process(uid: int = 1000, cgroup: str = "/user.slice/session-1.scope") -> procs.ProcessInfo:
+    return procs.ProcessInfo(pid=777, start_time=5, uids=(uid, uid, uid, uid), cgroup=cgroup,
+                             comm="mpi agent")
+
+
+def test_adoptable_process_of_the_jobs_user():
+    assert control.check_adoptable(process(), owned_by(1000)) is True
+
+
+def test_adopt_refuses_another_users_process():
+    with pytest.raises(PermissionDenied, match=r"process 777 \(mpi agent\) belongs to root "
+                                               r"\(uid 0\), job ab12 to "):
+        control.check_adoptable(process(uid=0), owned_by(1000))
+
+
+def test_adopt_refuses_a_setuid_process_with_mixed_ids():
+    mixed = procs.ProcessInfo(pid=9, start_time=1, uids=(1000, 0, 0, 0), cgroup="/", comm="su")
+    with pytest.raises(PermissionDenied, match=r"belongs to root \(uid 0\) and "):
+        control.check_adoptable(mixed, owned_by(1000))
+
+
+def test_adopt_refuses_a_process_in_another_job_and_skips_one_in_this_job():
+    other = process(cgroup="/slotmgr.slice/slotmgr-slot1.slice/slotmgr-zz9.service/sub")
+    with pytest.raises(PermissionDenied, match=r"already in slotmgr job zz9 "
+                                               r"\(slotmgr-zz9.service\)"):
+        control.check_adoptable(other, owned_by(1000))
+    same = process(cgroup="/slotmgr.slice/slotmgr-slot2.slice/slotmgr-ab12.service")
+    assert control.check_adoptable(same, owned_by(1000)) is False
+
+
+@pytest.mark.parametrize(("cgroup", "unit"), [
+    ("/slotmgr.slice/slotmgr-ab.service", "slotmgr-ab.service"),
+    ("/slotmgr.slice/slotmgr-slot3.slice/slotmgr-ab.scope", "slotmgr-ab.scope"),
+    ("/user.slice/user-1000.slice/user@1000.service/app.slice/slotmgr.slice/slotmgr-q.service",
+     "slotmgr-q.service"),
+    ("/slotmgr.slice/slotmgr-slot3.slice", None),
+    ("/system.slice/sshd.service", None),
+    ("/", None),
+])
+def test_job_unit_of_cgroup(cgroup, unit):
+    assert procs.job_unit_of_cgroup(cgroup) == unit
+
+
+def test_parse_stat_with_a_hostile_name():
+    text = "123 (a) b (c) S 1 123 123 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3"
+    assert procs.parse_stat(text) == ("a) b (c", 98765)
+
+
+def test_parse_status_uids_and_cgroup():
+    assert procs.parse_status_uids("Name:\tx\nUid:\t1\t2\t3\t4\nGid:\t0\t0\t0\t0\n") == (1, 2, 3, 4)
+    assert procs.parse_cgroup("1:name=systemd:/x\n0::/slotmgr.slice/a.service\n") == \
+        "/slotmgr.slice/a.service"
+    with pytest.raises(ValueError):
+        procs.parse_status_uids("Name: x\n")
+
+
+def test_pinned_process_reads_itself_and_detects_its_end():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with procs.PinnedProcess(child.pid) as pin:
+            assert pin.info.uid == os.getuid() and pin.info.comm.startswith("python")
+            assert pin.still_same()
+            child.kill()
+            child.wait()
+            assert not pin.alive() and not pin.still_same()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_pinned_process_notices_a_reused_pid(tmp_path):
+    """A fake /proc whose PID now shows another start time: not the same process."""
+    pid = os.getpid()
+    real = procs.read_process(pid)
+    fake = tmp_path / str(pid)
+    fake.mkdir()
+    for name in ("stat", "status", "cgroup"):
+        (fake / name).write_bytes(Path(f"/proc/{pid}/{name}").read_bytes())
+    with procs.PinnedProcess(pid, proc=str(tmp_path)) as pin:
+        assert pin.info.start_time == real.start_time and pin.still_same()
+        stat = (fake / "stat").read_text()
+        head, _, tail = stat.rpartition(")")
+        fields = tail.split()
+        fields[19] = str(int(fields[19]) + 1)
+        (fake / "stat").write_text(head + ") " + " ".join(fields))
+        assert pin.alive() and not pin.still_same()
+        (fake / "stat").unlink()
+        assert not pin.still_same()
+
+
+def test_no_such_process():
+    with pytest.raises(ProcessLookupError):
+        procs.PinnedProcess(2**22 + 12345)
+
+
+def test_adopt_refuses_a_pid_with_no_process_before_any_bus_call():
+    class NoBus:
+        def attach_processes(self, *_a):
+            raise AssertionError("must not be called")
+
+    with pytest.raises(UsageError, match="no process 4194999"):
+        control.adopt(NoBus(), owned_by(os.getuid()), [4194999])  # type: ignore[arg-type]
+
+
+def test_adopt_checks_every_pid_before_moving_any():
+    calls = []
+
+    class Recorder:
+        def attach_processes(self, unit, pids):
+            calls.append((unit, pids))
+
+    mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        job = owned_by(os.getuid())
+        outcome = control.adopt(Recorder(), job, [mine.pid])  # type: ignore[arg-type]
+        assert outcome.adopted == (mine.pid,) and calls == [(job.unit, [mine.pid])]
+        calls.clear()
+        with pytest.raises(PermissionDenied):
+            control.adopt(Recorder(), owned_by(4321), [mine.pid])  # type: ignore[arg-type]
+        assert calls == []
+    finally:
+        mine.kill()
+        mine.wait()
+
+
+def test_cgroup_files(tmp_path):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "memory.max").write_text("max\n")
+    (tmp_path / "g" / "memory.current").write_text("4096\n")
+    assert procs.cgroup_int("/g", "memory.max", root=str(tmp_path)) is None
+    assert procs.cgroup_int("/g", "memory.current", root=str(tmp_path)) == 4096
+    assert procs.cgroup_int("/g", "nope", root=str(tmp_path)) is None
+    assert procs.cgroup_file("/g", "memory.max", root=str(tmp_path)) == "max"
+
+
+def test_wait_for_times_out_and_reads_state_again(monkeypatch):
+    class FakeConn:
+        def wait_for_signal(self, accept, timeout):
+            time.sleep(min(timeout, 0.05))
+            return None
+
+    class FakeManager:
+        conn = FakeConn()
+
+    manager = FakeManager()
+    monkeypatch.setattr(control, "unit_state", lambda _m, _u: ("active", "running"))
+    with pytest.raises(TimeoutError):
+        control.wait_for(manager, "slotmgr-x.service", control.is_finished, timeout=0.2)
+    states = iter([("active", "running"), ("deactivating", "stop-post")])
+    monkeypatch.setattr(control, "unit_state", lambda _m, _u: next(states))
+    assert control.wait_for(manager, "slotmgr-x.service", control.processes_gone,
+                            timeout=5) == ("deactivating", "stop-post")

@@ -1,0 +1,93 @@
+"""Signal delivery without a bus: when a signal would end the main process, and
+signalling a cgroup's processes by pinned PID."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slotmgr import delivery, procs
+
+HANDLES_USR1 = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000200\n"  # bit 10: SIGUSR1
+IGNORES_TERM = "SigIgn:\t0000000000004000\nSigCgt:\t0000000000000000\n"  # bit 15: SIGTERM
+DEFAULTS = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n"
+
+
+@pytest.mark.parametrize(("signum", "status", "fatal"), [
+    (signal.SIGKILL, HANDLES_USR1, True),
+    (signal.SIGUSR1, HANDLES_USR1, False),
+    (signal.SIGUSR1, DEFAULTS, True),
+    (signal.SIGTERM, IGNORES_TERM, False),
+    (signal.SIGTERM, DEFAULTS, True),
+    (signal.SIGCHLD, DEFAULTS, False),
+    (signal.SIGWINCH, DEFAULTS, False),
+    (signal.SIGSTOP, DEFAULTS, False),
+    (signal.SIGCONT, DEFAULTS, False),
+    (signal.SIGRTMIN, DEFAULTS, True),
+])
+def test_is_fatal(signum, status, fatal):
+    assert delivery.is_fatal(int(signum), "Name:\tx\n" + status) is fatal
+
+
+def test_is_fatal_reads_a_real_process():
+    # This test process: Python catches SIGINT, SIGTERM is left at its default.
+    status = Path("/proc/self/status").read_text()
+    assert delivery.is_fatal(signal.SIGINT, status) is False
+    assert delivery.is_fatal(signal.SIGTERM, status) is True
+
+
+CATCHER = ("import signal, sys, time\n"
+           "signal.signal(signal.SIGUSR1, lambda *_: (open(sys.argv[1], 'w').close(), "
+           "sys.exit(0)))\n"
+           "open(sys.argv[1] + '.ready', 'w').close()\n"
+           "time.sleep(60)\n")
+
+
+def test_signal_all_but_skips_the_excluded_and_the_gone(tmp_path, monkeypatch):
+    """A fake cgroup directory listing two live children, a PID that is gone,
+    and this process; the real /proc says which cgroup each one is in."""
+    own = procs.parse_cgroup(Path("/proc/self/cgroup").read_text())
+    group_dir = tmp_path / own.lstrip("/")
+    group_dir.mkdir(parents=True, exist_ok=True)
+    marks = [tmp_path / "a", tmp_path / "b"]
+    children = [subprocess.Popen([sys.executable, "-c", CATCHER, str(m)]) for m in marks]
+    try:
+        deadline = time.monotonic() + 30
+        while not all(Path(f"{m}.ready").exists() for m in marks):
+            assert time.monotonic() < deadline, "children not ready"
+            time.sleep(0.05)
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        (group_dir / "cgroup.procs").write_text(
+            "".join(f"{pid}\n" for pid in (children[0].pid, children[1].pid, gone.pid)))
+        monkeypatch.setattr(procs, "CGROUP_ROOT", str(tmp_path))
+        sent = delivery.signal_all_but(own, children[1].pid, signal.SIGUSR1)
+        assert sent == 1
+        assert children[0].wait(timeout=30) == 0 and marks[0].exists()
+        time.sleep(0.5)
+        assert children[1].poll() is None and not marks[1].exists()
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def test_signal_all_but_leaves_a_process_of_another_cgroup(tmp_path, monkeypatch):
+    """A PID listed under a cgroup it is not in (its number reused) is not signalled."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "elsewhere.slice").mkdir()
+        (tmp_path / "elsewhere.slice" / "cgroup.procs").write_text(f"{child.pid}\n")
+        monkeypatch.setattr(procs, "CGROUP_ROOT", str(tmp_path))
+        assert delivery.signal_all_but("/elsewhere.slice", 0, signal.SIGKILL) == 0
+        time.sleep(0.2)
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()

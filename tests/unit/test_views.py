@@ -1,0 +1,114 @@
+"""The text of list, status, slots and history, and the commands' bad input
+on a host without systemd (what needs no bus must not need one)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from slotmgr import control, slots, views
+from slotmgr.control import JobDetail
+from slotmgr.errors import ExitCode
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROPS = {
+    "ActiveState": "active", "SubState": "running", "FreezerState": "frozen",
+    "Slice": "slotmgr-slot1.slice", "User": "", "InactiveExitTimestamp": 1_700_000_000_000_000,
+    "CPUUsageNSec": 2_500_000_000, "MemoryCurrent": 12 * 1024**2, "TasksCurrent": 3,
+    "MainPID": 4242, "ControlGroup": "/slotmgr.slice/slotmgr-slot1.slice/slotmgr-ab12.service",
+}
+
+
+def test_table_aligns_columns_and_does_not_pad_the_last():
+    assert views.table(["A", "BB"], [["xxx", "y"], ["z", "long value"]]) == [
+        "A    BB", "xxx  y", "z    long value"]
+
+
+def test_jobs_table():
+    job = control.job_info("slotmgr-ab12.service", PROPS, owner_uid=0, now=1_700_000_090.0)
+    header, row = views.jobs_table([job])
+    assert header.split() == ["JOB", "UNIT", "SLOT", "USER", "STATE", "RUNTIME", "CPU", "MEMORY",
+                              "TASKS"]
+    assert row.split() == ["ab12", "slotmgr-ab12.service", "1", "root", "active/running",
+                           "(frozen)", "90.000s", "2.500s", "12.0M", "3"]
+
+
+def test_status_lines_show_limits_and_processes():
+    job = control.job_info("slotmgr-ab12.service", PROPS, owner_uid=0, now=1_700_000_001.0)
+    detail = JobDetail(info=job, description="slotmgr job ab12: sleep 9", command=["sleep", "9"],
+                       memory_peak_bytes=20 * 1024**2, memory_swap_bytes=0, io_read_bytes=None,
+                       io_write_bytes=4096, limits={"MemoryMax": "64.0M", "TasksMax": "10"},
+                       effective_cpus="0-1", processes=[(4242, "sleep 9")])
+    text = "\n".join(views.status_lines(detail))
+    assert "Job ab12 (slotmgr-ab12.service)" in text
+    assert "slotmgr-slot1.slice (slot 1)" in text and "Command:   sleep 9" in text
+    assert "12.0M now, peak 20.0M, swap 0B" in text and "read -, written 4.0K" in text
+    assert "Limits:    MemoryMax=64.0M, TasksMax=10" in text
+    assert text.splitlines()[-1].split() == ["4242", "sleep", "9"]
+    assert detail.to_dict()["processes"] == [{"pid": 4242, "command": "sleep 9"}]
+
+
+def test_slots_table_idle_and_busy():
+    one, two = slots.parse("[slot1]\nMemoryMax=64M\n[slot2]\n", "f", cpu_count=None).slots
+    idle = slots.SlotUsage(slot=one, active=False, jobs=0, memory_current_bytes=None,
+                           memory_peak_bytes=None, memory_swap_bytes=None, tasks_current=None,
+                           cpu_usage_usec=None, effective_cpus=None)
+    busy = slots.SlotUsage(slot=two, active=True, jobs=2, memory_current_bytes=1024,
+                           memory_peak_bytes=2048, memory_swap_bytes=0, tasks_current=5,
+                           cpu_usage_usec=1_000_000, effective_cpus="0-1",
+                           applied={"memory.max": "max"})
+    lines = views.slots_table([idle, busy])
+    assert lines[0].split() == ["SLOT", "SLICE", "JOBS", "MEMORY", "SWAP", "TASKS", "CPU", "CPUS",
+                                "LIMITS"]
+    assert lines[1].split() == ["1", "slotmgr-slot1.slice", "0", "-", "-", "-", "-", "-",
+                                "MemoryMax=64M"]
+    assert lines[2].split() == ["2", "slotmgr-slot2.slice", "2", "1.0K", "0B", "5", "1.000s",
+                                "0-1", "none"]
+    assert busy.to_dict()["applied"] == {"memory.max": "max"}
+    assert idle.to_dict()["configured"] == {"MemoryMax": "64M"}
+
+
+def slotmgr_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slotmgr", *args], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": REPO, **env}, timeout=60)
+
+
+def test_slots_command_without_a_file(tmp_path):
+    out = slotmgr_cli("slots", SLOTMGR_SLOTS_CONF=str(tmp_path / "none.conf"))
+    assert out.returncode == 0 and "no slots configured" in out.stdout
+    assert slotmgr_cli("slots", "--json", SLOTMGR_SLOTS_CONF=str(tmp_path / "x")).stdout == "[]\n"
+
+
+@pytest.mark.parametrize("args", [["slots"], ["run", "--slot", "1", "true"]])
+def test_bad_slots_file_is_one_line_and_exit_64_before_any_bus(tmp_path, args):
+    conf = tmp_path / "slots.conf"
+    conf.write_text("[slot1]\nMemoryMax=64M\n\n[slot2]\nTasksMax=lots\n")
+    out = slotmgr_cli(*args, SLOTMGR_SLOTS_CONF=str(conf))
+    assert out.returncode == ExitCode.USAGE
+    assert out.stderr.splitlines() == [
+        f"slotmgr: error: {conf}:5: [slot2] TasksMax=lots: 'lots' is not a task count: use a "
+        "number above 0, N% or 'infinity'"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--slot", "3", "true"], "no slot 3 in "),
+    (["run", "--slot", "x", "true"], "invalid slot 'x'"),
+    (["run", "--slot", "1", "--slice", "a.slice", "true"], "--slot and --slice exclude each other"),
+    (["stop", "j", "--grace", "soon"], "invalid --grace 'soon'"),
+    (["stop", "j", "--grace", "infinity"], "use a finite time span"),
+    (["kill", "j", "-s", "NOPE"], "invalid --signal: 'NOPE' is not a signal"),
+    (["kill", "j", "-s", "99"], "invalid --signal"),
+    (["adopt", "j", "1"], "invalid PID '1'"),
+    (["adopt", "j", "abc"], "invalid PID 'abc'"),
+    (["adopt", "j"], "Missing argument"),
+])
+def test_bad_control_input_is_one_line_and_exit_64(tmp_path, args, message):
+    conf = tmp_path / "slots.conf"
+    conf.write_text("[slot1]\n")
+    out = slotmgr_cli(*args, SLOTMGR_SLOTS_CONF=str(conf))
+    assert out.returncode == ExitCode.USAGE, out.stderr
+    assert len(out.stderr.splitlines()) == 1 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
