@@ -16,7 +16,7 @@ from slotmgr.systemd import Manager
 from slotmgr.values import UINT64_MAX
 
 
-def _counter(value: Any) -> int | None:
+def counter_value(value: Any) -> int | None:
     """systemd reports 'not available' as UINT64_MAX."""
     if value is None or value == UINT64_MAX:
         return None
@@ -52,17 +52,17 @@ def build_record(
 ) -> JobRecord:
     """Prefer the cgroup counters read at the job's end (exact, and read
     before the reader itself could add to them); fall back to systemd's."""
-    start_usec = _counter(props.get("ExecMainStartTimestamp")) or _counter(
+    start_usec = counter_value(props.get("ExecMainStartTimestamp")) or counter_value(
         props.get("ActiveEnterTimestamp")
     )
-    exit_usec = _counter(props.get("ExecMainExitTimestamp"))
+    exit_usec = counter_value(props.get("ExecMainExitTimestamp"))
     start_time = start_usec / 1e6 if start_usec else end_time
     end_of_main = exit_usec / 1e6 if exit_usec else end_time
     own = counters.get("own_usec", 0)
 
     cpu = counters.get("usage_usec")
     if cpu is None:
-        nsec = _counter(props.get("CPUUsageNSec"))
+        nsec = counter_value(props.get("CPUUsageNSec"))
         cpu = None if nsec is None else nsec // 1000
     if cpu is not None:
         cpu = max(0, cpu - own)
@@ -75,8 +75,8 @@ def build_record(
     if "memory_peak" in counters:
         memory_peak: int | None = counters["memory_peak"]
         source = "cgroup memory.peak"
-    elif _counter(props.get("MemoryPeak")) is not None:
-        memory_peak = _counter(props.get("MemoryPeak"))
+    elif counter_value(props.get("MemoryPeak")) is not None:
+        memory_peak = counter_value(props.get("MemoryPeak"))
         source = "systemd MemoryPeak"
     else:
         memory_peak, source = None, "unavailable"
@@ -107,11 +107,11 @@ def build_record(
         cpu_system_usec=cpu_system,
         memory_peak_bytes=memory_peak,
         memory_peak_source=source,
-        io_read_bytes=counters.get("io_read", _counter(props.get("IOReadBytes"))),
-        io_write_bytes=counters.get("io_write", _counter(props.get("IOWriteBytes"))),
+        io_read_bytes=counters.get("io_read", counter_value(props.get("IOReadBytes"))),
+        io_write_bytes=counters.get("io_write", counter_value(props.get("IOWriteBytes"))),
         tasks_peak=counters.get("pids_peak"),
-        ip_ingress_bytes=_counter(props.get("IPIngressBytes")),
-        ip_egress_bytes=_counter(props.get("IPEgressBytes")),
+        ip_ingress_bytes=counter_value(props.get("IPIngressBytes")),
+        ip_egress_bytes=counter_value(props.get("IPEgressBytes")),
         systemd_version=systemd_version,
         hostname=socket.gethostname(),
     )

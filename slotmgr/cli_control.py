@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from slotmgr import control, delivery, history, history_query, slots, views
+from slotmgr import adopt, control, delivery, history, history_query, slots, stopping, views
 from slotmgr.control import Action, Caller
 from slotmgr.errors import PermissionDenied, UsageError
 from slotmgr.jobspec import job_id_from_unit
@@ -134,7 +134,7 @@ def stop_cmd(obj: Any, job: str, grace: str) -> None:
     manager = Manager.connect(user=caller.user_mode)
     try:
         info = control.job_for(manager, caller, job, Action.STOP)
-        outcome = control.stop_job(manager, info.unit, grace=seconds)
+        outcome = stopping.stop_job(manager, info.unit, grace=seconds)
     finally:
         manager.close()
     if outcome.already_stopped:
@@ -186,12 +186,12 @@ def adopt_cmd(obj: Any, job: str, pids: tuple[str, ...]) -> None:
     behalf, as Slurm's pam_slurm_adopt does: once adopted they are limited,
     accounted and ended with the job. Only processes of the job's own user,
     and none that is in another job."""
-    numbers = control.parse_pids(pids)
+    numbers = adopt.parse_pids(pids)
     caller = _caller(obj)
     manager = Manager.connect(user=caller.user_mode)
     try:
         info = control.job_for(manager, caller, job, Action.ADOPT)
-        outcome = control.adopt(manager, info, numbers)
+        outcome = adopt.adopt(manager, info, numbers)
     finally:
         manager.close()
     if outcome.adopted:

@@ -1,4 +1,6 @@
-"""Job control: list, status, stop, kill and adopt running slotmgr jobs.
+"""Job control: finding, listing and showing running slotmgr jobs, and who
+may act on them (stop: slotmgr.stopping, kill: slotmgr.delivery, adopt:
+slotmgr.adopt).
 
 Every job is a unit `slotmgr-<id>.service` (or `.scope`), so the jobs are what
 systemd lists under those names, and their live figures are the units'
@@ -19,14 +21,12 @@ import enum
 import os
 import pwd
 import re
-import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from slotmgr import messages, procs
-from slotmgr.delivery import kill_job
 from slotmgr.errors import PermissionDenied, RemoteError, UsageError
 from slotmgr.jobspec import UNIT_PREFIX, command_of_unit, job_id_from_unit
 from slotmgr.slots import slot_of_slice
@@ -35,15 +35,7 @@ from slotmgr.values import UINT64_MAX, cpu_set_to_text
 
 JOB_PATTERNS = (f"{UNIT_PREFIX}*.service", f"{UNIT_PREFIX}*.scope")
 LIVE_STATES = ("active", "activating", "deactivating", "reloading")
-# A service's SubStates once its own processes are gone: the ExecStopPost=
-# recorder runs ('stop-post') or the unit is being cleaned up. Past these no
-# escalation may happen, or it would kill the recorder and lose the record.
-_AFTER_MAIN = frozenset(
-    ("stop-post", "final-sigterm", "final-sigkill", "final-watchdog", "dead", "failed",
-     "auto-restart", "cleaning")
-)
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_WAKE_S = 1.0  # re-read the state at least this often, in case a signal is missed
 
 
 class Action(enum.Enum):
@@ -338,201 +330,3 @@ def job_detail(manager: Manager, caller: Caller, info: JobInfo) -> JobDetail:
         effective_cpus=procs.cgroup_file(group, "cpuset.cpus.effective") if group else None,
         processes=[(pid, procs.cmdline(pid)) for pid in sorted(pids)],
     )
-
-
-# -- waiting on a unit ------------------------------------------------------------
-
-
-def unit_state(manager: Manager, unit: str) -> tuple[str, str] | None:
-    """(ActiveState, SubState), or None once the unit is unloaded."""
-    path = manager.unit_path(unit)
-    if path is None:
-        return None
-    try:
-        (active,) = manager.conn.call(
-            messages.get_property(path, messages.UNIT_IFACE, "ActiveState"))
-        (sub,) = manager.conn.call(messages.get_property(path, messages.UNIT_IFACE, "SubState"))
-    except RemoteError:
-        return None
-    return str(active[1]), str(sub[1])
-
-
-def is_finished(state: tuple[str, str] | None) -> bool:
-    return state is None or state[0] in ("inactive", "failed")
-
-
-def processes_gone(state: tuple[str, str] | None) -> bool:
-    """The job's own processes are gone (what runs now is systemd's clean-up
-    or the recorder)."""
-    return is_finished(state) or (state is not None and state[1] in _AFTER_MAIN)
-
-
-def subscribe_to(manager: Manager, unit: str) -> None:
-    path = messages.unit_object_path(unit)
-    manager.subscribe(
-        messages.signal_match_rule(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
-        messages.signal_match_rule(messages.MANAGER_IFACE, "UnitRemoved"),
-    )
-
-
-def wait_for(
-    manager: Manager,
-    unit: str,
-    done: Callable[[tuple[str, str] | None], bool],
-    *,
-    timeout: float | None,
-) -> tuple[str, str] | None:
-    """Wait until `done(state)`; raise TimeoutError at the timeout. Call
-    subscribe_to() first. The state is re-read on every change signal of the
-    unit and at least every second, so a missed signal costs a second, no more."""
-    path = messages.unit_object_path(unit)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    state = unit_state(manager, unit)
-    while not done(state):
-        wake = _WAKE_S
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(unit)
-            wake = min(wake, remaining)
-        manager.conn.wait_for_signal(
-            lambda s: (s.path == path and s.member == "PropertiesChanged")
-            or (s.member == "UnitRemoved" and bool(s.body) and s.body[0] == unit),
-            timeout=wake,
-        )
-        state = unit_state(manager, unit)
-    return state
-
-
-# -- kill and stop ----------------------------------------------------------------------
-
-
-def _term_target(manager: Manager, unit: str) -> str:
-    """Whom stop's SIGTERM goes to: as `systemctl stop` would send it. With
-    KillMode=mixed (a job whose PID-namespace init stays outside the namespace)
-    only the main process gets it, and forwards it to the job once; the rest
-    of the job is killed when the main process is gone."""
-    try:
-        mode = manager.unit_property(unit, messages.SERVICE_IFACE, "KillMode")
-    except RemoteError:
-        return "all"  # a scope: its processes are all the job's own
-    return "main" if mode == "mixed" else "all"
-
-
-@dataclass(frozen=True)
-class StopOutcome:
-    escalated: bool  # SIGKILL was needed after the grace period
-    already_stopped: bool
-
-
-def stop_job(manager: Manager, unit: str, *, grace: float, timeout: float | None = None
-             ) -> StopOutcome:
-    """SIGTERM to every process of the job; after `grace` seconds SIGKILL to
-    whatever is left of the job's own processes; then wait until the unit is
-    inactive or gone, its ExecStopPost= recorder included.
-
-    Not StopUnit: its SIGKILL comes after the unit's TimeoutStopSec=, which is
-    fixed when the unit starts, and the same timeout bounds the recorder, so a
-    short grace would cut the record short too.
-    """
-    subscribe_to(manager, unit)
-    state = unit_state(manager, unit)
-    if processes_gone(state):
-        wait_for(manager, unit, is_finished, timeout=timeout)
-        return StopOutcome(escalated=False, already_stopped=True)
-    kill_job(manager, unit, signal.SIGTERM, whom=_term_target(manager, unit))
-    escalated = False
-    try:
-        wait_for(manager, unit, processes_gone, timeout=grace)
-    except TimeoutError:
-        outcome = kill_job(manager, unit, signal.SIGKILL,
-                           only_if=lambda s: not processes_gone(s),
-                           state=lambda: unit_state(manager, unit))
-        escalated = outcome.sent
-    wait_for(manager, unit, is_finished, timeout=timeout)
-    return StopOutcome(escalated=escalated, already_stopped=False)
-
-
-# -- adopt ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AdoptOutcome:
-    adopted: tuple[int, ...]
-    already_in_job: tuple[int, ...]
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def check_adoptable(info: procs.ProcessInfo, job: JobInfo) -> bool:
-    """Raise if the process may not join the job; False if it is in it already."""
-    if set(info.uids[:3]) != {job.uid}:
-        owners = sorted(set(info.uids[:3]))
-        who = " and ".join(f"{_user_name(u)} (uid {u})" for u in owners)
-        raise PermissionDenied(
-            f"process {info.pid} ({info.comm}) belongs to {who}, job {job.job_id} to "
-            f"{job.user} (uid {job.uid}): a job adopts only its own user's processes"
-        )
-    other = info.job_unit
-    if other == job.unit:
-        return False
-    if other is not None:
-        raise PermissionDenied(
-            f"process {info.pid} ({info.comm}) is already in slotmgr job "
-            f"{job_id_from_unit(other)} ({other}): a process belongs to one job only"
-        )
-    return True
-
-
-def parse_pids(texts: Iterable[str]) -> list[int]:
-    pids: list[int] = []
-    for text in texts:
-        if not text.isdigit() or int(text) <= 1:
-            raise UsageError(f"invalid PID {text!r}: use a process number greater than 1")
-        if int(text) not in pids:
-            pids.append(int(text))
-    return pids
-
-
-def adopt(manager: Manager, job: JobInfo, pids: Sequence[int]) -> AdoptOutcome:
-    """Move processes into a running job (AttachProcessesToUnit), like Slurm's
-    pam_slurm_adopt: for a process a remote agent (sshd, an MPI launcher)
-    started on the job's behalf, so that it is limited, accounted and killed
-    with the job.
-
-    Each PID is pinned with a pidfd while it is checked; right before the
-    move every one is checked again to be the same process (alive, same
-    start time), so a PID that was reused meanwhile is never moved.
-    """
-    pinned: list[procs.PinnedProcess] = []
-    try:
-        wanted: list[procs.PinnedProcess] = []
-        already: list[int] = []
-        for pid in pids:
-            try:
-                pin = procs.PinnedProcess(pid)
-            except ProcessLookupError:
-                raise UsageError(f"no process {pid}") from None
-            pinned.append(pin)
-            if check_adoptable(pin.info, job):
-                wanted.append(pin)
-            else:
-                already.append(pid)
-        if not wanted:
-            return AdoptOutcome(adopted=(), already_in_job=tuple(already))
-        for pin in wanted:
-            if not pin.still_same():
-                raise UsageError(
-                    f"process {pin.pid} ended while it was checked (its PID may now be "
-                    "another process's): nothing adopted"
-                )
-        manager.attach_processes(job.unit, [pin.pid for pin in wanted])
-        return AdoptOutcome(adopted=tuple(p.pid for p in wanted), already_in_job=tuple(already))
-    finally:
-        for pin in pinned:
-            pin.close()

@@ -16,7 +16,7 @@ import select
 import time
 
 from slotmgr import cgroup, history, messages
-from slotmgr.accounting import build_record
+from slotmgr.accounting import build_record, counter_value
 from slotmgr.bus import Interrupted
 from slotmgr.errors import RemoteError, SlotmgrError
 from slotmgr.jobspec import JobSpec, exec_argv
@@ -104,13 +104,19 @@ def run_in_scope(manager: Manager, spec: JobSpec, props: list[Property]) -> JobR
     exit_status = os.waitstatus_to_exitcode(status)
     exit_status = 128 - exit_status if exit_status < 0 else exit_status
 
-    # The cgroup is gone or going: CPU and I/O now come from systemd's cache.
-    for key in ("usage_usec", "user_usec", "system_usec", "io_read", "io_write"):
-        counters.pop(key, None)
     try:
         unit_props = manager.unit_properties(spec.unit)
     except RemoteError:
         unit_props = {}
+    # The cgroup is gone or going: systemd's figures cached at its removal are
+    # complete, the last sample may not be; keep the sample where systemd has
+    # none (252 keeps no CPU figure for a scope that ended).
+    if counter_value(unit_props.get("CPUUsageNSec")) is not None:
+        for key in ("usage_usec", "user_usec", "system_usec"):
+            counters.pop(key, None)
+    if counter_value(unit_props.get("IOReadBytes")) is not None:
+        for key in ("io_read", "io_write"):
+            counters.pop(key, None)
     scope_result = str(unit_props.get("Result", "success"))
     if scope_result == "success" and exit_status != 0:
         scope_result = "signal" if exit_status > 128 else "exit-code"

@@ -66,6 +66,8 @@ esac
 state=$(systemctl show --value -p LoadState slotmgr.slice)
 [ "$state" = loaded ] || fail "slotmgr.slice LoadState=$state, expected loaded"
 path=$(systemctl show --value -p FragmentPath slotmgr.slice)
-[ "$path" = /usr/lib/systemd/system/slotmgr.slice ] || fail "slotmgr.slice loaded from '$path'"
+# Debian 12 reports the merged-/usr path through its /lib symlink: the same file.
+[ "$(readlink -f "$path")" = /usr/lib/systemd/system/slotmgr.slice ] \
+    || fail "slotmgr.slice loaded from '$path'"
 
 echo "guest_install_check: slotmgr $version installed from $(basename "$rpm")"

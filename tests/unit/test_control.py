@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr import control, procs
+from slotmgr import adopt, control, procs, stopping
 from slotmgr.control import Action, Caller, JobInfo
 from slotmgr.errors import ExitCode, PermissionDenied, UsageError
 from slotmgr.values import UINT64_MAX
@@ -136,15 +136,15 @@ def test_non_root_may_look_at_their_own_system_jobs(action):
     (("active", "abandoned"), False, False),
 ])
 def test_states_for_stop(state, gone, finished):
-    assert control.processes_gone(state) is gone
-    assert control.is_finished(state) is finished
+    assert stopping.processes_gone(state) is gone
+    assert stopping.is_finished(state) is finished
 
 
 def test_parse_pids():
-    assert control.parse_pids(["12", "7", "12"]) == [12, 7]
+    assert adopt.parse_pids(["12", "7", "12"]) == [12, 7]
     for bad in ("1", "0", "-3", "x", "1.5", ""):
         with pytest.raises(UsageError, match="invalid PID"):
-            control.parse_pids([bad])
+            adopt.parse_pids([bad])
 
 
 # -- adopt's process checks ------------------------------------------------------------
@@ -156,28 +156,28 @@ def process(uid: int = 1000, cgroup: str = "/user.slice/session-1.scope") -> pro
 
 
 def test_adoptable_process_of_the_jobs_user():
-    assert control.check_adoptable(process(), owned_by(1000)) is True
+    assert adopt.check_adoptable(process(), owned_by(1000)) is True
 
 
 def test_adopt_refuses_another_users_process():
     with pytest.raises(PermissionDenied, match=r"process 777 \(mpi agent\) belongs to root "
                                                r"\(uid 0\), job ab12 to "):
-        control.check_adoptable(process(uid=0), owned_by(1000))
+        adopt.check_adoptable(process(uid=0), owned_by(1000))
 
 
 def test_adopt_refuses_a_setuid_process_with_mixed_ids():
     mixed = procs.ProcessInfo(pid=9, start_time=1, uids=(1000, 0, 0, 0), cgroup="/", comm="su")
     with pytest.raises(PermissionDenied, match=r"belongs to root \(uid 0\) and "):
-        control.check_adoptable(mixed, owned_by(1000))
+        adopt.check_adoptable(mixed, owned_by(1000))
 
 
 def test_adopt_refuses_a_process_in_another_job_and_skips_one_in_this_job():
     other = process(cgroup="/slotmgr.slice/slotmgr-slot1.slice/slotmgr-zz9.service/sub")
     with pytest.raises(PermissionDenied, match=r"already in slotmgr job zz9 "
                                                r"\(slotmgr-zz9.service\)"):
-        control.check_adoptable(other, owned_by(1000))
+        adopt.check_adoptable(other, owned_by(1000))
     same = process(cgroup="/slotmgr.slice/slotmgr-slot2.slice/slotmgr-ab12.service")
-    assert control.check_adoptable(same, owned_by(1000)) is False
+    assert adopt.check_adoptable(same, owned_by(1000)) is False
 
 
 @pytest.mark.parametrize(("cgroup", "unit"), [
@@ -252,7 +252,7 @@ def test_adopt_refuses_a_pid_with_no_process_before_any_bus_call():
             raise AssertionError("must not be called")
 
     with pytest.raises(UsageError, match="no process 4194999"):
-        control.adopt(NoBus(), owned_by(os.getuid()), [4194999])  # type: ignore[arg-type]
+        adopt.adopt(NoBus(), owned_by(os.getuid()), [4194999])  # type: ignore[arg-type]
 
 
 def test_adopt_checks_every_pid_before_moving_any():
@@ -265,11 +265,11 @@ def test_adopt_checks_every_pid_before_moving_any():
     mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         job = owned_by(os.getuid())
-        outcome = control.adopt(Recorder(), job, [mine.pid])  # type: ignore[arg-type]
+        outcome = adopt.adopt(Recorder(), job, [mine.pid])  # type: ignore[arg-type]
         assert outcome.adopted == (mine.pid,) and calls == [(job.unit, [mine.pid])]
         calls.clear()
         with pytest.raises(PermissionDenied):
-            control.adopt(Recorder(), owned_by(4321), [mine.pid])  # type: ignore[arg-type]
+            adopt.adopt(Recorder(), owned_by(4321), [mine.pid])  # type: ignore[arg-type]
         assert calls == []
     finally:
         mine.kill()
@@ -296,10 +296,10 @@ def test_wait_for_times_out_and_reads_state_again(monkeypatch):
         conn = FakeConn()
 
     manager = FakeManager()
-    monkeypatch.setattr(control, "unit_state", lambda _m, _u: ("active", "running"))
+    monkeypatch.setattr(stopping, "unit_state", lambda _m, _u: ("active", "running"))
     with pytest.raises(TimeoutError):
-        control.wait_for(manager, "slotmgr-x.service", control.is_finished, timeout=0.2)
+        stopping.wait_for(manager, "slotmgr-x.service", stopping.is_finished, timeout=0.2)
     states = iter([("active", "running"), ("deactivating", "stop-post")])
-    monkeypatch.setattr(control, "unit_state", lambda _m, _u: next(states))
-    assert control.wait_for(manager, "slotmgr-x.service", control.processes_gone,
+    monkeypatch.setattr(stopping, "unit_state", lambda _m, _u: next(states))
+    assert stopping.wait_for(manager, "slotmgr-x.service", stopping.processes_gone,
                             timeout=5) == ("deactivating", "stop-post")

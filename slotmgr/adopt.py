@@ -1,0 +1,95 @@
+"""`slotmgr adopt`: move processes a remote agent started for a job into it."""
+
+from __future__ import annotations
+
+import pwd
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from slotmgr import procs
+from slotmgr.control import JobInfo
+from slotmgr.errors import PermissionDenied, UsageError
+from slotmgr.jobspec import job_id_from_unit
+from slotmgr.systemd import Manager
+
+
+@dataclass(frozen=True)
+class AdoptOutcome:
+    adopted: tuple[int, ...]
+    already_in_job: tuple[int, ...]
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def check_adoptable(info: procs.ProcessInfo, job: JobInfo) -> bool:
+    """Raise if the process may not join the job; False if it is in it already."""
+    if set(info.uids[:3]) != {job.uid}:
+        owners = sorted(set(info.uids[:3]))
+        who = " and ".join(f"{_user_name(u)} (uid {u})" for u in owners)
+        raise PermissionDenied(
+            f"process {info.pid} ({info.comm}) belongs to {who}, job {job.job_id} to "
+            f"{job.user} (uid {job.uid}): a job adopts only its own user's processes"
+        )
+    other = info.job_unit
+    if other == job.unit:
+        return False
+    if other is not None:
+        raise PermissionDenied(
+            f"process {info.pid} ({info.comm}) is already in slotmgr job "
+            f"{job_id_from_unit(other)} ({other}): a process belongs to one job only"
+        )
+    return True
+
+
+def parse_pids(texts: Iterable[str]) -> list[int]:
+    pids: list[int] = []
+    for text in texts:
+        if not text.isdigit() or int(text) <= 1:
+            raise UsageError(f"invalid PID {text!r}: use a process number greater than 1")
+        if int(text) not in pids:
+            pids.append(int(text))
+    return pids
+
+
+def adopt(manager: Manager, job: JobInfo, pids: Sequence[int]) -> AdoptOutcome:
+    """Move processes into a running job (AttachProcessesToUnit), like Slurm's
+    pam_slurm_adopt: for a process a remote agent (sshd, an MPI launcher)
+    started on the job's behalf, so that it is limited, accounted and killed
+    with the job.
+
+    Each PID is pinned with a pidfd while it is checked; right before the
+    move every one is checked again to be the same process (alive, same
+    start time), so a PID that was reused meanwhile is never moved.
+    """
+    pinned: list[procs.PinnedProcess] = []
+    try:
+        wanted: list[procs.PinnedProcess] = []
+        already: list[int] = []
+        for pid in pids:
+            try:
+                pin = procs.PinnedProcess(pid)
+            except ProcessLookupError:
+                raise UsageError(f"no process {pid}") from None
+            pinned.append(pin)
+            if check_adoptable(pin.info, job):
+                wanted.append(pin)
+            else:
+                already.append(pid)
+        if not wanted:
+            return AdoptOutcome(adopted=(), already_in_job=tuple(already))
+        for pin in wanted:
+            if not pin.still_same():
+                raise UsageError(
+                    f"process {pin.pid} ended while it was checked (its PID may now be "
+                    "another process's): nothing adopted"
+                )
+        manager.attach_processes(job.unit, [pin.pid for pin in wanted])
+        return AdoptOutcome(adopted=tuple(p.pid for p in wanted), already_in_job=tuple(already))
+    finally:
+        for pin in pinned:
+            pin.close()
