@@ -94,7 +94,8 @@ def run_in_scope(manager: Manager, spec: JobSpec, props: list[Property]) -> JobR
 
     try:
         cgroup_path = (
-            str(manager.unit_property(spec.unit, messages.UNIT_IFACE, "ControlGroup") or "") or None
+            str(manager.unit_property(spec.unit, messages.SCOPE_IFACE, "ControlGroup") or "")
+            or None
         )
     except RemoteError:
         cgroup_path = None
