@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from slotmgr import history
-from slotmgr.jobspec import command_of_unit
 from slotmgr.record import JobRecord, exit_status_from
 from slotmgr.systemd import Manager
 from slotmgr.values import UINT64_MAX
@@ -82,6 +81,10 @@ def build_record(
         memory_peak, source = None, "unavailable"
 
     if command is None:
+        # Here, not at the top: the recorder (one short process per job)
+        # does not need the rest of jobspec and its property tables.
+        from slotmgr.jobspec import command_of_unit
+
         command = command_of_unit(props)
     if counters.get("oom_kill", 0) > 0 and result in ("exit-code", "signal"):
         # systemd may handle the main process's end before the OOM event (seen

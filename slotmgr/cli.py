@@ -11,7 +11,6 @@ import os
 import pwd
 import re
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any, Callable, TextIO, TypeVar
 
@@ -27,13 +26,47 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _print_traceback() -> None:
+    import traceback  # only for --debug: not on every job's path
+
+    traceback.print_exc()
+
+
+class _Commands(click.Group):
+    """The main group. The job control commands (slotmgr.cli_control and the
+    modules behind it) are imported only when one of them is asked for, or
+    for the help: `slotmgr run`, which a batch system calls for every job,
+    does not pay for them."""
+
+    CONTROL = ("adopt", "history", "kill", "list", "slots", "status", "stop")
+
+    def _load_control(self) -> None:
+        if "list" not in self.commands:
+            from slotmgr import cli_control
+
+            cli_control.register(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_control()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.CONTROL:
+            self._load_control()
+        return super().get_command(ctx, cmd_name)
+
+
 class Context:
     def __init__(self, *, user: bool, debug: bool) -> None:
         self.user = user
         self.debug = debug
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Commands,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="slotmgr", message="%(prog)s %(version)s")
 @click.option(
     "--user",
@@ -278,19 +311,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         _report(exc.format_message(), ExitCode.USAGE)
     except SlotmgrError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         _report(exc.one_line(), exc.exit_code)
     except KeyboardInterrupt:
         _report("interrupted", 130)
     except Exception as exc:  # a bug: say so briefly, unless asked for detail
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         _report(
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
             ExitCode.INTERNAL,
         )
 
-
-from slotmgr import cli_control  # noqa: E402 - the job control commands register themselves
-
-cli_control.register(cli)

@@ -8,7 +8,6 @@ No I/O here beyond looking at paths, so every choice is unit-tested.
 from __future__ import annotations
 
 import os
-import secrets
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -58,7 +57,9 @@ class JobSpec:
 
 def new_job_id() -> str:
     """Short, unique enough on one node, and safe in a unit name."""
-    return secrets.token_hex(5)
+    # os.urandom, not secrets: the same bytes, without secrets' import of
+    # hmac and hashlib in a process that every job starts.
+    return os.urandom(5).hex()
 
 
 def unit_name_for(job_id: str, *, scope: bool = False) -> str:

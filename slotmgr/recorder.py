@@ -24,6 +24,26 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from slotmgr import cgroup  # noqa: E402 - stdlib only, cheap
 
+USAGE = "recorder.py --job-id ID --unit NAME --db PATH [--slot N] [--user-manager]"
+_WITH_VALUE = ("--job-id", "--unit", "--db", "--slot")
+
+
+def parse_args(argv: list[str]) -> dict[str, str] | None:
+    """The few options slotmgr itself writes into the unit; by hand, not
+    argparse, whose import is a good part of this short process's start."""
+    args: dict[str, str] = {}
+    rest = list(argv)
+    while rest:
+        name = rest.pop(0)
+        if name == "--user-manager":
+            args[name] = ""
+        elif name in _WITH_VALUE and rest:
+            args[name] = rest.pop(0)
+        else:
+            return None
+    required = ("--job-id", "--unit", "--db")
+    return args if all(name in args for name in required) else None
+
 
 def main(argv: list[str]) -> int:
     path = cgroup.own_cgroup()
@@ -35,30 +55,26 @@ def main(argv: list[str]) -> int:
     counters.update(cgroup.own_cpu_counters())
     end_time = time.time()
 
-    import argparse
-
     from slotmgr import accounting
 
-    parser = argparse.ArgumentParser(prog="slotmgr-recorder")
-    parser.add_argument("--job-id", required=True)
-    parser.add_argument("--unit", required=True)
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--slot")
-    parser.add_argument("--user-manager", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    if args is None:
+        print(f"slotmgr-recorder: usage: {USAGE}", file=sys.stderr)
+        return 2
     try:
         accounting.record_from_stop_post(
-            job_id=args.job_id,
-            unit=args.unit,
-            db_path=args.db,
-            slot=args.slot,
-            user_manager=args.user_manager,
+            job_id=args["--job-id"],
+            unit=args["--unit"],
+            db_path=args["--db"],
+            slot=args.get("--slot"),
+            user_manager="--user-manager" in args,
             counters=counters,
             end_time=end_time,
             env=dict(os.environ),
         )
     except Exception as exc:  # the job's result must not depend on ours
-        print(f"slotmgr-recorder: job {args.job_id}: cannot store record: {exc}", file=sys.stderr)
+        job = args["--job-id"]
+        print(f"slotmgr-recorder: job {job}: cannot store record: {exc}", file=sys.stderr)
         return 1
     return 0
 

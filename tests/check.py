@@ -7,8 +7,6 @@ Stages, in order, each one's output streamed:
   rpm       builds the RPM that the guests install
   guest-252 the real-systemd tests and benchmarks inside the systemd 252 guest
   guest-257 the same inside the systemd 257 guest
-Not run unless named: history-252, history-257 (issue 4's durability tests
-and bench/throughput, not yet reliable in the guests).
 Every stage runs even when an earlier one fails; the last line counts the
 tests of all stages: 'N passed, N failed'. The exit status is non-zero if
 any stage failed, a guest could not boot, or no test ran.
@@ -28,12 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv" / "bin"
 VENV39 = REPO / ".venv39" / "bin"
-# The durable-history tests of issue 4 (tests/systemd/test_history.py) and its
-# throughput benchmark are not yet reliable in the guests: they run only when
-# asked for (stages history-252, history-257) and are not counted here.
-GUEST_PYTEST = ("python3 -m pytest tests/systemd --ignore=tests/systemd/test_history.py -v "
-                "-p no:cacheprovider -rfE --durations=8")
-HISTORY_PYTEST = "python3 -m pytest tests/systemd/test_history.py -v -p no:cacheprovider -rfE"
+GUEST_PYTEST = "python3 -m pytest tests/systemd -v -p no:cacheprovider -rfE --durations=10"
+# Benchmarks print figures to compare; they fail the stage only if they cannot
+# run. bench/throughput's full sizes (100,500,1000) take most of an hour under
+# emulation: CI runs one small size (see README, Benchmarks).
+BENCHMARKS = "python3 bench/launch && python3 bench/throughput --sizes 30"
 GUESTS = ("252", "257")
 
 
@@ -76,8 +73,7 @@ def _run(stage: Stage) -> None:
 
 
 def stages(selected: list[str]) -> list[Stage]:
-    guest_cmd = f"{GUEST_PYTEST}; status=$?; python3 bench/launch || status=1; exit $status"
-    history_cmd = f"{HISTORY_PYTEST}; status=$?; python3 bench/throughput || status=1; exit $status"
+    guest_cmd = f"{GUEST_PYTEST}; status=$?; ({BENCHMARKS}) || status=1; exit $status"
     all_stages = [
         Stage("lint", ["sh", "-c", f"{VENV}/ruff check slotmgr tests bench && "
                                    f"{VENV}/mypy slotmgr"]),
@@ -90,14 +86,11 @@ def stages(selected: list[str]) -> list[Stage]:
     ]
     for guest in GUESTS:
         all_stages.append(Stage(f"guest-{guest}", [
-            str(VENV / "python"), "-m", "tests.testbed", "run", "--guest", guest, "--",
-            "sh", "-c", guest_cmd]))
-    optional = [Stage(f"history-{guest}", [
-        str(VENV / "python"), "-m", "tests.testbed", "run", "--guest", guest, "--",
-        "sh", "-c", history_cmd]) for guest in GUESTS]
+            str(VENV / "python"), "-m", "tests.testbed", "run", "--guest", guest,
+            "--timeout", "2000", "--", "sh", "-c", guest_cmd]))
     if not selected:
         return all_stages
-    return [s for s in all_stages + optional if s.name in selected]
+    return [s for s in all_stages if s.name in selected]
 
 
 def main() -> int:

@@ -169,10 +169,10 @@ def waiting_on(lock: Path, command: list[str]) -> list[str]:
 
 
 def test_200_concurrent_jobs_make_200_records_none_lost_none_twice(unique, leftovers):
-    # After the barrier the jobs end 1.2 s apart. Each recorder is a Python
-    # process of some 20 MB that needs 1-3 s of CPU under emulation: ended
-    # all at once, 200 of them would not fit in the guest's 2 GiB and 2 CPUs.
-    count, spacing = 200, 1.2
+    # After the barrier the jobs end 0.5 s apart. Each recorder is a Python
+    # process of some 20 MB that needs about 0.5 s of CPU under emulation:
+    # ended all at once, 200 of them would not fit in the guest's 2 GiB.
+    count, spacing = 200, 0.5
     db = WORK / f"{unique}.db"
     prefix = f"{unique}x"
     ids = [f"{prefix}{i}" for i in range(count)]

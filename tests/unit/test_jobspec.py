@@ -10,12 +10,14 @@ import pytest
 from slotmgr.features import features_from_version
 from slotmgr.jobspec import (
     PIDSHIM,
+    RECORDER,
     JobSpec,
     check_command,
     command_from_exec_argv,
     command_of_unit,
     exec_argv,
     job_id_from_unit,
+    recorder_argv,
     unit_name_for,
     unit_properties,
 )
@@ -147,3 +149,17 @@ def test_stop_timeout_protects_the_recorder_unless_given():
     given = props_of(spec(limits=(("TimeoutStopSec", "5min"),)), V252)
     assert given["TimeoutStopUSec"].value == 300_000_000
     assert "TimeoutStopUSec" not in props_of(spec(scope=True, unit="x.scope"), V252)
+
+
+def test_the_recorder_reads_back_the_arguments_slotmgr_gives_it():
+    from slotmgr import recorder
+
+    s = spec(slot="3", user_manager=True)
+    argv = recorder_argv(s)
+    assert argv[2] == RECORDER
+    args = recorder.parse_args(argv[3:])
+    assert args == {"--job-id": s.job_id, "--unit": s.unit, "--db": s.history_db,
+                    "--slot": "3", "--user-manager": ""}
+    assert recorder.parse_args(argv[3:] + ["--bogus"]) is None
+    assert recorder.parse_args(["--unit", "u.service", "--db", "x.db"]) is None  # no job id
+    assert recorder.parse_args(["--job-id"]) is None  # no value
