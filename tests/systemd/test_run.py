@@ -50,24 +50,38 @@ def test_mpd_case_is_contained_and_cleaned_up(work, unique):
     try:
         wait_until(lambda: bool(processes_with_marker(unique)) and unit_active(unit),
                    what="the job and its daemon")
-        wait_until(lambda: Path(f"/tmp/mpd-{unique}.sock").exists() is False and any(
-            b"mpd_daemon.py" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1]
-            for p in processes_with_marker(unique)), what="the daemon")
         # A person sees the job with systemctl, with a description that says what it is.
         status = subprocess.run(["systemctl", "status", "--no-pager", unit],
                                 capture_output=True, text=True).stdout
         assert unit in status and f"slotmgr job {unique}" in status and "active (running)" in status
         assert systemctl_show(unit, "Transient", "Slice") == {"Transient": "yes",
                                                              "Slice": "slotmgr.slice"}
-        # The daemon escaped its parent but not the unit's cgroup. (Its first
-        # fork may still be alive for a moment: wait until only it is left.)
-        def daemons() -> list[int]:
-            return [p for p in processes_with_marker(unique)
-                    if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1:3]
-                    == [bytes(MPD), unique.encode()]]
 
-        wait_until(lambda: len(daemons()) == 1, what="one daemon")
-        daemon = daemons()
+        def daemons() -> list[int]:
+            """The processes running mpd_daemon.py (the daemon and, for a
+            moment, its forks); one that exits while being read is left out."""
+            found = []
+            for pid in processes_with_marker(unique):
+                try:
+                    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3]
+                except OSError:
+                    continue
+                if args == [bytes(MPD), unique.encode()]:
+                    found.append(pid)
+            return found
+
+        # The daemon escaped its parent but not the unit's cgroup.
+        # One daemon, ready: its forks have exited and it made its ready file,
+        # seen through its own root (the job's private /tmp). One snapshot of
+        # /proc is used for both checks: a fork may exit between two.
+        daemon: list[int] = []
+
+        def one_ready_daemon() -> bool:
+            daemon[:] = daemons()
+            return len(daemon) == 1 and Path(
+                f"/proc/{daemon[0]}/root/tmp/mpd-{unique}.ready").exists()
+
+        wait_until(one_ready_daemon, what="one daemon, ready")
         cgroup = Path(f"/proc/{daemon[0]}/cgroup").read_text().strip()
         assert cgroup == f"0::/slotmgr.slice/{unit}"
         # Its world-writable socket is in the job's own /tmp, not the node's...
