@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from slotmgr import history
+from slotmgr.errors import ExitCode
 from slotmgr.record import JobRecord, exit_status_from
 from slotmgr.systemd import Manager
 from slotmgr.values import UINT64_MAX
@@ -120,6 +121,29 @@ def build_record(
     )
 
 
+# ExecMainCode= holds the si_code of the main process's end.
+_CLD_NAMES = {1: "exited", 2: "killed", 3: "dumped"}
+
+
+def how_main_ended(env: Mapping[str, str], props: Mapping[str, Any]) -> tuple[str, int]:
+    """(result, shell-style exit status) of the job's main process. systemd
+    passes them to ExecStopPost= in $SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS;
+    but when a stop catches the job at its very start (seen on 257 with
+    PrivatePIDs=), the hook can run before systemd has taken the main
+    process's end into account: no $EXIT_CODE, and a $SERVICE_RESULT of
+    "success" for a job that was killed. The unit's ExecMainCode=,
+    ExecMainStatus= and Result=, read by the recorder a moment later, have it."""
+    if env.get("EXIT_CODE"):
+        return (env.get("SERVICE_RESULT") or "unknown",
+                exit_status_from(env["EXIT_CODE"], env.get("EXIT_STATUS", "")))
+    code = _CLD_NAMES.get(int(props.get("ExecMainCode") or 0))
+    if code is None:  # nobody knows: say so, as `slotmgr run` does without a record
+        return "unknown", int(ExitCode.INTERNAL)
+    # ExecMainStatus= is the exit code, or the signal's number.
+    exit_status = exit_status_from(code, str(props.get("ExecMainStatus") or 0))
+    return str(props.get("Result") or env.get("SERVICE_RESULT") or "unknown"), exit_status
+
+
 def record_from_stop_post(
     *,
     job_id: str,
@@ -139,14 +163,15 @@ def record_from_stop_post(
         version = manager.features.version_string
     finally:
         manager.close()
+    result, exit_status = how_main_ended(env, props)
     rec = build_record(
         job_id=job_id,
         unit=unit,
         slot=slot,
         props=props,
         counters=counters,
-        result=env.get("SERVICE_RESULT", "unknown"),
-        exit_status=exit_status_from(env.get("EXIT_CODE", ""), env.get("EXIT_STATUS", "")),
+        result=result,
+        exit_status=exit_status,
         end_time=end_time,
         systemd_version=version,
     )

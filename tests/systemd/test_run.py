@@ -43,6 +43,34 @@ def mpd_job(marker: str, go_file: Path) -> list[str]:
     return ["sh", "-c", script]
 
 
+def mpd_daemons(marker: str) -> list[int]:
+    """The processes running mpd_daemon.py (the daemon and, for a moment, its
+    forks); one that exits while being read is left out."""
+    found = []
+    for pid in processes_with_marker(marker):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3]
+        except OSError:
+            continue
+        if args == [bytes(MPD), marker.encode()]:
+            found.append(pid)
+    return found
+
+
+def wait_for_ready_daemon(marker: str) -> int:
+    """The daemon's PID once its forks have exited and it has made its ready
+    file, seen through its own root (the job's private /tmp). One snapshot of
+    /proc serves both checks: a fork may exit between two."""
+    found: list[int] = []
+
+    def one_ready_daemon() -> bool:
+        found[:] = mpd_daemons(marker)
+        return len(found) == 1 and Path(f"/proc/{found[0]}/root/tmp/mpd-{marker}.ready").exists()
+
+    wait_until(one_ready_daemon, what="one MPD daemon, ready")
+    return found[0]
+
+
 def test_mpd_case_is_contained_and_cleaned_up(work, unique):
     go = work / f"{unique}.go"
     unit = f"slotmgr-{unique}.service"
@@ -57,32 +85,9 @@ def test_mpd_case_is_contained_and_cleaned_up(work, unique):
         assert systemctl_show(unit, "Transient", "Slice") == {"Transient": "yes",
                                                              "Slice": "slotmgr.slice"}
 
-        def daemons() -> list[int]:
-            """The processes running mpd_daemon.py (the daemon and, for a
-            moment, its forks); one that exits while being read is left out."""
-            found = []
-            for pid in processes_with_marker(unique):
-                try:
-                    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3]
-                except OSError:
-                    continue
-                if args == [bytes(MPD), unique.encode()]:
-                    found.append(pid)
-            return found
-
         # The daemon escaped its parent but not the unit's cgroup.
-        # One daemon, ready: its forks have exited and it made its ready file,
-        # seen through its own root (the job's private /tmp). One snapshot of
-        # /proc is used for both checks: a fork may exit between two.
-        daemon: list[int] = []
-
-        def one_ready_daemon() -> bool:
-            daemon[:] = daemons()
-            return len(daemon) == 1 and Path(
-                f"/proc/{daemon[0]}/root/tmp/mpd-{unique}.ready").exists()
-
-        wait_until(one_ready_daemon, what="one daemon, ready")
-        cgroup = Path(f"/proc/{daemon[0]}/cgroup").read_text().strip()
+        daemon = wait_for_ready_daemon(unique)
+        cgroup = Path(f"/proc/{daemon}/cgroup").read_text().strip()
         assert cgroup == f"0::/slotmgr.slice/{unit}"
         # Its world-writable socket is in the job's own /tmp, not the node's...
         assert not Path(f"/tmp/mpd-{unique}.sock").exists()
@@ -130,8 +135,8 @@ def test_sigterm_to_slotmgr_stops_every_process(work, unique):
     job = start_cli("run", "--job-id", unique, "--", "sh", "-c",
                     f"{sys.executable} {MPD} {unique}; sleep 600")
     unit = f"slotmgr-{unique}.service"
-    wait_until(lambda: len(processes_with_marker(unique)) >= 2 and unit_active(unit),
-               what="job and daemon")
+    wait_for_ready_daemon(unique)
+    assert unit_active(unit)
     job.send_signal(signal.SIGTERM)
     _out, err = job.communicate(timeout=120)
     assert job.returncode == 143, err

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from slotmgr import history
-from slotmgr.accounting import build_record
+from slotmgr.accounting import build_record, how_main_ended
 from slotmgr.record import SCHEMA, JobRecord, exit_status_from, summary_lines, validate
 
 PROPS = {
@@ -125,3 +125,21 @@ def test_from_dict_ignores_unknown_fields():
     data = json.loads(make().to_json())
     data["future_field"] = 1
     assert JobRecord.from_dict(data) == make()
+
+
+@pytest.mark.parametrize(("env", "props", "expected"), [
+    # What systemd normally passes to ExecStopPost=.
+    ({"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "143"},
+     {"ExecMainCode": 1, "ExecMainStatus": 143, "Result": "exit-code"}, ("exit-code", 143)),
+    ({"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "KILL"}, {},
+     ("signal", 137)),
+    # Seen on 257: a stop at the job's start runs the hook before systemd has
+    # taken the main process's end in; the unit's properties have it.
+    ({"SERVICE_RESULT": "success"},
+     {"ExecMainCode": 2, "ExecMainStatus": 9, "Result": "signal"}, ("signal", 137)),
+    ({"SERVICE_RESULT": "success"},
+     {"ExecMainCode": 1, "ExecMainStatus": 3, "Result": "exit-code"}, ("exit-code", 3)),
+    ({"SERVICE_RESULT": "success"}, {"ExecMainCode": 0}, ("unknown", 70)),
+])
+def test_how_the_main_process_ended(env, props, expected):
+    assert how_main_ended(env, props) == expected
