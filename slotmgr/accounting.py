@@ -175,8 +175,7 @@ def record_from_stop_post(
         end_time=end_time,
         systemd_version=version,
     )
-    with history.open_db(db_path) as conn:
-        history.insert(conn, rec)
+    history.store(db_path, rec)
     return rec
 
 

@@ -7,9 +7,11 @@ record can neither be lost to a dead launcher nor written twice.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -85,6 +87,43 @@ def insert(conn: sqlite3.Connection, rec: JobRecord) -> bool:
         ),
     )
     return cur.rowcount == 1
+
+
+_STORE_ATTEMPTS = 5
+
+
+def store(path: str, rec: JobRecord) -> bool:
+    """Store a finished job's record, the way every writer does; False if
+    this job id was already recorded.
+
+    Writers take turns on an advisory lock (`PATH.lock`, beside the database)
+    before they open it, so many jobs ending at once queue there instead of
+    in SQLite's busy handling, which gives up at once in some cases
+    ("database is locked" was seen when the first records created the
+    database while others opened it). Readers do not take the lock: in WAL
+    mode they never block a writer. What SQLite still reports as busy is
+    retried."""
+    if path != ":memory:":
+        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    old_umask = os.umask(0o022)
+    try:
+        lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    finally:
+        os.umask(old_umask)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        for attempt in range(_STORE_ATTEMPTS):
+            try:
+                with open_db(path) as conn:
+                    return insert(conn, rec)
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or attempt == _STORE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+    finally:
+        os.close(lock_fd)  # releases the lock
 
 
 def get(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:

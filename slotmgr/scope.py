@@ -133,6 +133,5 @@ def run_in_scope(manager: Manager, spec: JobSpec, props: list[Property]) -> JobR
         systemd_version=features.version_string,
         command=list(spec.command),
     )
-    with history.open_db(spec.history_db) as conn:
-        history.insert(conn, rec)
+    history.store(spec.history_db, rec)
     return rec
