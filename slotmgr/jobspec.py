@@ -86,6 +86,8 @@ def shim_argv(spec: JobSpec, features: Features) -> list[str]:
         argv.append("--unshare")
     if spec.scope and spec.private_tmp:
         argv.append("--private-tmp")
+    if not spec.scope:
+        argv.append("--started-blocked")  # see exec_argv
     return [*argv, "--"]
 
 
@@ -95,11 +97,19 @@ def exec_argv(spec: JobSpec, features: Features) -> list[str]:
     The job's environment goes on an env(1) prefix rather than into the
     unit's Environment=, because Environment= would also reach the
     recorder, which runs as root: a job must not choose root's LD_PRELOAD.
+
+    In a service, env(1) also starts the shim with every signal blocked: a
+    stop that comes while the interpreter starts then stays pending, where
+    the kernel would discard it for a PID-namespace init (seen on 257: the
+    job ran on until the stop timeout). The shim unblocks them for the job.
+    A scope's processes are the launcher's own children, and it stops them.
     """
+    shim = shim_argv(spec, features)
+    env_options = ["--block-signal"] if shim and not spec.scope else []
     argv: list[str] = []
-    if spec.environment:
-        argv += [ENV_PROGRAM, *spec.environment]
-    return argv + shim_argv(spec, features) + list(spec.command)
+    if env_options or spec.environment:
+        argv += [ENV_PROGRAM, *env_options, *spec.environment]
+    return argv + shim + list(spec.command)
 
 
 def command_from_exec_argv(argv: Sequence[str]) -> list[str]:
@@ -107,7 +117,8 @@ def command_from_exec_argv(argv: Sequence[str]) -> list[str]:
     rest = list(argv)
     if rest and rest[0] == ENV_PROGRAM:
         rest = rest[1:]
-        while rest and "=" in rest[0] and not rest[0].startswith("/"):
+        # env's options, then its NAME=VALUE assignments.
+        while rest and (rest[0].startswith("-") or ("=" in rest[0] and rest[0][0] != "/")):
             rest = rest[1:]
     if len(rest) >= 4 and rest[1:3] == ["-I", "-S"] and rest[3].endswith("pidshim.py"):
         rest = rest[rest.index("--") + 1 :] if "--" in rest else rest[4:]

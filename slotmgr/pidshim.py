@@ -1,6 +1,6 @@
 """pidshim: a tiny init (PID 1) for slotmgr batch jobs, in the spirit of catatonit and tini.
 
-usage: pidshim.py [--unshare [--private-tmp]] [--] CMD [ARGS...]
+usage: pidshim.py [--unshare [--private-tmp]] [--started-blocked] [--] CMD [ARGS...]
 
 Run it as a file, ``python3 -I -S pidshim.py ...``: standard library only, nothing from
 slotmgr, few imports, for a fast start. Options end at ``--`` or at the first non-option.
@@ -20,6 +20,9 @@ Modes
              (every capability set emptied) before the job is forked.
   --private-tmp  With --unshare, for a scope (which has no PrivateTmp=): mount fresh
              tmpfs on /tmp and /var/tmp in the job's mount namespace.
+  --started-blocked  pidshim was started with every signal blocked (`env --block-signal`
+             in front of it), so that a signal sent while the interpreter starts stays
+             pending instead of being lost (see Signals); the job gets an empty mask.
 
 Exit status, encoded as a shell does
   N      CMD exited with N            126  CMD not executable (EACCES, ENOEXEC, ...)
@@ -38,7 +41,10 @@ Signals
   QUIT USR1 USR2 WINCH CONT ALRM, real-time ones...) except CHLD, the faults the kernel
   raises for pidshim's own bugs (SEGV BUS ILL FPE ABRT TRAP SYS), PIPE and XFSZ (left ignored
   as Python sets them), and TSTP TTIN TTOU (ignored: pidshim may be in a background group).
-  Signals arriving before Python is up kill pidshim (not init) or are dropped (init).
+  Signals arriving before Python is up kill pidshim (not init) or are dropped (init):
+  a PID-namespace init's default disposition makes the kernel discard them, so a stop
+  in the first moments of a job would be lost and the job would run on until systemd's
+  stop timeout. Hence --started-blocked: a blocked signal is never discarded.
   The child restores, before exec, the signal mask and dispositions pidshim started with
   (SIGPIPE and SIGXFSZ reset to SIG_DFL, as subprocess does).
 
@@ -70,7 +76,7 @@ if TYPE_CHECKING:  # typing costs milliseconds of start-up: only for mypy
 
     Environ = Union[Mapping[bytes, bytes], Mapping[str, str]]
 
-USAGE = "usage: pidshim.py [--unshare [--private-tmp]] [--] CMD [ARGS...]"
+USAGE = "usage: pidshim.py [--unshare [--private-tmp]] [--started-blocked] [--] CMD [ARGS...]"
 EX_USAGE, EX_SHIM, EX_NOEXEC, EX_NOTFOUND = 2, 125, 126, 127
 
 # Linux constants the os module lacks (os.unshare only exists from Python 3.12).
@@ -111,9 +117,9 @@ def warn(msg: str) -> None:
     quietly(os.write, 2, f"pidshim: {msg}\n".encode(errors="backslashreplace"))
 
 
-def parse_args(args: list[str]) -> tuple[bool, bool, list[str]]:
+def parse_args(args: list[str]) -> tuple[bool, bool, bool, list[str]]:
     # Hand-rolled: argparse costs start-up time and would parse CMD's own options too.
-    unshare = private_tmp = False
+    unshare = private_tmp = started_blocked = False
     while args and args[0].startswith("-"):
         arg, args = args[0], args[1:]
         if arg == "--":
@@ -122,6 +128,8 @@ def parse_args(args: list[str]) -> tuple[bool, bool, list[str]]:
             unshare = True
         elif arg == "--private-tmp":
             private_tmp = True
+        elif arg == "--started-blocked":
+            started_blocked = True
         elif arg in ("-h", "--help"):
             print(USAGE)
             sys.exit(0)
@@ -131,7 +139,7 @@ def parse_args(args: list[str]) -> tuple[bool, bool, list[str]]:
         sys.exit(usage_error("missing command"))
     if private_tmp and not unshare:
         sys.exit(usage_error("--private-tmp needs --unshare"))
-    return unshare, private_tmp, args
+    return unshare, private_tmp, started_blocked, args
 
 
 def usage_error(msg: str) -> int:
@@ -160,10 +168,14 @@ def owns_terminal() -> bool:
         return False
 
 
-def catch_signals() -> tuple[set[int], dict[int, int]]:
+def catch_signals(started_blocked: bool) -> tuple[set[int], dict[int, int]]:
     # Block first, then install handlers: a signal arriving in between stays pending rather
-    # than acted upon. Returns the mask and dispositions the job's child must restore.
+    # than acted upon. Returns the mask and dispositions the job's child must restore: the
+    # empty mask systemd gives a unit if the signals were blocked only for our start.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+    if started_blocked:
+        signal.pthread_sigmask(signal.SIG_SETMASK, WAITED)  # not SIGSEGV & co: faults kill
+        mask = set()
     dispositions: dict[int, int] = {S.SIGPIPE: signal.SIG_DFL, S.SIGXFSZ: signal.SIG_DFL}
     for sig in WAITED | JOB_CONTROL:
         ignored = signal.getsignal(sig) == signal.SIG_IGN
@@ -322,8 +334,8 @@ def run_unshared(job: Job, private_tmp: bool) -> int:
 
 
 def main(args: list[str]) -> int:
-    unshare, private_tmp, cmd = parse_args(args)
-    job = Job(cmd, *catch_signals())  # signals first: before anything is forked
+    unshare, private_tmp, started_blocked, cmd = parse_args(args)
+    job = Job(cmd, *catch_signals(started_blocked))  # signals first: before anything is forked
     if unshare:
         return run_unshared(job, private_tmp)
     if os.getpid() != 1:  # not an init: a subreaper, so that orphans still come to us

@@ -131,6 +131,21 @@ def test_stdio_is_the_callers_own(isolation):
     assert out.stderr == "to-stderr\n"
 
 
+def test_a_stop_at_the_very_start_of_a_job_is_not_lost(unique):
+    # SIGTERM to slotmgr as soon as systemd says the job is active, while its PID-namespace
+    # init is still starting: the stop must reach the job at once (143, its death by
+    # SIGTERM), not be dropped by the kernel and end at the stop timeout (137, SIGKILL).
+    for attempt in range(3):
+        job_id = f"{unique}{attempt}"
+        job = start_cli("run", "--job-id", job_id, "-p", "TimeoutStopSec=30s", "--",
+                        "sleep", "600")
+        unit = f"slotmgr-{job_id}.service"
+        wait_until(lambda unit=unit: unit_active(unit), interval=0.02, what="the job")
+        job.send_signal(signal.SIGTERM)
+        _out, err = job.communicate(timeout=120)
+        assert job.returncode == 143, err
+
+
 def test_sigterm_to_slotmgr_stops_every_process(work, unique):
     job = start_cli("run", "--job-id", unique, "--", "sh", "-c",
                     f"{sys.executable} {MPD} {unique}; sleep 600")

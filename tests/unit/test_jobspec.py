@@ -40,7 +40,9 @@ def props_of(s, features, **kw):
 def test_252_uses_the_shim_to_make_the_pid_namespace():
     props = props_of(spec(), V252)
     argv = props["ExecStart"].value[0][1]
-    assert argv == ["/usr/bin/python3", "-I", "-S", PIDSHIM, "--unshare", "--", "sleep", "1"]
+    # env(1) starts the shim with signals blocked, so a stop during its start is kept.
+    assert argv == ["/usr/bin/env", "--block-signal", "/usr/bin/python3", "-I", "-S", PIDSHIM,
+                    "--unshare", "--started-blocked", "--", "sleep", "1"]
     assert "PrivatePIDs" not in props
     assert props["PrivateTmp"].value is True
 
@@ -48,8 +50,15 @@ def test_252_uses_the_shim_to_make_the_pid_namespace():
 def test_257_lets_systemd_make_it_and_runs_the_shim_as_pid_1():
     props = props_of(spec(), V257)
     argv = props["ExecStartEx"].value[0][1]
-    assert "--unshare" not in argv and PIDSHIM in argv
+    assert argv == ["/usr/bin/env", "--block-signal", "/usr/bin/python3", "-I", "-S", PIDSHIM,
+                    "--started-blocked", "--", "sleep", "1"]
     assert props["PrivatePIDs"].value == "yes"
+
+
+def test_a_scope_shim_is_not_started_blocked():
+    argv = exec_argv(spec(scope=True), V257)
+    assert argv[0] != "/usr/bin/env" and "--started-blocked" not in argv
+    assert argv[argv.index("--") + 1:] == ["sleep", "1"]
 
 
 def test_isolation_can_be_turned_off():
@@ -78,7 +87,7 @@ def test_252_commands_survive_a_daemon_reload():
     props = props_of(s, V252)
     assert "ExecStartEx" not in props and "ExecStopPostEx" not in props
     path, argv, ignore_failure = props["ExecStart"].value[0]
-    assert (path, ignore_failure) == ("/usr/bin/python3", False)
+    assert (path, ignore_failure) == ("/usr/bin/env", False)
     assert argv[-3:] == ["sh", "-c", "echo $$HOME $${X} $$$$"]  # "$$" is a literal "$"
     path, argv, ignore_failure = props["ExecStopPost"].value[0]
     assert ignore_failure is True and argv[argv.index("--slot") + 1] == "3"
@@ -96,7 +105,7 @@ def test_environment_goes_through_env_not_the_unit():
     props = props_of(s, V257)
     assert "Environment" not in props
     argv = props["ExecStartEx"].value[0][1]
-    assert argv[:3] == ["/usr/bin/env", "A=1", "LD_PRELOAD=/x.so"]
+    assert argv[:4] == ["/usr/bin/env", "--block-signal", "A=1", "LD_PRELOAD=/x.so"]
     assert command_from_exec_argv(argv) == ["sleep", "1"]
 
 
