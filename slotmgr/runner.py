@@ -124,28 +124,10 @@ def _start_and_wait(
             f"slotmgr: job {spec.job_id}: systemd could not start {spec.unit} ({job_result})",
             file=sys.stderr,
         )
-    started = time.monotonic()
-    resend_at: float | None = None
-    if stop_requested and _init_may_have_missed_it(spec, manager, started):
-        resend_at = started + _RESEND_AFTER_S
     while True:
         try:
-            if resend_at is None:
-                manager.wait_until_inactive(spec.unit)
-                break
-            try:
-                manager.wait_until_inactive(
-                    spec.unit, timeout=max(0.0, resend_at - time.monotonic())
-                )
-                break
-            except TimeoutError:
-                # A stop in a job's first moments can reach its PID-namespace init before
-                # the init (or env in front of it, which blocks signals for it) is ready:
-                # the kernel discards a SIGTERM to an init that has no handler yet. Once
-                # more, to the init alone, which forwards it to the job.
-                resend_at = None
-                with contextlib.suppress(SlotmgrError):
-                    manager.kill(spec.unit, signal.SIGTERM, whom="main")
+            manager.wait_until_inactive(spec.unit)
+            break
         except Interrupted as exc:
             if not stop_requested:
                 print(
@@ -155,8 +137,6 @@ def _start_and_wait(
                 )
                 stop_requested = True
                 stop_quietly(manager, spec.unit)
-                if _init_may_have_missed_it(spec, manager, started):
-                    resend_at = time.monotonic() + _RESEND_AFTER_S
 
     rec = wait_for_record(spec.history_db, spec.job_id)
     if rec is None:
@@ -180,20 +160,6 @@ def _start_and_wait(
             command=list(spec.command),
         )
     return rec
-
-
-# A stop this soon after the start may have come before the job's PID-namespace
-# init could take it (it starts in some 10 ms natively, up to a second emulated).
-_EARLY_STOP_S = 10.0
-_RESEND_AFTER_S = 2.0
-
-
-def _init_may_have_missed_it(spec: JobSpec, manager: Manager, started: float) -> bool:
-    """Only systemd's own PID namespace (PrivatePIDs=, 257) makes the shim an init
-    from its first instruction on; on 252 the shim's outer process is the unit's
-    main process and an early SIGTERM simply ends it."""
-    private_pids_by_systemd = spec.private_pids and manager.features.private_pids
-    return private_pids_by_systemd and time.monotonic() - started < _EARLY_STOP_S
 
 
 def stop_quietly(manager: Manager, unit: str) -> None:
