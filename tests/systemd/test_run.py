@@ -133,8 +133,10 @@ def test_stdio_is_the_callers_own(isolation):
 
 def test_a_stop_at_the_very_start_of_a_job_is_not_lost(unique):
     # SIGTERM to slotmgr as soon as systemd says the job is active, while its PID-namespace
-    # init is still starting: the stop must reach the job at once (143, its death by
-    # SIGTERM), not be dropped by the kernel and end at the stop timeout (137, SIGKILL).
+    # init is still starting: the stop must end the job, by SIGTERM (143) or, on 257 when
+    # the init is not up yet, by systemd's SIGKILL (137), and be reported as such; not be
+    # lost until the stop timeout (124), nor be reported as a success (0: systemd ran the
+    # recorder before it had taken the main process's end in).
     for attempt in range(3):
         job_id = f"{unique}{attempt}"
         job = start_cli("run", "--job-id", job_id, "-p", "TimeoutStopSec=30s", "--",
@@ -143,7 +145,10 @@ def test_a_stop_at_the_very_start_of_a_job_is_not_lost(unique):
         wait_until(lambda unit=unit: unit_active(unit), interval=0.02, what="the job")
         job.send_signal(signal.SIGTERM)
         _out, err = job.communicate(timeout=120)
-        assert job.returncode == 143, err
+        assert job.returncode in (143, 137), err
+        finished = "finished: exit-code, exit status 143" if job.returncode == 143 else \
+            "finished: signal, exit status 137"
+        assert finished in err
 
 
 def test_sigterm_to_slotmgr_stops_every_process(work, unique):
