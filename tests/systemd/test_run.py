@@ -293,7 +293,9 @@ def test_limits_reach_the_unit(unique):
         assert b"FOO=bar baz" in environ
     finally:
         job.send_signal(signal.SIGTERM)
-        job.communicate(timeout=120)
+        _out, err = job.communicate(timeout=120)
+    # Stopped by its SIGTERM (143), not by the stop timeout (124) nor anything else.
+    assert job.returncode == 143, err
 
 
 def test_uid_runs_the_job_as_that_user_without_capabilities():
