@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from slotmgr.record import JobRecord
@@ -50,16 +50,22 @@ CREATE INDEX IF NOT EXISTS jobs_end_time ON jobs (end_time);
 
 
 @contextmanager
-def open_db(path: str, *, create: bool = True) -> Iterator[sqlite3.Connection]:
-    if create:
-        # 0755: readable so users can query their history, writable by root only.
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        old_umask = os.umask(0o022)
+def _creating_beside(path: str) -> Iterator[None]:
+    """Make the database's directory, and files created within this block,
+    0755/0644 whatever the caller's umask: readable so users can query their
+    history, writable by its owner (root for the system history) only."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    old_umask = os.umask(0o022)
     try:
-        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        yield
     finally:
-        if create:
-            os.umask(old_umask)
+        os.umask(old_umask)
+
+
+@contextmanager
+def open_db(path: str, *, create: bool = True) -> Iterator[sqlite3.Connection]:
+    with _creating_beside(path) if create else nullcontext():
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -103,13 +109,8 @@ def store(path: str, rec: JobRecord) -> bool:
     database while others opened it). Readers do not take the lock: in WAL
     mode they never block a writer. What SQLite still reports as busy is
     retried."""
-    if path != ":memory:":
-        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    old_umask = os.umask(0o022)
-    try:
+    with _creating_beside(path):
         lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    finally:
-        os.umask(old_umask)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         for attempt in range(_STORE_ATTEMPTS):

@@ -121,12 +121,9 @@ class Manager:
 
     def unit_active_state(self, name: str) -> str | None:
         """ActiveState, or None if the unit is not loaded (gone)."""
-        try:
-            (path,) = self.conn.call(messages.get_unit(name))
-        except RemoteError as exc:
-            if exc.name == NO_SUCH_UNIT:
-                return None
-            raise
+        path = self.unit_path(name)
+        if path is None:
+            return None
         (variant,) = self.conn.call(messages.get_property(path, messages.UNIT_IFACE, "ActiveState"))
         return str(variant[1])
 
