@@ -87,7 +87,7 @@ def shim_argv(spec: JobSpec, features: Features) -> list[str]:
     if spec.scope and spec.private_tmp:
         argv.append("--private-tmp")
     if not spec.scope:
-        argv.append("--started-blocked")  # see exec_argv
+        argv.append("--started-blocked")  # exec_argv blocks the signals to match
     return [*argv, "--"]
 
 
@@ -98,14 +98,14 @@ def exec_argv(spec: JobSpec, features: Features) -> list[str]:
     unit's Environment=, because Environment= would also reach the
     recorder, which runs as root: a job must not choose root's LD_PRELOAD.
 
-    In a service, env(1) also starts the shim with every signal blocked: a
-    stop that comes while the interpreter starts then stays pending, where
-    the kernel would discard it for a PID-namespace init (seen on 257: the
-    job ran on until the stop timeout). The shim unblocks them for the job.
-    A scope's processes are the launcher's own children, and it stops them.
+    In a service, env(1) also starts the shim with every signal blocked
+    (shim_argv says so with --started-blocked): a stop that comes while the
+    interpreter starts then stays pending, where the kernel would discard it
+    for a PID-namespace init. The shim unblocks them for the job. A scope's
+    processes are the launcher's own children, and it stops them.
     """
     shim = shim_argv(spec, features)
-    env_options = ["--block-signal"] if shim and not spec.scope else []
+    env_options = ["--block-signal"] if "--started-blocked" in shim else []
     argv: list[str] = []
     if env_options or spec.environment:
         argv += [ENV_PROGRAM, *env_options, *spec.environment]

@@ -43,8 +43,8 @@ Signals
   as Python sets them), and TSTP TTIN TTOU (ignored: pidshim may be in a background group).
   Signals arriving before Python is up kill pidshim (not init) or are dropped (init):
   a PID-namespace init's default disposition makes the kernel discard them, so a stop
-  in the first moments of a job would be lost and the job would run on until systemd's
-  stop timeout. Hence --started-blocked: a blocked signal is never discarded.
+  in the first moments of a job would be lost. Hence --started-blocked: a blocked signal
+  is never discarded.
   The child restores, before exec, the signal mask and dispositions pidshim started with
   (SIGPIPE and SIGXFSZ reset to SIG_DFL, as subprocess does).
 

@@ -55,12 +55,11 @@ def main(argv: list[str]) -> int:
     counters.update(cgroup.own_cpu_counters())
     end_time = time.time()
 
-    from slotmgr import accounting
-
     args = parse_args(argv)
     if args is None:
         print(f"slotmgr-recorder: usage: {USAGE}", file=sys.stderr)
         return 2
+    from slotmgr import accounting
     try:
         accounting.record_from_stop_post(
             job_id=args["--job-id"],
