@@ -15,8 +15,10 @@ class ExitCode(enum.IntEnum):
     USAGE = 64  # bad option, value or command line (EX_USAGE)
     UNAVAILABLE = 69  # no systemd or no bus to reach it (EX_UNAVAILABLE)
     INTERNAL = 70  # a bug in slotmgr (EX_SOFTWARE)
+    SLOT_BUSY = 75  # the asked-for slot holds its most jobs; try again later (EX_TEMPFAIL)
     NO_PERMISSION = 77  # not allowed to act on that job or PID (EX_NOPERM)
     SYSTEMD_REFUSED = 76  # systemd answered the request with an error (EX_PROTOCOL)
+    CONFIG = 78  # the node's setup cannot serve the job (install path, config file) (EX_CONFIG)
     JOB_TIMEOUT = 124  # the job ran past --runtime-max (as timeout(1))
     JOB_OOM = 125  # the job was killed by the kernel's OOM killer
     NOT_EXECUTABLE = 126  # the command exists but cannot be executed (as the shell)
