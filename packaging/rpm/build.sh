@@ -11,8 +11,10 @@
 # the spec's Version.
 #
 # On a host whose rpm database does not know rpm itself (Debian's `rpm`
-# package), the BuildRequires cannot be checked, so rpmbuild gets --nodeps:
-# python3 on PATH must then have pip, setuptools, wheel, click and jeepney.
+# package), the BuildRequires cannot be checked, so rpmbuild gets --nodeps.
+# Without the Fedora/RHEL Python macros the spec builds with python3 on PATH:
+# the project's .venv (made by scripts/setup, with pip, setuptools, wheel,
+# click and jeepney) goes first on PATH when there is one.
 # Extra rpmbuild options can be passed in RPMBUILD_OPTS.
 set -euo pipefail
 
@@ -50,6 +52,10 @@ fi
 
 # Without the Fedora/RHEL macros the spec builds with the python3 on PATH.
 if [ -z "$(rpm --eval '%{?pyproject_wheel:1}')" ]; then
+    if [ -x "$top/.venv/bin/python3" ]; then
+        PATH="$top/.venv/bin:$PATH"
+    fi
+    echo "build.sh: building with $(command -v python3) ($(python3 --version 2>&1))" >&2
     missing=$(python3 -c '
 from importlib.metadata import PackageNotFoundError, version
 def have(dist):
@@ -65,7 +71,8 @@ if setuptools and not have("wheel"):
         missing.append("wheel")
 print(" ".join(missing))')
     if [ -n "$missing" ]; then
-        echo "build.sh: $(command -v python3) lacks $missing (pip install $missing)" >&2
+        echo "build.sh: $(command -v python3) lacks $missing (run scripts/setup, which makes" \
+             ".venv with them, or pip install $missing)" >&2
         exit 1
     fi
 fi

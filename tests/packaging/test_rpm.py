@@ -1,10 +1,10 @@
-"""Build slotmgr's RPM with packaging/rpm/build.sh and check what it ships.
+"""Build slotmgr's RPM with `make rpm`, as the README says, and check what it ships.
 
 Runs on the host (no systemd needed), in a few seconds; marked `slow` all the
-same since it runs rpmbuild.  Needs rpmbuild, rpm, rpmlint, rpm2cpio, cpio and
-groff, plus python3 on PATH with setuptools, wheel, click and jeepney (Debian:
-apt-get install rpm rpmlint rpm2cpio cpio groff-base python3-packaging).
-Without rpmbuild the module is skipped, except under CI (CI=true) where it fails.
+same since it runs rpmbuild.  Needs what scripts/setup installs: rpmbuild, rpm,
+rpmlint, rpm2cpio, cpio, groff and the project's .venv, which the build uses
+(the system python3 has neither click nor jeepney).  Without rpmbuild the
+module is skipped, except under CI (CI=true) where it fails.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,15 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD_SH = REPO / "packaging" / "rpm" / "build.sh"
 SPEC = REPO / "packaging" / "rpm" / "slotmgr.spec"
 RPMLINT_CONFIG = REPO / "packaging" / "rpm" / "rpmlint.toml"
 RPMLINTRC = REPO / "packaging" / "rpm" / "slotmgr.rpmlintrc"
 TOOLS = ("rpmbuild", "rpm", "rpmlint", "rpm2cpio", "cpio", "groff")
 APT_HINT = "apt-get install rpm rpmlint rpm2cpio cpio groff-base python3-packaging"
-# build.sh builds with the python3 on PATH: make that the interpreter running
-# these tests (the project's venv, with click, jeepney, setuptools and wheel).
-BUILD_ENV = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable),
-                                                   os.environ.get("PATH", "")]))
+# `make rpm` as root runs it on a machine set up by scripts/setup: a plain
+# PATH, whose python3 is the system's (no click, no jeepney).
+MAKE_ENV = dict(os.environ, PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+BUILT_WITH = re.compile(r"^build\.sh: building with (\S+) ", re.MULTILINE)
 
 # Everything the package installs outside site-packages, exactly.
 EXPECTED_FILES = {
@@ -96,15 +94,23 @@ def _source_version() -> str:
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _tools_or_skip()
     topdir = tmp_path_factory.mktemp("rpmbuild")
-    proc = _run(BUILD_SH, topdir, cwd=REPO, env=BUILD_ENV)
+    proc = _run("make", "rpm", f"RPM_TOPDIR={topdir}", cwd=REPO, env=MAKE_ENV)
     log = topdir / "build.log"
     log.write_text(proc.stdout + proc.stderr)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"build.sh failed (log: {log}):\n{output[-6000:]}"
+    assert proc.returncode == 0, f"make rpm failed (log: {log}):\n{output[-6000:]}"
     rpms = sorted((topdir / "RPMS" / "noarch").glob("slotmgr-*.noarch.rpm"))
     srpms = sorted((topdir / "SRPMS").glob("slotmgr-*.src.rpm"))
     assert len(rpms) == 1 and len(srpms) == 1, f"expected one RPM and one SRPM: {rpms} {srpms}"
-    return {"rpm": rpms[0], "srpm": srpms[0], "topdir": topdir}
+    python = BUILT_WITH.search(output)
+    assert python, f"build.sh did not say which python3 it built with:\n{output[-3000:]}"
+    return {"rpm": rpms[0], "srpm": srpms[0], "topdir": topdir, "python": Path(python.group(1))}
+
+
+def test_make_rpm_builds_with_the_project_venv(built: dict[str, Path]) -> None:
+    # The README's `make rpm` on a machine set up by scripts/setup: the system
+    # python3 lacks click and jeepney, the .venv has them.
+    assert built["python"] == REPO / ".venv" / "bin" / "python3"
 
 
 def _query(rpm: Path, *args: str) -> str:
@@ -227,16 +233,9 @@ def installed_root(built: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     return root
 
 
-def _host_python() -> str:
-    # The python3 that build.sh built with.
-    python = shutil.which("python3", path=BUILD_ENV["PATH"])
-    assert python, "no python3 on PATH"
-    return python
-
-
 def test_installed_slotmgr_runs(built: dict[str, Path], installed_root: Path) -> None:
     py = _python_version(built["rpm"])
-    python = _host_python()
+    python = str(built["python"])  # the python3 that build.sh built with
     proc = _run(python, "-c",
                 "import sys, os, click, jeepney; print('%d.%d' % sys.version_info[:2]);"
                 "print(os.path.dirname(os.path.dirname(click.__file__)));"
