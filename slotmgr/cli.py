@@ -143,6 +143,19 @@ def _check_user(uid: str | None, gid: str | None) -> tuple[str | None, str | Non
     return uid, gid
 
 
+def _check_wait(value: str | None) -> int | None:
+    """--wait-for-slot DURATION in microseconds (None: do not wait)."""
+    if value is None:
+        return None
+    from slotmgr.values import parse_timespan_usec
+
+    try:
+        usec = parse_timespan_usec(value)
+    except ValueError as exc:
+        raise UsageError(f"invalid --wait-for-slot: {exc}") from None
+    return usec
+
+
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.option("--unit", "unit", metavar="NAME", help="Unit name (default slotmgr-<jobid>.service).")
 @click.option("--job-id", metavar="ID", help="Job id (default: a random one).")
@@ -157,6 +170,13 @@ def _check_user(uid: str | None, gid: str | None) -> tuple[str | None, str | Non
     "--scope", is_flag=True, help="Run as a transient scope: slotmgr forks the job itself."
 )
 @click.option("--slot", metavar="N", help="Run the job in batch slot N (see: slotmgr slots).")
+@click.option(
+    "--wait-for-slot",
+    "wait_for_slot",
+    metavar="DURATION",
+    help="If the slot is full, wait up to DURATION (e.g. 30s, 2h, infinity) for a place "
+    "instead of exiting 75 at once; 75 when it passes.",
+)
 @_limit_options
 @click.option(
     "-p",
@@ -196,6 +216,7 @@ def run(
     slice_: str | None,
     scope: bool,
     slot: str | None,
+    wait_for_slot: str | None,
     properties: tuple[str, ...],
     setenv: tuple[str, ...],
     working_directory: str | None,
@@ -248,13 +269,19 @@ def run(
         raise UsageError(str(exc)) from None
     user, group = _check_user(uid, gid)
     slot_def = None
+    admission = None
+    if wait_for_slot is not None and slot is None:
+        raise UsageError("--wait-for-slot needs --slot: only a slot can be full")
     if slot is not None:
-        from slotmgr.slots import require_slot
+        from slotmgr import slots
 
         if slice_ is not None:
             raise UsageError("--slot and --slice exclude each other: a slot runs in its own slice")
-        slot_def = require_slot(slot)
+        slot_def = slots.require_slot(slot)
+        slots.check_job_fits(slot_def, limits)
         slice_ = slot_def.slice
+        admission = slots.Admission(slot_def, user_manager=obj.user,
+                                    wait_usec=_check_wait(wait_for_slot))
 
     spec = JobSpec(
         command=command,
@@ -281,11 +308,7 @@ def run(
             json_out = open(json_path, "w")  # noqa: SIM115 - closed by the exit below
         except OSError as exc:
             raise UsageError(f"cannot write --json {json_path!r}: {exc.strerror}") from None
-    if slot_def is not None:
-        from slotmgr.slots import prepare_slice_for
-
-        prepare_slice_for(slot_def, user_manager=obj.user)
-    code = runner.run(spec, quiet=quiet, json_out=json_out)
+    code = runner.run(spec, quiet=quiet, json_out=json_out, admission=admission)
     sys.exit(code)
 
 

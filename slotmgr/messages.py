@@ -106,6 +106,10 @@ def list_units_by_patterns(states: Sequence[str], patterns: Sequence[str]) -> Me
     return _manager_call("ListUnitsByPatterns", "asas", (list(states), list(patterns)))
 
 
+def list_units_by_names(names: Sequence[str]) -> Message:
+    return _manager_call("ListUnitsByNames", "as", ([check_unit_name(n) for n in names],))
+
+
 def kill_unit(name: str, signal: int, *, whom: str = "all") -> Message:
     if whom not in _KILL_WHOM:
         raise ValueError(f"invalid kill target {whom!r}")

@@ -15,7 +15,8 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import TextIO
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, TextIO
 
 from slotmgr import messages, scope
 from slotmgr.accounting import build_record, wait_for_record
@@ -26,6 +27,9 @@ from slotmgr.properties import PropertyError
 from slotmgr.record import JobRecord, summary_lines
 from slotmgr.systemd import Manager
 from slotmgr.wire import Property
+
+if TYPE_CHECKING:  # slots.py is imported only for a job in a slot (cli.run)
+    from slotmgr.slots import Admission
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # systemd's exit status for "could not execute the command" (EXIT_EXEC).
@@ -62,7 +66,9 @@ def _signals_to_pipe(manager: Manager) -> Iterator[None]:
         os.close(write_fd)
 
 
-def run(spec: JobSpec, *, quiet: bool, json_out: TextIO | None) -> int:
+def run(
+    spec: JobSpec, *, quiet: bool, json_out: TextIO | None, admission: Admission | None = None
+) -> int:
     try:
         check_command(spec.command)
     except FileNotFoundError:
@@ -91,9 +97,9 @@ def run(spec: JobSpec, *, quiet: bool, json_out: TextIO | None) -> int:
         )
         with _signals_to_pipe(manager):
             if spec.scope:
-                rec = scope.run_in_scope(manager, spec, props)
+                rec = scope.run_in_scope(manager, spec, props, _admitted(admission, manager))
             else:
-                rec = _start_and_wait(manager, spec, props)
+                rec = _start_and_wait(manager, spec, props, _admitted(admission, manager))
         if not quiet:
             for line in summary_lines(rec):
                 print(line, file=sys.stderr)
@@ -105,14 +111,21 @@ def run(spec: JobSpec, *, quiet: bool, json_out: TextIO | None) -> int:
         manager.close()
 
 
+def _admitted(admission: Admission | None, manager: Manager) -> AbstractContextManager[None]:
+    """The job's place in its slot, held while its unit is started (or nothing to hold)."""
+    return contextlib.nullcontext() if admission is None else admission.hold(manager)
+
+
 def _start_and_wait(
     manager: Manager,
     spec: JobSpec,
     props: list[Property],
+    admitted: AbstractContextManager[None],
 ) -> JobRecord:
     stop_requested = False
     try:
-        job = manager.start_transient_unit(spec.unit, props)
+        with admitted:
+            job = manager.start_transient_unit(spec.unit, props)
         job_result = manager.wait_for_job(job)
     except Interrupted:
         # The unit may be starting: stop it, then wait as usual.

@@ -14,6 +14,7 @@ import contextlib
 import os
 import select
 import time
+from contextlib import AbstractContextManager
 
 from slotmgr import cgroup, history, messages
 from slotmgr.accounting import build_record, counter_value
@@ -74,13 +75,19 @@ def _wait_sampling(
         os.close(pidfd)
 
 
-def run_in_scope(manager: Manager, spec: JobSpec, props: list[Property]) -> JobRecord:
+def run_in_scope(
+    manager: Manager,
+    spec: JobSpec,
+    props: list[Property],
+    admitted: AbstractContextManager[None],
+) -> JobRecord:
     features = manager.features
     pid, release_fd = _fork_waiting_child(exec_argv(spec, features))
     try:
         scope_props = [p for p in props if p.name != "PIDs"]
         scope_props += [Property("PIDs", "au", [pid]), Property("AddRef", "b", True)]
-        job = manager.start_transient_unit(spec.unit, scope_props)
+        with admitted:  # the job's place in its slot, held until systemd has the scope
+            job = manager.start_transient_unit(spec.unit, scope_props)
         result = manager.wait_for_job(job)
         if result != "done":
             raise SlotmgrError(f"systemd could not start {spec.unit} ({result})")

@@ -89,7 +89,7 @@ def slots_table(usages: Sequence[SlotUsage]) -> list[str]:
     for u in usages:
         limits = " ".join(f"{k}={v}" for k, v in u.slot.limits) or "none"
         rows.append([
-            u.slot.name, u.slot.slice, str(u.jobs), _bytes(u.memory_current_bytes),
+            u.slot.name, u.slot.slice, f"{u.jobs}/{u.slot.jobs}", _bytes(u.memory_current_bytes),
             _bytes(u.memory_swap_bytes), _int(u.tasks_current), _usec(u.cpu_usage_usec),
             u.effective_cpus or NONE, limits,
         ])

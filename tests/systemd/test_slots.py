@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,20 +16,30 @@ import pytest
 from .conftest import run_cli, start_cli, systemctl_show, unit_active, wait_until
 
 WORK = Path("/run/slotmgr-tests")
+NODE_CONF = Path("/etc/slotmgr/slots.conf")
 JOB_OOM = 125
+SLOT_BUSY = 75
+USAGE = 64
 
 
 @pytest.fixture
-def slots_conf(unique):
-    """Write a slots file; return the environment that points slotmgr at it."""
+def slots_conf():
+    """Write the node's own slots file (the guest is throwaway); put back what
+    was there after the test. As root slotmgr reads only this file."""
     WORK.mkdir(exist_ok=True)
-    path = WORK / f"{unique}.slots.conf"
+    before = NODE_CONF.read_bytes() if NODE_CONF.exists() else None
+    NODE_CONF.parent.mkdir(parents=True, exist_ok=True)
 
     def write(text: str) -> dict[str, str]:
-        path.write_text(textwrap.dedent(text))
-        return {**os.environ, "SLOTMGR_SLOTS_CONF": str(path)}
+        NODE_CONF.write_text(textwrap.dedent(text))
+        NODE_CONF.chmod(0o644)
+        return dict(os.environ)
 
-    return write
+    yield write
+    if before is None:
+        NODE_CONF.unlink(missing_ok=True)
+    else:
+        NODE_CONF.write_bytes(before)
 
 
 # Touches memory 4 MiB at a time up to 400 MiB, noting each step on disk, so
@@ -53,7 +64,9 @@ def test_a_job_cannot_exceed_its_slots_memory_whatever_it_asks(unique, slots_con
     progress = WORK / f"{unique}.progress"
     # The recorder then runs in the full slot, reclaiming as it loads: slow in
     # an emulated guest, whose DefaultTimeoutStopSec=10s would cut it short.
-    out = run_cli("run", "--slot", "1", "--memory-max", "1G", "--job-id", unique, "--json", "-",
+    # The job sets no memory limit of its own (asking for more than the slot
+    # has is refused, see below): the slot's slice alone bounds it.
+    out = run_cli("run", "--slot", "1", "--job-id", unique, "--json", "-",
                   "-p", "TimeoutStopSec=2min", "--", sys.executable, "-c", GREEDY, str(progress),
                   env=env)
     assert out.returncode == JOB_OOM, out.stderr
@@ -82,8 +95,8 @@ def test_slot_limits_reach_the_slice_and_follow_edits_of_the_file(slots_conf):
         CPUWeight = 50
         MemoryHigh = 900M
         """)
-    # The job asks for CPU 0; the slot has only CPU 1, and the slot wins.
-    out = run_cli("run", "--quiet", "--slot", "2", "--cpus", "0", "--", sys.executable, "-c",
+    # The job asks for no CPUs; the slot has only CPU 1.
+    out = run_cli("run", "--quiet", "--slot", "2", "--", sys.executable, "-c",
                   "import os; print(sorted(os.sched_getaffinity(0)))", env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[1]"
@@ -122,7 +135,7 @@ def test_tasks_max_of_the_slot_binds_the_job(slots_conf):
               "    pass\n"
               "print(n, flush=True)\n"
               "os.killpg(0, 9)\n")
-    out = run_cli("run", "--quiet", "--slot", "4", "--tasks-max", "1000", "--", sys.executable,
+    out = run_cli("run", "--quiet", "--slot", "4", "--tasks-max", "12", "--", sys.executable,
                   "-c", script, env=env)
     forked = int(out.stdout.strip().splitlines()[0])
     # The job's own processes (its init included) count against the slot's 12.
@@ -156,7 +169,7 @@ def test_slots_command_shows_limits_and_use_including_swap(unique, slots_conf):
         table = run_cli("slots", env=env).stdout.splitlines()
         assert table[0].split() == ["SLOT", "SLICE", "JOBS", "MEMORY", "SWAP", "TASKS", "CPU",
                                     "CPUS", "LIMITS"]
-        assert table[1].split()[:3] == ["3", "slotmgr-slot3.slice", "1"]
+        assert table[1].split()[:3] == ["3", "slotmgr-slot3.slice", "1/1"]
         listed = {j["job_id"]: j for j in json.loads(run_cli("list", "--json").stdout)}
         assert listed[unique]["slot"] == "3"
     finally:
@@ -178,7 +191,163 @@ def test_bad_slots_file_is_refused_before_any_unit(unique, slots_conf):
         """)
     out = run_cli("run", "--slot", "1", "--job-id", unique, "--", "true", env=env)
     assert out.returncode == 64
-    assert out.stderr.strip().endswith(
-        ".slots.conf:7: [slot2] AllowedCPUs=1: CPUs 1 are also slot1's, and [node] "
-        "exclusive_cpus = yes")
+    assert out.stderr.strip() == (
+        "slotmgr: error: /etc/slotmgr/slots.conf:7: [slot2] AllowedCPUs=1: CPUs 1 are also "
+        "slot1's, and [node] exclusive_cpus = yes")
     assert systemctl_show(f"slotmgr-{unique}.service", "LoadState")["LoadState"] == "not-found"
+
+
+def test_as_root_slotmgr_slots_conf_is_ignored(unique, slots_conf):
+    """Which limits apply is the node admin's: a caller's environment cannot
+    swap in its own slots file (issue: trust boundary, finding 8)."""
+    env = slots_conf("""
+        [slot1]
+        MemoryMax = 64M
+        """)
+    mine = WORK / f"{unique}.mine.conf"
+    mine.write_text("[slot1]\nMemoryMax = 8G\n[slot9]\n")
+    env["SLOTMGR_SLOTS_CONF"] = str(mine)
+    out = run_cli("run", "--quiet", "--slot", "1", "--", "true", env=env)
+    assert out.returncode == 0, out.stderr
+    assert systemctl_show("slotmgr-slot1.slice", "MemoryMax") == {"MemoryMax": str(64 * 1024**2)}
+    out = run_cli("run", "--slot", "9", "--job-id", unique, "--", "true", env=env)
+    assert (out.returncode, out.stderr) == (
+        USAGE, "slotmgr: error: no slot 9 in /etc/slotmgr/slots.conf (slots: 1)\n")
+    slots_json = json.loads(run_cli("slots", "--json", env=env).stdout)
+    assert [(s["slot"], s["configured"]) for s in slots_json] == [("1", {"MemoryMax": "64M"})]
+    # A slots file others may write is no admin's: refused as a whole (78).
+    NODE_CONF.chmod(0o666)
+    out = run_cli("run", "--slot", "1", "--job-id", unique, "--", "true", env=env)
+    assert out.returncode == 78 and "/etc/slotmgr/slots.conf is not root's alone" in out.stderr
+    assert systemctl_show(f"slotmgr-{unique}.service", "LoadState")["LoadState"] == "not-found"
+
+
+def test_a_job_asking_more_than_its_slot_is_refused_before_any_unit(unique, slots_conf):
+    env = slots_conf("""
+        [slot2]
+        MemoryMax = 1G
+        AllowedCPUs = 1
+        TasksMax = 40
+        """)
+    for args, message in [
+        (["--memory-max", "4G"], "the job's MemoryMax=4G is above slot 2's MemoryMax=1G"),
+        (["--cpus", "0"], "the job's AllowedCPUs=0 is outside slot 2's AllowedCPUs=1 (CPUs 0)"),
+        (["--tasks-max", "1000"], "the job's TasksMax=1000 is above slot 2's TasksMax=40"),
+        (["-p", "MemoryMax=infinity"], "the job's MemoryMax=infinity is above slot 2's "
+                                       "MemoryMax=1G"),
+    ]:
+        out = run_cli("run", "--slot", "2", "--job-id", unique, *args, "--", "true", env=env)
+        assert out.returncode == USAGE, out.stderr
+        assert len(out.stderr.splitlines()) == 1, out.stderr
+        assert out.stderr.startswith(f"slotmgr: error: {message} (hint: "), out.stderr
+        assert systemctl_show(f"slotmgr-{unique}.service", "LoadState")["LoadState"] == \
+            "not-found"
+
+
+def _wait_for_exit(launchers, timeout: float):
+    """The first launcher to end, or None if all still run after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for launcher in launchers:
+            if launcher.poll() is not None:
+                return launcher
+        time.sleep(0.1)
+    return None
+
+
+def _stop(launchers) -> None:
+    for launcher in launchers:
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGTERM)
+    for launcher in launchers:
+        launcher.communicate(timeout=120)
+
+
+def _running_in(slice_: str) -> list[str]:
+    members = systemctl_show(slice_, "SliceOf")["SliceOf"].split()
+    return sorted(u for u in members if unit_active(u))
+
+
+def test_n_plus_one_jobs_at_once_into_a_slot_of_n_exactly_n_run(unique, slots_conf):
+    env = slots_conf("""
+        [slot6]
+        jobs = 2
+        """)
+    ids = [f"{unique}x{i}" for i in range(3)]
+    # Three launchers ask for the slot's two places at the same moment.
+    launchers = [start_cli("run", "--slot", "6", "--job-id", job, "--", "sleep", "300", env=env)
+                 for job in ids]
+    try:
+        refused = _wait_for_exit(launchers, timeout=90)
+        assert refused is not None, "no launcher was refused"
+        _, err = refused.communicate(timeout=30)
+        assert refused.returncode == SLOT_BUSY, err
+        others = sorted(f"slotmgr-{job}.service" for job, launcher in zip(ids, launchers)
+                        if launcher is not refused)
+        assert err == (f"slotmgr: error: slot 6 is full: it holds 2 jobs at a time, and "
+                       f"{others[0]}, {others[1]} run in it (hint: --wait-for-slot DURATION "
+                       "waits for a place)\n")
+        for unit in others:
+            wait_until(lambda u=unit: unit_active(u), what=unit)
+        assert _running_in("slotmgr-slot6.slice") == others
+        assert _wait_for_exit([p for p in launchers if p is not refused], timeout=3) is None
+        slot = {s["slot"]: s for s in json.loads(run_cli("slots", "--json", env=env).stdout)}["6"]
+        assert (slot["jobs"], slot["jobs_max"]) == (2, 2)
+    finally:
+        _stop(launchers)
+    lock = Path("/run/slotmgr/slot6.lock")
+    assert oct(lock.stat().st_mode & 0o777) == "0o600" and lock.stat().st_uid == 0
+    assert oct(lock.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_wait_for_slot_starts_once_the_running_job_ends(unique, slots_conf):
+    env = slots_conf("""
+        [slot7]
+        """)
+    first_unit = f"slotmgr-{unique}a.service"
+    first = start_cli("run", "--slot", "7", "--job-id", f"{unique}a", "--", "sleep", "300",
+                      env=env)
+    waiter = None
+    try:
+        wait_until(lambda: unit_active(first_unit), timeout=60, what=first_unit)
+        waiter = start_cli("run", "--slot", "7", "--wait-for-slot", "10min", "--job-id",
+                           f"{unique}b", "--json", "-", "--", "sh", "-c", "echo second ran",
+                           env=env)
+        # It waits: no unit of its own while the slot is full.
+        assert _wait_for_exit([waiter], timeout=8) is None
+        assert systemctl_show(f"slotmgr-{unique}b.service", "LoadState")["LoadState"] == \
+            "not-found"
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+        out, err = waiter.communicate(timeout=120)
+        assert waiter.returncode == 0, err
+        job_output, record_line = out.strip().splitlines()
+        assert job_output == "second ran"
+        record = json.loads(record_line)
+        assert (record["slot"], record["result"]) == ("7", "success")
+    finally:
+        _stop([p for p in (first, waiter) if p is not None])
+
+
+def test_wait_for_slot_gives_75_when_its_timeout_passes(unique, slots_conf):
+    env = slots_conf("""
+        [slot8]
+        """)
+    first_unit = f"slotmgr-{unique}a.service"
+    first = start_cli("run", "--slot", "8", "--job-id", f"{unique}a", "--", "sleep", "300",
+                      env=env)
+    try:
+        wait_until(lambda: unit_active(first_unit), timeout=60, what=first_unit)
+        begun = time.monotonic()
+        out = run_cli("run", "--slot", "8", "--wait-for-slot", "3s", "--job-id", f"{unique}b",
+                      "--", "true", env=env)
+        waited = time.monotonic() - begun
+        assert out.returncode == SLOT_BUSY, out.stderr
+        assert out.stderr == (f"slotmgr: error: slot 8 is full: it holds 1 job at a time, and "
+                              f"{first_unit} runs in it; waited 3.000s for a place\n")
+        assert waited >= 3
+        assert systemctl_show(f"slotmgr-{unique}b.service", "LoadState")["LoadState"] == \
+            "not-found"
+        assert unit_active(first_unit)
+    finally:
+        _stop([first])

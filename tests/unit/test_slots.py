@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
-from slotmgr import slots
-from slotmgr.errors import ExitCode
+from slotmgr import slots, values
+from slotmgr.errors import ExitCode, UsageError
 from slotmgr.jobspec import DEFAULT_SLICE
 from slotmgr.slots import SlotConfigError, parse
 from slotmgr.values import UINT64_MAX
@@ -133,7 +138,7 @@ def test_bad_values_name_file_line_and_key(text, expected):
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("[slot1]\nMemMax=1G\n",
-     f"{PATH}:2: [slot1] unknown key 'MemMax': allowed are MemoryMax, MemoryHigh"),
+     f"{PATH}:2: [slot1] unknown key 'MemMax': allowed are jobs, MemoryMax, MemoryHigh"),
     ("[slot1]\nmemorymax=1G\n",
      f"{PATH}:2: [slot1] unknown key 'memorymax' (did you mean MemoryMax?)"),
     ("[slot1]\nExecStart=/bin/sh\n", "unknown key 'ExecStart'"),
@@ -205,7 +210,14 @@ def test_cpu_count_none_skips_the_existence_check():
     assert conf("[slot1]\nAllowedCPUs=100\n", cpu_count=None).slots[0].cpus == {100}
 
 
-def test_load_reads_the_env_path_and_a_missing_file_is_none(tmp_path, monkeypatch):
+@pytest.fixture
+def as_user(monkeypatch):
+    """slotmgr run by a non-root caller (a --user job): the only case the
+    environment may point at another slots file."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+
+def test_load_reads_the_env_path_and_a_missing_file_is_none(tmp_path, monkeypatch, as_user):
     path = tmp_path / "slots.conf"
     monkeypatch.setenv(slots.CONF_ENV, str(path))
     assert slots.config_path() == str(path)
@@ -223,21 +235,333 @@ def test_load_reads_the_env_path_and_a_missing_file_is_none(tmp_path, monkeypatc
         slots.load()
 
 
+def test_as_root_the_environment_cannot_move_the_slots_file(tmp_path, monkeypatch):
+    """Which limits apply is the node admin's choice, never the caller's environment."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv(slots.CONF_ENV, str(tmp_path / "mine.conf"))
+    assert slots.config_path() == "/etc/slotmgr/slots.conf"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert slots.lock_dir(user_manager=False) == "/run/slotmgr"
+    assert slots.lock_dir(user_manager=True) == "/run/user/0/slotmgr"
+
+
+def test_a_user_locks_in_their_runtime_dir(tmp_path, monkeypatch, as_user):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert slots.lock_dir(user_manager=True) == f"{tmp_path}/slotmgr"
+    assert slots.lock_dir(user_manager=False) == "/run/slotmgr"
+
+
+def _stat(mode: int, uid: int) -> os.stat_result:
+    return os.stat_result((mode, 1, 1, 1, uid, 0, 10, 0, 0, 0))
+
+
+@pytest.mark.parametrize(("mode", "uid", "refused"), [
+    (0o100644, 0, False), (0o100600, 0, False), (0o100664, 0, True), (0o100646, 0, True),
+    (0o100644, 1000, True),
+])
+def test_as_root_the_slots_file_must_be_roots_alone(mode, uid, refused):
+    if not refused:
+        slots._check_admin_owned(PATH, _stat(mode, uid))
+        return
+    with pytest.raises(slots.SlotmgrError) as info:
+        slots._check_admin_owned(PATH, _stat(mode, uid))
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert info.value.one_line().startswith(f"{PATH} is not root's alone (owner uid {uid}, mode "
+                                            f"{mode & 0o7777:04o}): refusing its slot limits")
+
+
+def test_a_group_writable_file_is_refused_when_loaded_as_root(tmp_path, monkeypatch):
+    path = tmp_path / "slots.conf"
+    path.write_text("[slot1]\n")
+    path.chmod(0o666)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(slots.SlotmgrError, match="is not root's alone") as info:
+        slots.load(str(path))
+    assert info.value.exit_code == ExitCode.CONFIG
+
+
 def _raise_permission(*_args, **_kw):
     raise PermissionError(13, "Permission denied")
 
 
-def test_example_file_in_packaging_parses():
-    from pathlib import Path
+EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "slots.conf.example"
 
-    example = Path(__file__).resolve().parents[2] / "packaging" / "slots.conf.example"
-    uncommented = "\n".join(line[1:] if line.startswith("#[") or line.startswith("#M")
-                            or line.startswith("#A") or line.startswith("#I")
-                            or line.startswith("#T") else line
-                            for line in example.read_text().splitlines())
-    config = parse(uncommented, str(example), cpu_count=16)
-    assert [s.number for s in config.slots] == [1, 2]
+
+def _example_settings() -> str:
+    """The example's commented-out sections and KEY = VALUE lines, uncommented."""
+    return "\n".join(line[1:] for line in EXAMPLE.read_text().splitlines()
+                     if re.match(r"#(\[|\w+\s*=)", line))
+
+
+def test_example_file_in_packaging_parses():
+    config = parse(_example_settings(), str(EXAMPLE), cpu_count=16)
+    assert [s.number for s in config.slots] == [1, 2] and config.exclusive_cpus
+    assert config.slots[0].jobs == 2
     assert config.slots[1].limit("AllowedCPUs") == "8-15"
+
+
+def test_example_documents_every_key_the_parser_takes_and_no_other():
+    text = EXAMPLE.read_text()
+    # The key tables: "#   KEY   what it does".
+    documented = set(re.findall(r"^#   (\w+)\s", text, flags=re.M))
+    assert documented == {*slots.SLOT_SETTINGS, *slots.SLOT_KEYS, *slots.NODE_KEYS}
+    # Every key is also shown in use, in the sections of the example.
+    used = {line.split("=")[0].strip() for line in _example_settings().splitlines()
+            if "=" in line}
+    assert used == documented
+    # And it says where the limits go: on the slot's slice, for all its jobs together.
+    assert "The limits are set on that slice, so they bound ALL the slot's jobs" in text
+
+
+# -- jobs = N ------------------------------------------------------------------------
+
+
+def test_a_slot_holds_one_job_unless_it_says_how_many():
+    one, three = conf("[slot1]\nMemoryMax=1G\n[slot2]\njobs = 3\nTasksMax=9\n").slots
+    assert (one.jobs, three.jobs) == (1, 3)
+    # jobs is slotmgr's, not a property of the slice.
+    assert three.limits == (("TasksMax", "9"),)
+    assert "jobs" not in {p.name for p in three.properties(None)}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "10001", ""])
+def test_bad_jobs_values(value):
+    assert error_of(f"[slot1]\njobs = {value}\n") == (
+        f"{PATH}:2: [slot1] jobs = {value}: use the number of jobs the slot holds at a time, "
+        "from 1 to 10000")
+
+
+def test_unknown_key_lists_jobs_too():
+    assert "(did you mean jobs?)" in error_of("[slot1]\nJobs = 2\n")
+    assert "allowed are jobs, MemoryMax" in error_of("[slot1]\nMaxJobs = 2\n")
+
+
+# -- a job's own limits against its slot's --------------------------------------------
+
+SLOT = """\
+[slot1]
+MemoryMax = 1G
+MemoryHigh = 900M
+MemorySwapMax = 0
+AllowedCPUs = 2-5
+TasksMax = 100
+CPUQuota = 200%
+IOWeight = 50
+"""
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("MemoryMax", "4G", "the job's MemoryMax=4G is above slot 1's MemoryMax=1G"),
+    ("MemoryMax", "infinity", "the job's MemoryMax=infinity is above slot 1's MemoryMax=1G"),
+    ("MemoryMax", "100%", "the job's MemoryMax=100% is above slot 1's MemoryMax=1G"),
+    ("MemoryHigh", "901M", "the job's MemoryHigh=901M is above slot 1's MemoryHigh=900M"),
+    ("MemorySwapMax", "1M", "the job's MemorySwapMax=1M is above slot 1's MemorySwapMax=0"),
+    ("TasksMax", "101", "the job's TasksMax=101 is above slot 1's TasksMax=100"),
+    ("TasksMax", "infinity", "the job's TasksMax=infinity is above slot 1's TasksMax=100"),
+    ("CPUQuota", "250%", "the job's CPUQuota=250% is above slot 1's CPUQuota=200%"),
+    ("AllowedCPUs", "0-3", "the job's AllowedCPUs=0-3 is outside slot 1's AllowedCPUs=2-5 "
+                           "(CPUs 0-1)"),
+    ("AllowedCPUs", "5,7", "the job's AllowedCPUs=5,7 is outside slot 1's AllowedCPUs=2-5 "
+                           "(CPUs 7)"),
+])
+def test_a_job_asking_more_than_its_slot_is_refused_naming_both(key, value, expected):
+    slot = conf(SLOT).slots[0]
+    with pytest.raises(UsageError) as info:
+        slots.check_job_fits(slot, [("RuntimeMaxSec", "1h"), (key, value)])
+    assert info.value.exit_code == ExitCode.USAGE
+    assert info.value.one_line().startswith(expected), info.value.one_line()
+    assert "\n" not in info.value.one_line()
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("MemoryMax", "1G"), ("MemoryMax", "512M"), ("MemoryHigh", "900M"), ("MemorySwapMax", "0"),
+    ("TasksMax", "100"), ("CPUQuota", "150%"), ("AllowedCPUs", "2-5"), ("AllowedCPUs", "3"),
+    ("IOWeight", "500"),  # a weight is a share among siblings, not a limit
+    ("CPUWeight", "900"), ("RuntimeMaxSec", "infinity"),
+    ("IOReadBandwidthMax", ("/dev/null", "1M")),
+])
+def test_a_job_within_its_slot_passes(key, value):
+    slots.check_job_fits(conf(SLOT).slots[0], [(key, value)])
+
+
+def test_a_slot_without_a_limit_bounds_nothing():
+    slots.check_job_fits(conf("[slot1]\n").slots[0], [("MemoryMax", "infinity"),
+                                                     ("AllowedCPUs", "0-15")])
+
+
+def test_percentages_are_compared_as_amounts(monkeypatch):
+    monkeypatch.setattr(slots, "_physical_memory", lambda: 8 * 1024**3)
+    monkeypatch.setattr(slots, "_system_tasks_max", lambda: 1000)
+    slot = conf("[slot1]\nMemoryMax=50%\nTasksMax=10%\n").slots[0]
+    slots.check_job_fits(slot, [("MemoryMax", "4G"), ("TasksMax", "100")])
+    with pytest.raises(UsageError, match=r"MemoryMax=4097M is above slot 1's MemoryMax=50%"):
+        slots.check_job_fits(slot, [("MemoryMax", "4097M")])
+    with pytest.raises(UsageError, match=r"TasksMax=11% is above slot 1's TasksMax=10%"):
+        slots.check_job_fits(slot, [("TasksMax", "11%")])
+
+
+# -- the lock and the count --------------------------------------------------------------
+
+
+def test_the_lock_file_is_0600_in_a_0700_directory(tmp_path):
+    directory = tmp_path / "locks"
+    os.close(slots._open_lock(str(directory), "slot1.lock"))
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / "slot1.lock").stat().st_mode) == 0o600
+    # A lock file someone made readable to others is narrowed again.
+    (directory / "slot1.lock").chmod(0o644)
+    os.close(slots._open_lock(str(directory), "slot1.lock"))
+    assert stat.S_IMODE((directory / "slot1.lock").stat().st_mode) == 0o600
+
+
+def test_the_lock_never_follows_a_symlink(tmp_path):
+    directory = tmp_path / "locks"
+    directory.mkdir(mode=0o700)
+    target = tmp_path / "victim"
+    target.write_text("keep")
+    (directory / "slot1.lock").symlink_to(target)
+    with pytest.raises(slots.SlotmgrError, match="cannot open the slot lock") as info:
+        slots._open_lock(str(directory), "slot1.lock")
+    assert info.value.exit_code == ExitCode.CONFIG
+    linked = tmp_path / "linked"
+    linked.symlink_to(directory)
+    with pytest.raises(slots.SlotmgrError, match=r"cannot use .* for the slot locks"):
+        slots._open_lock(str(linked), "slot1.lock")
+    assert target.read_text() == "keep"
+
+
+def test_a_directory_others_may_write_is_refused(tmp_path):
+    directory = tmp_path / "locks"
+    directory.mkdir()
+    directory.chmod(0o777)
+    with pytest.raises(slots.SlotmgrError, match=r"is not uid \d+'s alone .*mode 0777") as info:
+        slots._open_lock(str(directory), "slot1.lock")
+    assert info.value.exit_code == ExitCode.CONFIG
+
+
+def test_every_lock_wait_has_a_deadline(tmp_path):
+    slot = conf("[slot7]\n").slots[0]
+    with slots._locked(str(tmp_path / "locks"), slot):
+        started = time.monotonic()
+        with pytest.raises(slots.SlotBusy, match=r"slot 7: another launcher held its lock for "
+                                                 r"over 0\.2s") as info, \
+                slots._locked(str(tmp_path / "locks"), slot, timeout=0.2):
+            pass
+        assert 0.2 <= time.monotonic() - started < 5
+    assert info.value.exit_code == ExitCode.SLOT_BUSY
+    with slots._locked(str(tmp_path / "locks"), slot, timeout=0.2):
+        pass  # released with its holder
+
+
+class FakeManager:
+    """What Admission.hold asks of systemd: the slot slice's units and their state."""
+
+    def __init__(self, units: dict[str, tuple[str, int]], frees_after: int = -1) -> None:
+        self.units = units  # name -> (ActiveState, job id)
+        self.frees_after = frees_after  # the first unit goes at this wait
+        self.waits = 0
+        self.prepared = 0
+        self.features = None
+        self.conn = self
+
+    # Manager
+    def unit_path(self, name):
+        return "/x"
+
+    def unit_property(self, name, interface, prop):
+        assert prop == "SliceOf"
+        return [*self.units, "slotmgr-slot1-sub.slice"]
+
+    def start_transient_unit(self, name, props):
+        self.prepared += 1
+        return "/job"
+
+    # Connection
+    def call(self, msg):
+        (names,) = msg.body
+        return ([(n, "", "loaded", *self._state(n)) for n in names],)
+
+    def _state(self, name):
+        active, job = self.units[name]
+        return (active, "", "", "/u", job, "", "/")
+
+    def wait_for_signal(self, accept, *, timeout):
+        self.waits += 1
+        if self.waits == self.frees_after:
+            self.units.pop(sorted(self.units)[0])
+        time.sleep(min(timeout, 0.01))
+
+
+@pytest.fixture
+def lock_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(slots, "ROOT_LOCK_DIR", str(tmp_path / "run-slotmgr"))
+
+
+def admission(text: str, wait: int | None = None) -> slots.Admission:
+    return slots.Admission(conf(text).slots[0], user_manager=False, wait_usec=wait)
+
+
+def test_slot_jobs_counts_running_and_just_accepted_units_only():
+    manager = FakeManager({"a.service": ("active", 0), "b.scope": ("deactivating", 0),
+                           "c.service": ("inactive", 7), "d.service": ("inactive", 0),
+                           "e.service": ("failed", 0), "f.service": ("activating", 3)})
+    assert slots.slot_jobs(manager, conf("[slot1]\n").slots[0]) == [
+        "a.service", "b.scope", "c.service", "f.service"]
+
+
+def test_a_free_place_is_held_while_the_unit_starts(lock_dir):
+    manager = FakeManager({"a.service": ("active", 0)})
+    # Another launcher cannot count while this one starts its unit.
+    with admission("[slot1]\njobs = 2\n").hold(manager), \
+            pytest.raises(slots.SlotBusy, match="held its lock"), \
+            slots._locked(slots.ROOT_LOCK_DIR, conf("[slot1]\n").slots[0], timeout=0.05):
+        pass
+    assert manager.prepared == 1  # the slice, with the slot's limits
+
+
+def test_a_full_slot_refuses_at_once_naming_what_runs_in_it(lock_dir):
+    manager = FakeManager({"slotmgr-a.service": ("active", 0), "slotmgr-b.service": ("active", 0)})
+    with pytest.raises(slots.SlotBusy) as info, \
+            admission("[slot1]\njobs = 2\n").hold(manager):
+        raise AssertionError("must not start")
+    assert info.value.exit_code == ExitCode.SLOT_BUSY
+    assert info.value.one_line() == (
+        "slot 1 is full: it holds 2 jobs at a time, and slotmgr-a.service, slotmgr-b.service "
+        "run in it (hint: --wait-for-slot DURATION waits for a place)")
+    assert manager.waits == 0
+
+
+def test_waiting_starts_once_a_place_is_free(lock_dir):
+    manager = FakeManager({"slotmgr-a.service": ("active", 0)}, frees_after=3)
+    started = False
+    with admission("[slot1]\n", wait=values.USEC_INFINITY).hold(manager):
+        started = True
+    assert started and manager.waits == 3
+
+
+def test_waiting_gives_up_at_its_timeout(lock_dir):
+    manager = FakeManager({"slotmgr-a.service": ("active", 0)})
+    begun = time.monotonic()
+    with pytest.raises(slots.SlotBusy) as info, \
+            admission("[slot1]\n", wait=300_000).hold(manager):
+        raise AssertionError("must not start")
+    assert 0.3 <= time.monotonic() - begun < 5
+    assert info.value.one_line() == ("slot 1 is full: it holds 1 job at a time, and "
+                                     "slotmgr-a.service runs in it; waited 300ms for a place")
+    assert manager.prepared == 1
+
+
+def test_a_signal_while_waiting_starts_nothing(lock_dir):
+    manager = FakeManager({"slotmgr-a.service": ("active", 0)})
+
+    def interrupted(accept, *, timeout):
+        raise slots.Interrupted(15)
+
+    manager.wait_for_signal = interrupted
+    with pytest.raises(slots.SlotBusy, match="slot 1: signal 15 while waiting for a place; no "
+                                             "job was started"), \
+            admission("[slot1]\n", wait=values.USEC_INFINITY).hold(manager):
+        raise AssertionError("must not start")
 
 
 def test_a_kill_by_the_slots_limit_is_recorded_as_oom_kill():

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
-from slotmgr import control, slots, views
+from slotmgr import cli, control, slots, views
 from slotmgr.control import JobDetail
 from slotmgr.errors import ExitCode
 
@@ -63,30 +62,42 @@ def test_slots_table_idle_and_busy():
     lines = views.slots_table([idle, busy])
     assert lines[0].split() == ["SLOT", "SLICE", "JOBS", "MEMORY", "SWAP", "TASKS", "CPU", "CPUS",
                                 "LIMITS"]
-    assert lines[1].split() == ["1", "slotmgr-slot1.slice", "0", "-", "-", "-", "-", "-",
+    assert lines[1].split() == ["1", "slotmgr-slot1.slice", "0/1", "-", "-", "-", "-", "-",
                                 "MemoryMax=64M"]
-    assert lines[2].split() == ["2", "slotmgr-slot2.slice", "2", "1.0K", "0B", "5", "1.000s",
+    assert lines[2].split() == ["2", "slotmgr-slot2.slice", "2/1", "1.0K", "0B", "5", "1.000s",
                                 "0-1", "none"]
     assert busy.to_dict()["applied"] == {"memory.max": "max"}
     assert idle.to_dict()["configured"] == {"MemoryMax": "64M"}
 
 
-def slotmgr_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slotmgr", *args], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": REPO, **env}, timeout=60)
+@pytest.fixture
+def slotmgr_with_slots(monkeypatch, capsys):
+    """`slotmgr ARGS` in-process with the node's slots file at `conf` (as root
+    slotmgr reads only /etc/slotmgr/slots.conf, whatever the environment says)."""
+
+    def run(conf, *args: str) -> subprocess.CompletedProcess[str]:
+        monkeypatch.setattr(slots, "DEFAULT_CONF", str(conf))
+        monkeypatch.delenv(slots.CONF_ENV, raising=False)
+        with pytest.raises(SystemExit) as info:
+            cli.main(list(args))
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, info.value.code, out.out, out.err)
+
+    return run
 
 
-def test_slots_command_without_a_file(tmp_path):
-    out = slotmgr_cli("slots", SLOTMGR_SLOTS_CONF=str(tmp_path / "none.conf"))
+def test_slots_command_without_a_file(tmp_path, slotmgr_with_slots):
+    out = slotmgr_with_slots(tmp_path / "none.conf", "slots")
     assert out.returncode == 0 and "no slots configured" in out.stdout
-    assert slotmgr_cli("slots", "--json", SLOTMGR_SLOTS_CONF=str(tmp_path / "x")).stdout == "[]\n"
+    assert slotmgr_with_slots(tmp_path / "x", "slots", "--json").stdout == "[]\n"
 
 
 @pytest.mark.parametrize("args", [["slots"], ["run", "--slot", "1", "true"]])
-def test_bad_slots_file_is_one_line_and_exit_64_before_any_bus(tmp_path, args):
+def test_bad_slots_file_is_one_line_and_exit_64_before_any_bus(tmp_path, args,
+                                                              slotmgr_with_slots):
     conf = tmp_path / "slots.conf"
     conf.write_text("[slot1]\nMemoryMax=64M\n\n[slot2]\nTasksMax=lots\n")
-    out = slotmgr_cli(*args, SLOTMGR_SLOTS_CONF=str(conf))
+    out = slotmgr_with_slots(conf, *args)
     assert out.returncode == ExitCode.USAGE
     assert out.stderr.splitlines() == [
         f"slotmgr: error: {conf}:5: [slot2] TasksMax=lots: 'lots' is not a task count: use a "
@@ -97,6 +108,15 @@ def test_bad_slots_file_is_one_line_and_exit_64_before_any_bus(tmp_path, args):
     (["run", "--slot", "3", "true"], "no slot 3 in "),
     (["run", "--slot", "x", "true"], "invalid slot 'x'"),
     (["run", "--slot", "1", "--slice", "a.slice", "true"], "--slot and --slice exclude each other"),
+    (["run", "--wait-for-slot", "1m", "true"], "--wait-for-slot needs --slot"),
+    (["run", "--slot", "1", "--wait-for-slot", "soon", "true"],
+     "invalid --wait-for-slot: 'soon' is not a time span"),
+    (["run", "--slot", "2", "--memory-max", "4G", "true"],
+     "the job's MemoryMax=4G is above slot 2's MemoryMax=1G (hint: ask for at most 1G"),
+    (["run", "--slot", "2", "--cpus", "0-1", "true"],
+     "the job's AllowedCPUs=0-1 is outside slot 2's AllowedCPUs=1 (CPUs 0)"),
+    (["run", "--slot", "2", "-p", "TasksMax=50", "true"],
+     "the job's TasksMax=50 is above slot 2's TasksMax=40"),
     (["stop", "j", "--grace", "soon"], "invalid --grace 'soon'"),
     (["stop", "j", "--grace", "infinity"], "use a finite time span"),
     (["kill", "j", "-s", "NOPE"], "invalid --signal: 'NOPE' is not a signal"),
@@ -105,10 +125,10 @@ def test_bad_slots_file_is_one_line_and_exit_64_before_any_bus(tmp_path, args):
     (["adopt", "j", "abc"], "invalid PID 'abc'"),
     (["adopt", "j"], "Missing argument"),
 ])
-def test_bad_control_input_is_one_line_and_exit_64(tmp_path, args, message):
+def test_bad_control_input_is_one_line_and_exit_64(tmp_path, args, message, slotmgr_with_slots):
     conf = tmp_path / "slots.conf"
-    conf.write_text("[slot1]\n")
-    out = slotmgr_cli(*args, SLOTMGR_SLOTS_CONF=str(conf))
+    conf.write_text("[slot1]\n[slot2]\nMemoryMax=1G\nAllowedCPUs=1\nTasksMax=40\n")
+    out = slotmgr_with_slots(conf, *args)
     assert out.returncode == ExitCode.USAGE, out.stderr
     assert len(out.stderr.splitlines()) == 1 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
