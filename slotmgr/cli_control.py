@@ -207,9 +207,10 @@ def adopt_cmd(obj: Any, job: str, pids: tuple[str, ...]) -> None:
 def slots_cmd(obj: Any, as_json: bool) -> None:
     """Show the batch slots, their limits and their use.
 
-    The limits come from the slots file (SLOTMGR_SLOTS_CONF, default
-    /etc/slotmgr/slots.conf); the use now is read from each slot's slice:
-    jobs, memory, swap, tasks, CPU time and CPUs."""
+    The limits come from /etc/slotmgr/slots.conf (a non-root --user caller
+    may name another file in SLOTMGR_SLOTS_CONF); the use now is read from
+    each slot's slice: jobs (running/most), memory, swap, tasks, CPU time
+    and CPUs."""
     config = slots.load()
     if config is None or not config.slots:
         if as_json:

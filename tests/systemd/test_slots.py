@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from .accounts import as_user, ensure_user, slotmgr_as, start_user_manager, user_env
 from .conftest import run_cli, start_cli, systemctl_show, unit_active, wait_until
 
 WORK = Path("/run/slotmgr-tests")
@@ -351,3 +353,40 @@ def test_wait_for_slot_gives_75_when_its_timeout_passes(unique, slots_conf):
         assert unit_active(first_unit)
     finally:
         _stop([first])
+
+
+def test_a_user_slot_is_counted_under_the_users_own_lock(unique):
+    """--user: the user's own slots file (the environment may name it for a
+    non-root caller), the count under a lock in the user's runtime dir."""
+    alice = ensure_user("slotalice")
+    runtime = start_user_manager(alice)
+    conf = Path(alice.pw_dir) / f"{unique}.slots.conf"
+    conf.write_text("[slot3]\nTasksMax = 50\n")
+    os.chown(conf, alice.pw_uid, alice.pw_gid)
+    env = user_env(alice, SLOTMGR_SLOTS_CONF=str(conf))
+    unit = f"slotmgr-{unique}a.service"
+    first = subprocess.Popen(**as_user(alice, [sys.executable, "-m", "slotmgr", "--user", "run",
+                                               "--slot", "3", "--job-id", f"{unique}a",
+                                               "--no-private-pids", "--", "sleep", "300"],
+                                       env=env),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: any(j["job_id"] == f"{unique}a" for j in json.loads(
+            slotmgr_as(alice, "--user", "list", "--json").stdout or "[]")), timeout=60,
+            what="alice's job")
+        out = slotmgr_as(alice, "--user", "run", "--slot", "3", "--job-id", f"{unique}b",
+                         "--no-private-pids", "--", "true", env=env)
+        assert out.returncode == SLOT_BUSY, out.stderr
+        assert out.stderr == (f"slotmgr: error: slot 3 is full: it holds 1 job at a time, and "
+                              f"{unit} runs in it (hint: --wait-for-slot DURATION waits for a "
+                              "place)\n")
+        out = slotmgr_as(alice, "--user", "run", "--slot", "3", "--tasks-max", "51",
+                         "--", "true", env=env)
+        assert out.returncode == USAGE and "above slot 3's TasksMax=50" in out.stderr
+        lock = Path(runtime) / "slotmgr" / "slot3.lock"
+        assert (lock.stat().st_uid, lock.stat().st_mode & 0o777) == (alice.pw_uid, 0o600)
+        assert lock.parent.stat().st_mode & 0o777 == 0o700
+    finally:
+        slotmgr_as(alice, "--user", "stop", f"{unique}a", "--grace", "0")
+        first.communicate(timeout=120)
+    assert first.returncode != SLOT_BUSY
