@@ -12,12 +12,12 @@ import pwd
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, Callable, TextIO, TypeVar
+from typing import Any, Callable, TypeVar
 
 import click
 
 from slotmgr import __version__
-from slotmgr.errors import ExitCode, SlotmgrError, UsageError
+from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
 from slotmgr.jobspec import DEFAULT_SLICE, JobSpec, new_job_id, unit_name_for
 from slotmgr.properties import LIMIT_OPTIONS, PropertyError, build_property, parse_assignment
 
@@ -194,7 +194,11 @@ def _check_wait(value: str | None) -> int | None:
     metavar="NAME=VALUE",
     help="Set an environment variable for the job.",
 )
-@click.option("--working-directory", metavar="DIR", help="The job's working directory.")
+@click.option(
+    "--working-directory",
+    metavar="DIR",
+    help="The job's working directory (default: the current one); the command is found from it.",
+)
 @click.option("--uid", metavar="USER", help="Run the job as this user (slotmgr must be root).")
 @click.option("--gid", metavar="GROUP", help="Run the job with this group.")
 @click.option("--no-private-tmp", is_flag=True, help="Share /tmp and /var/tmp with the host.")
@@ -205,7 +209,23 @@ def _check_wait(value: str | None) -> int | None:
     metavar="FILE",
     help="Write the job's record as JSON to FILE ('-' for stdout).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Do not print the summary on stderr.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    metavar="FILE",
+    help="Write the job's stdout (and its stderr, unless --error) to FILE, relative to the "
+    "working directory; %j in FILE is the job id, %u the user name, %% a %.",
+)
+@click.option("-e", "--error", "error", metavar="FILE", help="Write the job's stderr to FILE.")
+@click.option("--append", is_flag=True, help="Append to --output/--error files, do not replace.")
+@click.option("-q", "--quiet", is_flag=True, help="Print neither the start line nor the summary.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Print the start line (job id and unit) even when stderr is not a terminal.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
 def run(
@@ -225,7 +245,11 @@ def run(
     no_private_tmp: bool,
     no_private_pids: bool,
     json_path: str | None,
+    output: str | None,
+    error: str | None,
+    append: bool,
     quiet: bool,
+    verbose: bool,
     command: tuple[str, ...],
     **limit_values: Any,
 ) -> None:
@@ -234,24 +258,33 @@ def run(
     Put -- before COMMAND when it has options of its own.
     """
     from slotmgr import history, runner
+    from slotmgr.jobspec import complete_unit_name, expand_output_name
     from slotmgr.messages import check_unit_name
 
+    if scope and (uid is not None or gid is not None):
+        raise UsageError(
+            "--scope runs the job as the caller: it takes no --uid/--gid",
+            hint="leave out --scope: a service job runs as --uid through systemd's User=",
+        )
     job = _check_job_id(job_id)
-    if unit is None:
-        unit = unit_name_for(job, scope=scope)
     try:
+        unit = (
+            unit_name_for(job, scope=scope)
+            if unit is None
+            else complete_unit_name(unit, scope=scope)
+        )
         check_unit_name(unit)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if not unit.endswith(".scope" if scope else ".service"):
-        raise UsageError(
-            f"invalid --unit {unit!r}: a {'scope' if scope else 'service'} job's "
-            f"unit name must end in {'.scope' if scope else '.service'}"
-        )
     if slice_ is not None and not slice_.endswith(".slice"):
         raise UsageError(f"invalid --slice {slice_!r}: a slice name ends in .slice")
-    if working_directory is not None and not os.path.isabs(working_directory):
-        raise UsageError(f"invalid --working-directory {working_directory!r}: use an absolute path")
+    # As srun and condor_run: the job starts where slotmgr was called.
+    try:
+        workdir = os.path.abspath(working_directory or os.getcwd())
+    except FileNotFoundError:
+        raise UsageError(
+            "the current directory no longer exists", hint="--working-directory DIR"
+        ) from None
 
     limits: list[tuple[str, Any]] = []
     for opt in LIMIT_OPTIONS:
@@ -268,6 +301,14 @@ def run(
     except PropertyError as exc:
         raise UsageError(str(exc)) from None
     user, group = _check_user(uid, gid)
+    if not obj.user and os.geteuid() != 0:
+        raise PermissionDenied(
+            "only root may run jobs on the system manager",
+            hint="'slotmgr --user run ...' runs one under your own user manager; "
+            "else ask the node's admin, or submit it through the batch system",
+        )
+    if user is None and not obj.user:
+        user = pwd.getpwuid(os.geteuid()).pw_name  # root's own job says User=root
     slot_def = None
     admission = None
     if wait_for_slot is not None and slot is None:
@@ -283,6 +324,19 @@ def run(
         admission = slots.Admission(slot_def, user_manager=obj.user,
                                     wait_usec=_check_wait(wait_for_slot))
 
+    owner = user or pwd.getpwuid(os.geteuid()).pw_name
+    outputs: list[str | None] = []
+    for template in (output, error):
+        try:
+            name = (
+                None if template is None else expand_output_name(template, job_id=job, user=owner)
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        outputs.append(None if name is None else os.path.join(workdir, name))
+    if append and output is None and error is None:
+        raise UsageError("--append needs --output or --error")
+
     spec = JobSpec(
         command=command,
         job_id=job,
@@ -291,7 +345,7 @@ def run(
         slot=None if slot_def is None else slot_def.name,
         limits=tuple(limits),
         environment=_check_env(setenv),
-        working_directory=working_directory,
+        working_directory=workdir,
         user=user,
         group=group,
         private_tmp=not no_private_tmp,
@@ -300,15 +354,14 @@ def run(
         history_db=history.default_db_path(obj.user),
         user_manager=obj.user,
     )
-    json_out: TextIO | None = None
-    if json_path == "-":
-        json_out = sys.stdout
-    elif json_path is not None:
-        try:
-            json_out = open(json_path, "w")  # noqa: SIM115 - closed by the exit below
-        except OSError as exc:
-            raise UsageError(f"cannot write --json {json_path!r}: {exc.strerror}") from None
-    code = runner.run(spec, quiet=quiet, json_out=json_out, admission=admission)
+    files = runner.OutputFiles(
+        stdout=outputs[0],
+        stderr=outputs[1] if outputs[1] is not None else outputs[0],
+        append=append,
+        json=json_path,
+    )
+    announce = not quiet and (verbose or sys.stderr.isatty())
+    code = runner.run(spec, quiet=quiet, announce=announce, files=files, admission=admission)
     sys.exit(code)
 
 
@@ -345,4 +398,3 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
             ExitCode.INTERNAL,
         )
-

@@ -20,6 +20,24 @@ from slotmgr.wire import Property
 
 DEFAULT_SLICE = "slotmgr.slice"
 UNIT_PREFIX = "slotmgr-"
+ROOT = "root"
+# systemd's unit types: a --unit NAME ending in one of these keeps it (and must
+# be the job's own type); any other name gets the job's type added, as systemd-run does.
+UNIT_TYPES = frozenset(
+    [
+        "service",
+        "socket",
+        "target",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "timer",
+        "path",
+        "slice",
+        "scope",
+    ]
+)
 ENV_PROGRAM = "/usr/bin/env"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PIDSHIM = os.path.join(PACKAGE_DIR, "pidshim.py")
@@ -94,34 +112,53 @@ def shim_argv(spec: JobSpec, features: Features) -> list[str]:
 def exec_argv(spec: JobSpec, features: Features) -> list[str]:
     """The full command line the unit runs.
 
-    The job's environment goes on an env(1) prefix rather than into the
-    unit's Environment=, because Environment= would also reach the
-    recorder, which runs as root: a job must not choose root's LD_PRELOAD.
+    The job's environment goes on an env(1) in front of the job's own
+    command, after the shim: never into the unit's Environment=, which would
+    also reach the recorder (root), nor in front of the shim, which on 252
+    holds CAP_SYS_ADMIN until it forks the job: a job must choose neither
+    root's nor a capable process's LD_PRELOAD. The shim passes its own
+    environment on, so the inner env(1) runs without capabilities and sets
+    the job's variables for its exec alone.
 
-    In a service, env(1) also starts the shim with every signal blocked
-    (shim_argv says so with --started-blocked): a stop that comes while the
-    interpreter starts then stays pending, where the kernel would discard it
-    for a PID-namespace init. The shim unblocks them for the job. A scope's
-    processes are the launcher's own children, and it stops them.
+    In a service, an outer env(1) also starts the shim with every signal
+    blocked (shim_argv says so with --started-blocked): a stop that comes
+    while the interpreter starts then stays pending, where the kernel would
+    discard it for a PID-namespace init. The shim unblocks them for the job.
+    A scope's processes are the launcher's own children, and it stops them.
     """
     shim = shim_argv(spec, features)
-    env_options = ["--block-signal"] if "--started-blocked" in shim else []
     argv: list[str] = []
-    if env_options or spec.environment:
-        argv += [ENV_PROGRAM, *env_options, *spec.environment]
-    return argv + shim + list(spec.command)
+    if "--started-blocked" in shim:
+        argv += [ENV_PROGRAM, "--block-signal"]
+    argv += shim
+    if spec.environment:
+        # "--": the end of env's options, as a mark of slotmgr's own env too.
+        argv += [ENV_PROGRAM, "--", *spec.environment]
+    return argv + list(spec.command)
+
+
+def _strip_env(rest: list[str]) -> list[str]:
+    """`env [OPTIONS] [--] [NAME=VALUE...] CMD` -> CMD."""
+    rest = rest[1:]
+    while rest and rest[0].startswith("-"):
+        option, rest = rest[0], rest[1:]
+        if option == "--":
+            break
+    while rest and "=" in rest[0] and rest[0][0] != "/":
+        rest = rest[1:]
+    return rest
 
 
 def command_from_exec_argv(argv: Sequence[str]) -> list[str]:
-    """The inverse of exec_argv: the job's own command, wrappers removed."""
+    """The inverse of exec_argv: the job's own command, wrappers removed
+    (the outer env, the shim, the env that sets the job's variables)."""
     rest = list(argv)
     if rest and rest[0] == ENV_PROGRAM:
-        rest = rest[1:]
-        # env's options, then its NAME=VALUE assignments.
-        while rest and (rest[0].startswith("-") or ("=" in rest[0] and rest[0][0] != "/")):
-            rest = rest[1:]
+        rest = _strip_env(rest)
     if len(rest) >= 4 and rest[1:3] == ["-I", "-S"] and rest[3].endswith("pidshim.py"):
         rest = rest[rest.index("--") + 1 :] if "--" in rest else rest[4:]
+        if rest and rest[0] == ENV_PROGRAM:
+            rest = _strip_env(rest)
     return rest
 
 
@@ -243,45 +280,99 @@ def unit_properties(
         # The shim outside the namespace forwards SIGTERM to the job once;
         # control-group would also signal every process in it directly.
         props.append(Property("KillMode", "s", "mixed"))
-        if spec.user:
+        if spec.user not in (None, ROOT):
             # The shim's unshare and mount need CAP_SYS_ADMIN; it drops every
             # capability before the job is forked (pidshim.drop_capabilities).
             props.append(Property("AmbientCapabilities", "t", 1 << CAP_SYS_ADMIN))
     if spec.working_directory:
-        props.append(Property("WorkingDirectory", "s", spec.working_directory))
-    if spec.user:
+        # "-": should the job remove its directory, the root recorder, which
+        # systemd starts in it too, still runs (and the record is kept).
+        props.append(Property("WorkingDirectory", "s", f"-{spec.working_directory}"))
+    if spec.user:  # always on the system manager (cli): root's own jobs say User=root
         props.append(Property("User", "s", spec.user))
     if spec.group:
         props.append(Property("Group", "s", spec.group))
     if stdio_fds:
-        stdin_fd, stdout_fd, stderr_fd = stdio_fds
-        props += [
-            Property("StandardInputFileDescriptor", "h", stdin_fd),
-            Property("StandardOutputFileDescriptor", "h", stdout_fd),
-            Property("StandardErrorFileDescriptor", "h", stderr_fd),
-        ]
+        props += stdio_properties(stdio_fds)
     return props
 
 
-def check_command(command: Sequence[str], *, path: str | None = None) -> str:
-    """Resolve the executable the way execvp will, so a typo is reported
-    before a unit is made. Returns the resolved path; raises FileNotFoundError
-    or PermissionError."""
+def stdio_properties(stdio_fds: Sequence[int]) -> list[Property]:
+    """The service's stdin, stdout and stderr: these descriptors of ours
+    (the caller's own, or --output/--error files), passed over the bus."""
+    stdin_fd, stdout_fd, stderr_fd = stdio_fds
+    return [
+        Property("StandardInputFileDescriptor", "h", stdin_fd),
+        Property("StandardOutputFileDescriptor", "h", stdout_fd),
+        Property("StandardErrorFileDescriptor", "h", stderr_fd),
+    ]
+
+
+def check_command(
+    command: Sequence[str], *, path: str | None = None, cwd: str | None = None
+) -> str:
+    """Resolve the executable the way execvp will in the job's working
+    directory `cwd`, so a typo is reported before a unit is made. Checks
+    with the effective ids (see asuser.acting_as). Returns the resolved
+    path; raises FileNotFoundError or PermissionError."""
     name = command[0]
+    base = cwd if cwd is not None else os.getcwd()
     if "/" in name:
-        if not os.path.exists(name):
+        candidate = os.path.normpath(os.path.join(base, name))
+        if not os.path.exists(candidate):
             raise FileNotFoundError(name)
-        if os.path.isdir(name) or not os.access(name, os.X_OK):
+        if os.path.isdir(candidate) or not os.access(candidate, os.X_OK, effective_ids=True):
             raise PermissionError(name)
-        return name
+        return candidate
     search = path if path is not None else os.environ.get("PATH", os.defpath)
     found_unexecutable = False
     for directory in search.split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
+        candidate = os.path.join(base, directory or ".", name)
         if os.path.isfile(candidate):
-            if os.access(candidate, os.X_OK):
+            if os.access(candidate, os.X_OK, effective_ids=True):
                 return candidate
             found_unexecutable = True
     if found_unexecutable:
         raise PermissionError(name)
     raise FileNotFoundError(name)
+
+
+def complete_unit_name(name: str, *, scope: bool) -> str:
+    """--unit NAME as systemd-run takes it: the job's type is added when NAME
+    ends in no unit type; a NAME of another type is refused (ValueError)."""
+    wanted = "scope" if scope else "service"
+    _stem, dot, suffix = name.rpartition(".")
+    if not dot or suffix not in UNIT_TYPES:
+        return f"{name}.{wanted}"
+    if suffix != wanted:
+        raise ValueError(
+            f"invalid --unit {name!r}: a {wanted} job's unit name must end in .{wanted} "
+            "(or give none: it is added)"
+        )
+    return name
+
+
+# The escapes of --output/--error names, as sbatch's filename patterns.
+OUTPUT_ESCAPES = {"j": "the job id", "u": "the job's user name", "%": "a literal %"}
+
+
+def expand_output_name(template: str, *, job_id: str, user: str) -> str:
+    """sbatch-like file name pattern -> file name; ValueError on an unknown escape."""
+    values = {"j": job_id, "u": user, "%": "%"}
+    parts: list[str] = []
+    i = 0
+    while i < len(template):
+        char = template[i]
+        if char != "%":
+            parts.append(char)
+            i += 1
+            continue
+        escape = template[i + 1 : i + 2]
+        if escape not in values:
+            allowed = ", ".join(f"%{key} ({what})" for key, what in OUTPUT_ESCAPES.items())
+            raise ValueError(
+                f"invalid file name {template!r}: unknown escape %{escape or ''}: use {allowed}"
+            )
+        parts.append(values[escape])
+        i += 2
+    return "".join(parts)

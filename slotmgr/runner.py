@@ -10,19 +10,28 @@ the record the unit's own ExecStopPost= hook stored.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from slotmgr import messages, scope
 from slotmgr.accounting import build_record, wait_for_record
+from slotmgr.asuser import (
+    Identity,
+    acting_as,
+    check_install_reachable,
+    check_working_directory,
+    open_output,
+)
 from slotmgr.bus import Interrupted
 from slotmgr.errors import ExitCode, SlotmgrError, UsageError
-from slotmgr.jobspec import JobSpec, check_command, unit_properties
+from slotmgr.jobspec import JobSpec, check_command, stdio_properties, unit_properties
 from slotmgr.properties import PropertyError
 from slotmgr.record import JobRecord, summary_lines
 from slotmgr.systemd import Manager
@@ -66,11 +75,33 @@ def _signals_to_pipe(manager: Manager) -> Iterator[None]:
         os.close(write_fd)
 
 
-def run(
-    spec: JobSpec, *, quiet: bool, json_out: TextIO | None, admission: Admission | None = None
-) -> int:
+@dataclass(frozen=True)
+class OutputFiles:
+    """Where the job's stdout and stderr go (None: the caller's own), and the
+    --json record's file ('-': stdout); paths are absolute but for --json."""
+
+    stdout: str | None = None
+    stderr: str | None = None
+    append: bool = False
+    json: str | None = None
+
+
+def _job_identity(spec: JobSpec) -> Identity | None:
+    """Whose ids the launcher takes to look at and open what the job's user
+    names: the job's user when root runs it for one, else nobody else's."""
+    if spec.user is None or os.geteuid() != 0:
+        return None
+    gid = None if spec.group is None else grp.getgrnam(spec.group).gr_gid
+    return Identity.of(spec.user, gid)
+
+
+def _check_job(spec: JobSpec) -> None:
+    """Everything about the job that can be checked before a unit is made,
+    as the job's user would see it."""
+    check_working_directory(spec)
+    check_install_reachable(spec)
     try:
-        check_command(spec.command)
+        check_command(spec.command, cwd=spec.working_directory)
     except FileNotFoundError:
         raise SlotmgrError(
             f"command not found: {spec.command[0]!r}", exit_code=ExitCode.NOT_FOUND
@@ -80,15 +111,59 @@ def run(
             f"command is not executable: {spec.command[0]!r}", exit_code=ExitCode.NOT_EXECUTABLE
         ) from None
 
+
+def _open_outputs(files: OutputFiles) -> tuple[int | None, int | None, TextIO | None]:
+    """(stdout fd, stderr fd, --json stream), each opened by asuser.open_output."""
+    out_fd = err_fd = None
+    json_out: TextIO | None = sys.stdout if files.json == "-" else None
+    try:
+        if files.stdout is not None:
+            out_fd = open_output(files.stdout, append=files.append, what="--output")
+        if files.stderr is not None:
+            # One file for both (sbatch's default): one descriptor, one offset.
+            same = files.stderr == files.stdout
+            err_fd = (
+                out_fd if same else open_output(files.stderr, append=files.append, what="--error")
+            )
+        if files.json not in (None, "-"):
+            json_out = os.fdopen(open_output(files.json, append=False, what="--json"), "w")
+    except BaseException:
+        for fd in {out_fd, err_fd} - {None}:
+            os.close(fd)  # type: ignore[arg-type]
+        raise
+    return out_fd, err_fd, json_out
+
+
+def announce_start(spec: JobSpec) -> None:
+    kind = "scope" if spec.scope else "unit"
+    print(f"Running as {kind}: {spec.unit}; job id: {spec.job_id}", file=sys.stderr, flush=True)
+
+
+def run(
+    spec: JobSpec,
+    *,
+    quiet: bool,
+    announce: bool,
+    files: OutputFiles,
+    admission: Admission | None = None,
+) -> int:
+    who = _job_identity(spec)
+    with acting_as(who):
+        _check_job(spec)
     # A scope needs AddRef= (kept loaded until we have read it), which
     # systemd grants only to clients of the bus, not of its private socket.
     manager = Manager.connect(user=spec.user_manager, want_bus=spec.scope)
+    out_fd = err_fd = None
     try:
         features = manager.features
         try:
-            props = unit_properties(spec, features, stdio_fds=() if spec.scope else (0, 1, 2))
+            props = unit_properties(spec, features)
         except PropertyError as exc:
             raise UsageError(str(exc)) from None
+        # Last, once nothing else can refuse the job: files are made only then.
+        with acting_as(who):
+            out_fd, err_fd, json_out = _open_outputs(files)
+        stdio = (0, 1 if out_fd is None else out_fd, 2 if err_fd is None else err_fd)
         path = messages.unit_object_path(spec.unit)
         manager.subscribe(
             messages.signal_match_rule(messages.MANAGER_IFACE, "JobRemoved"),
@@ -97,9 +172,22 @@ def run(
         )
         with _signals_to_pipe(manager):
             if spec.scope:
-                rec = scope.run_in_scope(manager, spec, props, _admitted(admission, manager))
+                rec = scope.run_in_scope(
+                    manager,
+                    spec,
+                    props,
+                    _admitted(admission, manager),
+                    stdio=stdio,
+                    on_start=announce_start if announce else None,
+                )
             else:
-                rec = _start_and_wait(manager, spec, props, _admitted(admission, manager))
+                rec = _start_and_wait(
+                    manager,
+                    spec,
+                    props + stdio_properties(stdio),
+                    _admitted(admission, manager),
+                    on_start=announce_start if announce else None,
+                )
         if not quiet:
             for line in summary_lines(rec):
                 print(line, file=sys.stderr)
@@ -108,6 +196,8 @@ def run(
             json_out.flush()
         return exit_code_for(rec)
     finally:
+        for fd in {out_fd, err_fd} - {None}:
+            os.close(fd)  # type: ignore[arg-type]
         manager.close()
 
 
@@ -121,11 +211,15 @@ def _start_and_wait(
     spec: JobSpec,
     props: list[Property],
     admitted: AbstractContextManager[None],
+    *,
+    on_start: Callable[[JobSpec], None] | None,
 ) -> JobRecord:
     stop_requested = False
     try:
         with admitted:
             job = manager.start_transient_unit(spec.unit, props)
+        if on_start is not None:
+            on_start(spec)
         job_result = manager.wait_for_job(job)
     except Interrupted:
         # The unit may be starting: stop it, then wait as usual.

@@ -14,6 +14,7 @@ import contextlib
 import os
 import select
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
 from slotmgr import cgroup, history, messages
@@ -29,8 +30,12 @@ _SAMPLE_INTERVAL_S = 0.2
 _CHILD_SETUP_FAILED = 125
 
 
-def _fork_waiting_child(argv: list[str]) -> tuple[int, int]:
-    """Fork a child that execs `argv` once released; return (pid, release fd)."""
+def _fork_waiting_child(
+    argv: list[str], *, cwd: str | None, stdio: Sequence[int]
+) -> tuple[int, int]:
+    """Fork a child that execs `argv` in `cwd` with `stdio` as its fds 0-2,
+    once released; return (pid, release fd). The child runs as the caller
+    (slotmgr refuses --uid with --scope): it changes no ids."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # child: wait for the go, then become the job
@@ -38,6 +43,11 @@ def _fork_waiting_child(argv: list[str]) -> tuple[int, int]:
             os.close(write_fd)
             if os.read(read_fd, 1) != b"g":
                 os._exit(_CHILD_SETUP_FAILED)  # the parent could not make the scope
+            for target, fd in enumerate(stdio):
+                if fd != target:
+                    os.dup2(fd, target)  # dup2's copy is inheritable
+            if cwd is not None:
+                os.chdir(cwd)
             os.execvp(argv[0], argv)
         except FileNotFoundError:
             os._exit(127)
@@ -80,9 +90,14 @@ def run_in_scope(
     spec: JobSpec,
     props: list[Property],
     admitted: AbstractContextManager[None],
+    *,
+    stdio: Sequence[int] = (0, 1, 2),
+    on_start: Callable[[JobSpec], None] | None = None,
 ) -> JobRecord:
     features = manager.features
-    pid, release_fd = _fork_waiting_child(exec_argv(spec, features))
+    pid, release_fd = _fork_waiting_child(
+        exec_argv(spec, features), cwd=spec.working_directory, stdio=stdio
+    )
     try:
         scope_props = [p for p in props if p.name != "PIDs"]
         scope_props += [Property("PIDs", "au", [pid]), Property("AddRef", "b", True)]
@@ -91,6 +106,8 @@ def run_in_scope(
         result = manager.wait_for_job(job)
         if result != "done":
             raise SlotmgrError(f"systemd could not start {spec.unit} ({result})")
+        if on_start is not None:
+            on_start(spec)
         os.write(release_fd, b"g")
     except BaseException:
         os.kill(pid, 9)

@@ -57,7 +57,7 @@ CASES = [
     (["run", "--unit", "job.timer", "true"], USAGE, "must end in .service"),
     (["run", "--slice", "batch", "true"], USAGE, "ends in .slice"),
     (["run", "--job-id", "a/b", "true"], USAGE, "invalid --job-id"),
-    (["run", "--working-directory", "relative", "true"], USAGE, "absolute path"),
+    (["run", "--working-directory", "/nonexistent-dir", "true"], USAGE, "is not a directory"),
     (["run", "--json", "/nonexistent-dir/x.json", "true"], USAGE, "cannot write --json"),
     (["run"], USAGE, "Missing argument"),
     (["run", "--no-such-option", "true"], USAGE, "No such option"),

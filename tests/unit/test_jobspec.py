@@ -15,7 +15,9 @@ from slotmgr.jobspec import (
     check_command,
     command_from_exec_argv,
     command_of_unit,
+    complete_unit_name,
     exec_argv,
+    expand_output_name,
     job_id_from_unit,
     recorder_argv,
     unit_name_for,
@@ -100,13 +102,79 @@ def test_252_commands_survive_a_daemon_reload():
     assert command_of_unit({"ExecStartEx": [(*ex, 0, 0, 0, 0, 0, 0, 0)]}) == list(s.command)
 
 
-def test_environment_goes_through_env_not_the_unit():
-    s = spec(environment=("A=1", "LD_PRELOAD=/x.so"))
-    props = props_of(s, V257)
+@pytest.mark.parametrize("features", [V252, V257])
+def test_environment_goes_through_env_not_the_unit(features):
+    s = spec(environment=("A=1", "LD_PRELOAD=/x.so"), user="nobody")
+    props = props_of(s, features)
     assert "Environment" not in props
-    argv = props["ExecStartEx"].value[0][1]
-    assert argv[:4] == ["/usr/bin/env", "--block-signal", "A=1", "LD_PRELOAD=/x.so"]
+    key = "ExecStartEx" if features is V257 else "ExecStart"
+    argv = props[key].value[0][1]
+    # Not in front of the shim (which holds CAP_SYS_ADMIN on 252): only the
+    # job's own exec, after the shim's "--", gets the job's variables.
+    shim_end = argv.index("--")
+    assert argv[0] == "/usr/bin/env" and argv[1] == "--block-signal"
+    assert not any("=" in arg for arg in argv[:shim_end])
+    assert argv[shim_end + 1:] == ["/usr/bin/env", "--", "A=1", "LD_PRELOAD=/x.so", "sleep", "1"]
     assert command_from_exec_argv(argv) == ["sleep", "1"]
+
+
+def test_without_a_shim_one_env_sets_the_variables():
+    argv = exec_argv(spec(environment=("A=1",), private_pids=False), V257)
+    assert argv == ["/usr/bin/env", "--", "A=1", "sleep", "1"]
+    assert command_from_exec_argv(argv) == ["sleep", "1"]
+
+
+def test_commands_of_units_made_by_the_earlier_layout_still_read_back():
+    old = ["/usr/bin/env", "--block-signal", "A=1", "/usr/bin/python3", "-I", "-S", PIDSHIM,
+           "--started-blocked", "--", "sleep", "1"]
+    assert command_from_exec_argv(old) == ["sleep", "1"]
+
+
+def test_only_a_user_job_on_252_gets_the_ambient_capability():
+    assert props_of(spec(user="nobody"), V252)["AmbientCapabilities"].value == 1 << 21
+    root = props_of(spec(user="root"), V252)
+    assert "AmbientCapabilities" not in root and root["User"].value == "root"
+    assert "AmbientCapabilities" not in props_of(spec(user="nobody"), V257)
+
+
+def test_working_directory_keeps_the_recorder_running_if_the_job_removes_it():
+    assert props_of(spec(working_directory="/srv/x"), V257)["WorkingDirectory"].value == "-/srv/x"
+
+
+@pytest.mark.parametrize(("name", "scope", "expected"), [
+    ("ux-named", False, "ux-named.service"),
+    ("ux-named.service", False, "ux-named.service"),
+    ("my.job", False, "my.job.service"),
+    ("ux", True, "ux.scope"),
+    ("ux.scope", True, "ux.scope"),
+])
+def test_unit_names_get_the_jobs_type_as_systemd_run_adds_it(name, scope, expected):
+    assert complete_unit_name(name, scope=scope) == expected
+
+
+@pytest.mark.parametrize(("name", "scope"), [
+    ("ux.scope", False), ("ux.service", True), ("ux.timer", False), ("ux.slice", False),
+])
+def test_a_unit_name_of_another_type_is_refused(name, scope):
+    with pytest.raises(ValueError, match=r"must end in \.(service|scope)"):
+        complete_unit_name(name, scope=scope)
+
+
+def test_output_names_take_sbatchs_escapes():
+    assert expand_output_name("out-%j.%u.log", job_id="ab12", user="alice") == "out-ab12.alice.log"
+    assert expand_output_name("100%%-%j", job_id="ab12", user="alice") == "100%-ab12"
+    for bad in ("x-%x", "x-%", "%J"):
+        with pytest.raises(ValueError, match="%j"):
+            expand_output_name(bad, job_id="ab12", user="alice")
+
+
+def test_check_command_resolves_from_the_working_directory(tmp_path):
+    simulate = tmp_path / "simulate"
+    simulate.write_text("#!/bin/sh\n")
+    simulate.chmod(0o755)
+    assert check_command(["./simulate"], cwd=str(tmp_path)) == str(tmp_path / "simulate")
+    with pytest.raises(FileNotFoundError):
+        check_command(["./simulate"], cwd="/")
 
 
 @pytest.mark.parametrize("features", [V252, V257])
