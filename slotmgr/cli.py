@@ -17,6 +17,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from slotmgr import __version__
+from slotmgr.cli_help import SectionedCommand
 from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
 from slotmgr.jobspec import DEFAULT_SLICE, JobSpec, new_job_id, unit_name_for
 from slotmgr.properties import LIMIT_OPTIONS, PropertyError, build_property, parse_assignment
@@ -156,7 +157,33 @@ def _check_wait(value: str | None) -> int | None:
     return usec
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
+# The sections of `slotmgr run --help` and of the man page, in this order
+# (slotmgr.cli_help). An option not named here is listed under "Other options".
+RUN_OPTION_SECTIONS: dict[str, str] = {
+    "--unit": "Job",
+    "--job-id": "Job",
+    "--slice": "Job",
+    "--scope": "Job",
+    "--slot": "Job",
+    "--wait-for-slot": "Job",
+    **{opt.flag: "Limits (systemd's syntax)" for opt in LIMIT_OPTIONS},
+    "--property": "Limits (systemd's syntax)",
+    "--no-private-tmp": "Isolation (on by default)",
+    "--no-private-pids": "Isolation (on by default)",
+    "--uid": "Identity and environment",
+    "--gid": "Identity and environment",
+    "--setenv": "Identity and environment",
+    "--working-directory": "Identity and environment",
+    "--quiet": "Output",
+    "--json": "Accounting",
+}
+
+
+@cli.command(
+    cls=SectionedCommand,
+    sections=RUN_OPTION_SECTIONS,
+    context_settings={"ignore_unknown_options": False},
+)
 @click.option("--unit", "unit", metavar="NAME", help="Unit name (default slotmgr-<jobid>.service).")
 @click.option("--job-id", metavar="ID", help="Job id (default: a random one).")
 @click.option(
