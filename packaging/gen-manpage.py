@@ -1,30 +1,43 @@
 #!/usr/bin/env python3
-"""Print the slotmgr(1) man page, in roff, generated from the click command tree.
+"""Write the slotmgr(1) man page, in roff, generated from the click command tree.
 
-Usage:  python3 packaging/gen-manpage.py [--date YYYY-MM-DD] [MODULE[:OBJECT]] > slotmgr.1
+Usage:  python3 packaging/gen-manpage.py [-o FILE] [--date YYYY-MM-DD] [MODULE[:OBJECT]]
 
-The page is built at package build time from the code itself, so it cannot drift:
+The page is kept in the repository as packaging/slotmgr.1 (pip installs it with
+setup.cfg's data_files, the RPM from there); regenerate it after changing any
+option, command or exit code:
+
+    .venv/bin/python packaging/gen-manpage.py -o packaging/slotmgr.1
+
+tests/unit/test_manpage.py fails while the committed page is out of date. The
+page comes from the code itself:
   - NAME, SYNOPSIS, DESCRIPTION, OPTIONS and COMMANDS come from the top-level click
     group of `slotmgr.cli` (its `main` if that is a click command, else the one click
     group of the module that is nobody's subcommand) and every visible subcommand,
-    nested groups included, with their options and help texts;
+    nested groups included, with their options and help texts (in the sections
+    of a slotmgr.cli_help.SectionedCommand, as its --help shows them);
   - EXIT STATUS comes from `slotmgr.errors.ExitCode`: the preface is the ExitCode
     docstring (else the body of the `slotmgr.errors` module docstring), and each
     code's meaning is, in this order, the member's `description` attribute, a
     docstring set on the member, the comment at the end of its line in the source,
     or its name;
-  - ENVIRONMENT lists the environment variables that options read (`envvar=`);
-  - FILES lists the config file, the state directory and every unit in `units/`
-    (beside this script's folder) with the unit's Description=.
-The date is --date, else SOURCE_DATE_EPOCH (reproducible builds), else today (UTC).
+  - JOB RECORD lists the result values of `slotmgr.record.RESULTS`, each with
+    the comment at the end of its line in the source;
+  - ENVIRONMENT lists ENVIRONMENT below and the variables options read (`envvar=`);
+  - FILES lists the history database, the config files (paths from the code)
+    and every unit in `units/` (beside this script's folder) with its Description=.
+The date is --date, else the date of the spec's newest %changelog entry (the
+release's), so the page changes only with the code.
 
 Needs only the standard library and click; works with click 7.1 and click 8.x.
 slotmgr is imported from PYTHONPATH first, else from the source tree this script is in.
 """
 
 import argparse
+import ast
 import datetime
 import importlib
+import importlib.util
 import inspect
 import io
 import os
@@ -42,9 +55,61 @@ CONFIG_FILE = "/etc/slotmgr/slots.conf"
 STATE_DIR = "/var/lib/slotmgr/"
 UNIT_DIR = "/usr/lib/systemd/system/"
 
+SPEC = os.path.join(HERE, "rpm", "slotmgr.spec")
+REGENERATE = ".venv/bin/python packaging/gen-manpage.py -o packaging/slotmgr.1"
+
+# The environment variables slotmgr reads (tests/unit/test_manpage.py checks
+# that the code reads no other).
+ENVIRONMENT = [
+    ("SLOTMGR_HISTORY_DB", "The history database to write and read instead of the default "
+                           "(see FILES)."),
+    ("SLOTMGR_SLOTS_CONF", "The slot definitions to read instead of the default (see FILES)."),
+    ("XDG_STATE_HOME", "With --user, the history database is $XDG_STATE_HOME/slotmgr/history.db "
+                       "(default ~/.local/state)."),
+    ("XDG_RUNTIME_DIR", "With --user, where the user manager's socket is "
+                        "(default /run/user/UID)."),
+    ("DBUS_SYSTEM_BUS_ADDRESS", "The system bus (a unix:path= address), which slotmgr uses when "
+                                "it is not root and for --scope jobs (default "
+                                "/run/dbus/system_bus_socket)."),
+    ("PATH", "Where slotmgr run looks up a COMMAND given without a slash."),
+]
+
+# DESCRIPTION, after the command group's own help.
+DESCRIPTION = [
+    "Each job is a transient systemd unit, slotmgr-JOBID.service in slotmgr.slice (or in its "
+    "batch slot's slice), created over D-Bus: systemd and the kernel's cgroups track every "
+    "process of the job, double-forked daemons included, limit it, account for it and kill "
+    "all of it when it ends. With --scope the job is a transient scope that slotmgr forks "
+    "itself.",
+    "Isolation is on by default: the job has its own /tmp and /var/tmp, and a PID namespace "
+    "in which it sees only its own processes, with an init that reaps them and forwards "
+    "signals; when the job's main process exits, nothing of the job is left.",
+    "The job's record (see JOB RECORD) is written by the unit's own ExecStopPost= hook, so it "
+    "does not depend on the process that started the job staying alive (a --scope job's, "
+    "which systemd runs no hook for, by slotmgr run itself).",
+    "Root runs jobs for other users with --uid; a user without root runs jobs under their "
+    "own user manager with --user.",
+]
+
+EXAMPLES = [
+    ("Run a simulation with 4 GiB of memory, CPUs 0 to 7 and at most 12 hours:",
+     ["slotmgr run --memory-max 4G --cpus 0-7 --runtime-max 12h -- ./simulate input.dat"]),
+    ("Run a job in batch slot 2, with its record as JSON on stdout:",
+     ["slotmgr run --slot 2 --json - -- ./simulate input.dat"]),
+    ("Any other supported unit property, in systemd's syntax:",
+     ["slotmgr run -p MemoryLow=1G -p CPUWeight=50 -- make -j8"]),
+    ("The running jobs, one of them in full, then stop it:",
+     ["slotmgr list", "slotmgr status JOBID", "slotmgr stop JOBID"]),
+    ("The records of the last hour, and what systemd says of one job:",
+     ["slotmgr history --since 1h", "systemctl status slotmgr-JOBID.service"]),
+]
+
 SEE_ALSO = [
     ("systemd-run", 1),
     ("systemctl", 1),
+    ("systemd-cgls", 1),
+    ("journalctl", 1),
+    ("systemd.exec", 5),
     ("systemd.resource-control", 5),
     ("systemd.slice", 5),
 ]
@@ -155,13 +220,35 @@ def is_help_option(param, ctx):
 
 def option_records(cmd, ctx, include_help):
     for param in cmd.get_params(ctx):
-        if getattr(param, "hidden", False):
+        # Arguments are in the usage line (click 8.5 gives them help records too).
+        if getattr(param, "hidden", False) or not isinstance(param, click.Option):
             continue
         if not include_help and is_help_option(param, ctx):
             continue
         record = param.get_help_record(ctx)
         if record is not None:
             yield record
+
+
+def option_groups(cmd, ctx):
+    """[(title or None, records)]: a SectionedCommand's sections, else one list."""
+    if not hasattr(cmd, "option_sections"):
+        return [(None, list(option_records(cmd, ctx, include_help=False)))]
+    help_records = {p.get_help_record(ctx) for p in cmd.get_params(ctx)
+                    if isinstance(p, click.Option) and is_help_option(p, ctx)}
+    groups = [(title, [r for r in rows if r not in help_records])
+              for title, rows in cmd.option_sections(ctx)]
+    return [(title, rows) for title, rows in groups if rows]
+
+
+def usage_pieces(cmd, ctx):
+    """The usage line's words after the command path, the same under click 7.1 and 8."""
+    if is_group(cmd):
+        sub = "COMMAND [ARGS]..."
+        if getattr(cmd, "invoke_without_command", False):
+            sub = "[COMMAND] [ARGS]..."
+        return [cmd.options_metavar, sub]
+    return cmd.collect_usage_pieces(ctx)
 
 
 def short_description(cmd, fallback):
@@ -235,6 +322,85 @@ def exit_status_section(out):
         out.append(line(meaning))
 
 
+def sequence_line_comments(module, name):
+    """{string item: trailing comment} of the tuple `name = (...)` in module's source."""
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return {}
+    comments, item_on_row, inside, depth = {}, {}, False, 0
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if not inside:
+            inside = tok.type == tokenize.NAME and tok.string == name and tok.start[1] == 0
+            continue
+        if tok.type == tokenize.OP and tok.string in "([":
+            depth += 1
+        elif tok.type == tokenize.OP and tok.string in ")]":
+            depth -= 1
+            if depth == 0:
+                break
+        elif tok.type == tokenize.STRING and depth == 1:
+            item_on_row[tok.start[0]] = ast.literal_eval(tok.string)
+        elif tok.type == tokenize.COMMENT and tok.start[0] in item_on_row:
+            comments[item_on_row[tok.start[0]]] = tok.string.lstrip("#").strip()
+    return comments
+
+
+def record_section(out):
+    try:
+        record = importlib.import_module("slotmgr.record")
+        results = record.RESULTS
+    except (ImportError, AttributeError):
+        return
+    out.append('.SH "JOB RECORD"')
+    out.append(".PP")
+    out.append(line("When a job ends, its record goes into the history (see FILES): the job id, "
+                    "unit, slice and slot, user, command, start and end time, result, exit "
+                    "status, wall and CPU time, peak memory and its source, I/O bytes, peak "
+                    "tasks and IP bytes. slotmgr run prints it as a summary on stderr, or as "
+                    "JSON with --json; slotmgr status and slotmgr history show it later."))
+    out.append(".PP")
+    out.append(line("Its result says how the job ended:"))
+    comments = sequence_line_comments(record, "RESULTS")
+    for value in results:
+        out.append(".TP")
+        out.append(f"\\fB{esc(value)}\\fR")
+        out.append(line(comments.get(value) or value.replace("-", " ")))
+
+
+def code_constant(module_name, attr, default):
+    """A path the code defines, so the page says what the code does."""
+    try:
+        value = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return default
+    return value if isinstance(value, str) else default
+
+
+def files(prog):
+    history_db = code_constant("slotmgr.history", "SYSTEM_DB", "/var/lib/slotmgr/history.db")
+    slots_conf = code_constant("slotmgr.slots", "DEFAULT_CONF", CONFIG_FILE)
+    node_conf = code_constant("slotmgr.config", "DEFAULT_CONF", "/etc/slotmgr/slotmgr.conf")
+    entries = [
+        (history_db, "The history: one record per job of the system manager (SQLite, written "
+                     "as root by each job's ExecStopPost= hook; override with "
+                     "SLOTMGR_HISTORY_DB). Writers take turns on " + history_db + ".lock."),
+        ("~/.local/state/slotmgr/history.db", "The history of --user jobs "
+                                              "($XDG_STATE_HOME/slotmgr/history.db)."),
+        (slots_conf, "Slot definitions: an INI file with one [slotN] section per slot and "
+                     "resource-control keys such as MemoryMax, AllowedCPUs, IOWeight and "
+                     "TasksMax, which apply to the slot's slice (override with "
+                     "SLOTMGR_SLOTS_CONF). Installed fully commented out."),
+    ]
+    if importlib.util.find_spec("slotmgr.config") is not None:
+        entries.append((node_conf, "The node's own settings for " + prog + ", owned by root "
+                                   "(INI)."))
+    entries.append((STATE_DIR, f"State directory of {prog}."))
+    for unit, desc in unit_descriptions():
+        entries.append((UNIT_DIR + unit, desc or "systemd unit shipped with " + prog + "."))
+    return entries
+
+
 # ---------------------------------------------------------------- the page
 
 def unit_descriptions():
@@ -256,16 +422,20 @@ def command_section(name, cmd, parent_ctx, out, envvars):
     out.append(".SS " + quoted_arg(ctx.command_path))
     out.append(".PP")
     out.append("\\fB" + esc(ctx.command_path) + "\\fR "
-               + usage_words(cmd.collect_usage_pieces(ctx)))
+               + usage_words(usage_pieces(cmd, ctx)))
     if getattr(cmd, "deprecated", False):
         out.append(".PP")
         out.append("(Deprecated.)")
     render_blocks(help_blocks(cmd.help or cmd.short_help), out)
     collect_envvars(cmd, ctx, envvars)
-    for opts, text in option_records(cmd, ctx, include_help=False):
-        out.append(".TP")
-        out.append(option_label(opts))
-        out.append(line(text) if text else "")
+    for title, records in option_groups(cmd, ctx):
+        if title:
+            out.append(".PP")
+            out.append("\\fI" + esc(title) + ":\\fR")
+        for opts, text in records:
+            out.append(".TP")
+            out.append(option_label(opts))
+            out.append(line(text) if text else "")
     if is_group(cmd):
         for sub_name, sub in subcommands(cmd, ctx):
             command_section(sub_name, sub, ctx, out, envvars)
@@ -282,7 +452,8 @@ def collect_envvars(cmd, ctx, envvars):
 def render(root, prog, version, date, summary_fallback):
     ctx = make_ctx(root, prog)
     out = [
-        '.\\" Generated by packaging/gen-manpage.py from the click command tree; do not edit.',
+        '.\\" Generated from the click command tree; do not edit. Regenerate with:',
+        '.\\" ' + REGENERATE,
         f'.TH {prog.upper()} 1 "{date}" {quoted_arg(prog + " " + version)} "User Commands"',
         ".nh",  # no hyphenation: option names and paths must stay whole
         ".ad l",
@@ -290,16 +461,19 @@ def render(root, prog, version, date, summary_fallback):
         f"{esc(prog)} \\- {line(short_description(root, summary_fallback))}",
         ".SH SYNOPSIS",
         ".PP",
-        f"\\fB{esc(prog)}\\fR " + usage_words(root.collect_usage_pieces(ctx)),
+        f"\\fB{esc(prog)}\\fR " + usage_words(usage_pieces(root, ctx)),
     ]
     commands = list(subcommands(root, ctx)) if is_group(root) else []
     for name, cmd in commands:
         sub_ctx = make_ctx(cmd, name, ctx)
         out.append(".br")
         out.append("\\fB" + esc(sub_ctx.command_path) + "\\fR "
-                   + usage_words(cmd.collect_usage_pieces(sub_ctx)))
+                   + usage_words(usage_pieces(cmd, sub_ctx)))
     out.append(".SH DESCRIPTION")
     render_blocks(help_blocks(root.help), out)
+    for text in DESCRIPTION:
+        out.append(".PP")
+        out.append(line(text))
 
     envvars = {}
     collect_envvars(root, ctx, envvars)
@@ -318,39 +492,50 @@ def render(root, prog, version, date, summary_fallback):
             command_section(name, cmd, ctx, out, envvars)
 
     exit_status_section(out)
+    record_section(out)
 
-    if envvars:
-        out.append(".SH ENVIRONMENT")
-        for var, where in sorted(envvars.items()):
+    out.append(".SH ENVIRONMENT")
+    for var, text in ENVIRONMENT:
+        out.append(".TP")
+        out.append(f"\\fB{esc(var)}\\fR")
+        out.append(line(text))
+    for var, where in sorted(envvars.items()):
+        if var not in dict(ENVIRONMENT):
             out.append(".TP")
             out.append(f"\\fB{esc(var)}\\fR")
             out.append(line(f"Default for {where}."))
 
     out.append(".SH FILES")
-    out.append(".TP")
-    out.append(f"\\fI{esc(CONFIG_FILE)}\\fR")
-    out.append(line("Slot definitions: an INI file with one [slotN] section per slot and "
-                    "resource-control keys such as MemoryMax, AllowedCPUs, IOWeight and "
-                    "TasksMax. Installed fully commented out."))
-    out.append(".TP")
-    out.append(f"\\fI{esc(STATE_DIR)}\\fR")
-    out.append(line(f"State directory of {prog}."))
-    for unit, desc in unit_descriptions():
+    for path, text in files(prog):
         out.append(".TP")
-        out.append(f"\\fI{esc(UNIT_DIR + unit)}\\fR")
-        out.append(line(desc or "systemd unit shipped with " + prog + "."))
+        out.append(f"\\fI{esc(path)}\\fR")
+        out.append(line(text))
+
+    out.append(".SH EXAMPLES")
+    for text, commands in EXAMPLES:
+        out.append(".PP")
+        out.append(line(text))
+        out.append(".PP")
+        out.append(".RS 4")
+        out.append(".nf")
+        out.extend("\\fB" + line(c) + "\\fR" for c in commands)
+        out.append(".fi")
+        out.append(".RE")
 
     out.append('.SH "SEE ALSO"')
     out.append(",\n".join(f".BR {page} ({sec})" for page, sec in SEE_ALSO))
     return "\n".join(out) + "\n"
 
 
-def page_date(arg):
-    if arg:
-        return arg
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = (datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc) if epoch
-            else datetime.datetime.now(tz=datetime.timezone.utc))
+def release_date():
+    """The date of the spec's newest %changelog entry: "* Mon Nov 23 2026 ..."."""
+    with open(SPEC, encoding="utf-8") as f:
+        text = f.read()
+    changelog = text.split("%changelog", 1)[-1]
+    match = re.search(r"^\* \w{3} (\w{3} +\d{1,2} \d{4})", changelog, re.MULTILINE)
+    if not match:
+        sys.exit(f"gen-manpage: no dated %changelog entry in {SPEC}; pass --date")
+    when = datetime.datetime.strptime(" ".join(match.group(1).split()), "%b %d %Y")
     return when.strftime("%Y-%m-%d")
 
 
@@ -358,8 +543,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("command", nargs="?", default="slotmgr.cli",
                         help="MODULE[:OBJECT] holding the click group (default: slotmgr.cli)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write the page to FILE (default: stdout)")
     parser.add_argument("--date",
-                        help="date for the page footer (default: SOURCE_DATE_EPOCH or today)")
+                        help="date for the page footer (default: the spec's newest %%changelog)")
     parser.add_argument("--prog", default="slotmgr", help="program name (default: slotmgr)")
     args = parser.parse_args()
     sys.path.append(os.path.dirname(HERE))  # the source tree, after PYTHONPATH
@@ -368,8 +555,12 @@ def main():
     package = importlib.import_module(args.command.split(".", 1)[0].split(":", 1)[0])
     version = getattr(package, "__version__", "")
     summary = (package.__doc__ or "").split(":", 1)[-1].strip()
-    sys.stdout.write(render(root, args.prog, version, page_date(args.date), summary))
-
+    page = render(root, args.prog, version, args.date or release_date(), summary)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(page)
+    else:
+        sys.stdout.write(page)
 
 if __name__ == "__main__":
     main()

@@ -16,19 +16,20 @@ from typing import Any
 from slotmgr import values
 
 # How a job ended, as systemd's Result= says it, plus "signal" for a job
-# whose exit status says it died of a signal.
+# whose exit status says it died of a signal. The comments are the man page's
+# text for each (packaging/gen-manpage.py).
 RESULTS = (
-    "success",
-    "exit-code",
-    "signal",
-    "core-dump",
-    "oom-kill",
-    "timeout",
-    "watchdog",
-    "start-limit-hit",
-    "resources",
-    "exec",
-    "unknown",
+    "success",  # the job exited with status 0
+    "exit-code",  # the job exited with a non-zero status
+    "signal",  # a signal ended the job (exit status 128+N)
+    "core-dump",  # a signal ended the job and it dumped core
+    "oom-kill",  # the kernel's OOM killer ended the job (past its memory limit)
+    "timeout",  # the job ran past --runtime-max
+    "watchdog",  # the unit's watchdog timeout passed
+    "start-limit-hit",  # systemd refused to start the unit again so soon
+    "resources",  # systemd could not set up what the job needs (user, directory, namespaces)
+    "exec",  # systemd could not execute the job's first process
+    "unknown",  # nothing said how the job ended
 )
 
 MEMORY_PEAK_SOURCES = ("cgroup memory.peak", "systemd MemoryPeak", "unavailable")
