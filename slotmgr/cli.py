@@ -174,6 +174,10 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
     "--gid": "Identity and environment",
     "--setenv": "Identity and environment",
     "--working-directory": "Identity and environment",
+    "--output": "Output",
+    "--error": "Output",
+    "--append": "Output",
+    "--verbose": "Output",
     "--quiet": "Output",
     "--json": "Accounting",
 }

@@ -24,7 +24,7 @@ EXPECTED = {
     LIMITS: [*(opt.flag for opt in LIMIT_OPTIONS), "--property"],
     "Isolation (on by default)": ["--no-private-tmp", "--no-private-pids"],
     "Identity and environment": ["--setenv", "--working-directory", "--uid", "--gid"],
-    "Output": ["--quiet"],
+    "Output": ["--output", "--error", "--append", "--quiet", "--verbose"],
     "Accounting": ["--json"],
     DEFAULT_SECTION: ["--help"],
 }
