@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from .accounts import as_user, ensure_user, slotmgr_as, start_user_manager, user_env
-from .conftest import run_cli, start_cli, systemctl_show, unit_active, wait_until
+from .conftest import (
+    processes_with_marker,
+    run_cli,
+    start_cli,
+    systemctl_show,
+    unit_active,
+    wait_until,
+)
 
 WORK = Path("/run/slotmgr-tests")
 NODE_CONF = Path("/etc/slotmgr/slots.conf")
@@ -390,3 +397,37 @@ def test_a_user_slot_is_counted_under_the_users_own_lock(unique):
         slotmgr_as(alice, "--user", "stop", f"{unique}a", "--grace", "0")
         first.communicate(timeout=120)
     assert first.returncode != SLOT_BUSY
+
+
+def test_scopes_and_services_share_the_slots_places(unique, slots_conf):
+    """--scope jobs take a place and are counted like services; a refused
+    scope job leaves no process behind (its forked child never runs)."""
+    env = slots_conf("""
+        [slot5]
+        """)
+    scope_unit = f"slotmgr-{unique}s.scope"
+    holder = start_cli("run", "--scope", "--slot", "5", "--job-id", f"{unique}s", "--",
+                       "sleep", "300", env=env)
+    try:
+        wait_until(lambda: unit_active(scope_unit), timeout=60, what=scope_unit)
+        out = run_cli("run", "--slot", "5", "--job-id", f"{unique}v", "--", "true", env=env)
+        assert (out.returncode, out.stderr) == (SLOT_BUSY, (
+            f"slotmgr: error: slot 5 is full: it holds 1 job at a time, and {scope_unit} runs "
+            "in it (hint: --wait-for-slot DURATION waits for a place)\n"))
+    finally:
+        _stop([holder])
+    service_unit = f"slotmgr-{unique}v.service"
+    holder = start_cli("run", "--slot", "5", "--job-id", f"{unique}v", "--", "sleep", "300",
+                       env=env)
+    try:
+        wait_until(lambda: unit_active(service_unit), timeout=60, what=service_unit)
+        marker = f"{unique}-refused"
+        out = run_cli("run", "--scope", "--slot", "5", "--job-id", f"{unique}r", "--", "sh",
+                      "-c", f"sleep 300 # {marker}", env=env)
+        assert out.returncode == SLOT_BUSY, out.stderr
+        assert f"and {service_unit} runs in it" in out.stderr
+        assert processes_with_marker(marker) == []
+        assert systemctl_show(f"slotmgr-{unique}r.scope", "LoadState")["LoadState"] == \
+            "not-found"
+    finally:
+        _stop([holder])
