@@ -112,26 +112,42 @@ def _check_job(spec: JobSpec) -> None:
         ) from None
 
 
-def _open_outputs(files: OutputFiles) -> tuple[int | None, int | None, TextIO | None]:
-    """(stdout fd, stderr fd, --json stream), each opened by asuser.open_output."""
-    out_fd = err_fd = None
-    json_out: TextIO | None = sys.stdout if files.json == "-" else None
-    try:
-        if files.stdout is not None:
-            out_fd = open_output(files.stdout, append=files.append, what="--output")
-        if files.stderr is not None:
-            # One file for both (sbatch's default): one descriptor, one offset.
-            same = files.stderr == files.stdout
-            err_fd = (
-                out_fd if same else open_output(files.stderr, append=files.append, what="--error")
-            )
-        if files.json not in (None, "-"):
-            json_out = os.fdopen(open_output(files.json, append=False, what="--json"), "w")
-    except BaseException:
-        for fd in {out_fd, err_fd} - {None}:
-            os.close(fd)  # type: ignore[arg-type]
-        raise
-    return out_fd, err_fd, json_out
+class _Outputs:
+    """The job's --output/--error files and the --json stream, opened (as
+    asuser.open_output does, with the job user's ids) only once nothing can
+    refuse the job any more: inside its slot's admission, just before its
+    unit is started."""
+
+    def __init__(self, files: OutputFiles, who: Identity | None) -> None:
+        self.files, self.who = files, who
+        self.fds: list[int] = []
+        self.json_out: TextIO | None = sys.stdout if files.json == "-" else None
+
+    def open(self) -> tuple[int, int, int]:
+        """The job's stdin, stdout and stderr (the caller's where no file is named)."""
+        files = self.files
+        with acting_as(self.who):
+            out_fd = err_fd = None
+            if files.stdout is not None:
+                out_fd = self._open(files.stdout, files.append, "--output")
+            if files.stderr is not None:
+                # One file for both (sbatch's default): one descriptor, one offset.
+                same = files.stderr == files.stdout
+                err_fd = out_fd if same else self._open(files.stderr, files.append, "--error")
+            if files.json not in (None, "-"):
+                self.json_out = os.fdopen(self._open(files.json, False, "--json"), "w")
+                self.fds.pop()  # the stream owns it now
+        return (0, 1 if out_fd is None else out_fd, 2 if err_fd is None else err_fd)
+
+    def _open(self, path: str, append: bool, what: str) -> int:
+        fd = open_output(path, append=append, what=what)
+        self.fds.append(fd)
+        return fd
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def announce_start(spec: JobSpec) -> None:
@@ -153,71 +169,61 @@ def run(
     # A scope needs AddRef= (kept loaded until we have read it), which
     # systemd grants only to clients of the bus, not of its private socket.
     manager = Manager.connect(user=spec.user_manager, want_bus=spec.scope)
-    out_fd = err_fd = None
+    outputs = _Outputs(files, who)
     try:
         features = manager.features
         try:
             props = unit_properties(spec, features)
         except PropertyError as exc:
             raise UsageError(str(exc)) from None
-        # Last, once nothing else can refuse the job: files are made only then.
-        with acting_as(who):
-            out_fd, err_fd, json_out = _open_outputs(files)
-        stdio = (0, 1 if out_fd is None else out_fd, 2 if err_fd is None else err_fd)
         path = messages.unit_object_path(spec.unit)
         manager.subscribe(
             messages.signal_match_rule(messages.MANAGER_IFACE, "JobRemoved"),
             messages.signal_match_rule(messages.MANAGER_IFACE, "UnitRemoved"),
             messages.signal_match_rule(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
         )
+        admitted = _admitted(admission, manager, outputs)
+        on_start = announce_start if announce else None
         with _signals_to_pipe(manager):
             if spec.scope:
-                rec = scope.run_in_scope(
-                    manager,
-                    spec,
-                    props,
-                    _admitted(admission, manager),
-                    stdio=stdio,
-                    on_start=announce_start if announce else None,
-                )
+                rec = scope.run_in_scope(manager, spec, props, admitted, on_start=on_start)
             else:
-                rec = _start_and_wait(
-                    manager,
-                    spec,
-                    props + stdio_properties(stdio),
-                    _admitted(admission, manager),
-                    on_start=announce_start if announce else None,
-                )
+                rec = _start_and_wait(manager, spec, props, admitted, on_start=on_start)
         if not quiet:
             for line in summary_lines(rec):
                 print(line, file=sys.stderr)
-        if json_out is not None:
-            json_out.write(rec.to_json() + "\n")
-            json_out.flush()
+        if outputs.json_out is not None:
+            outputs.json_out.write(rec.to_json() + "\n")
+            outputs.json_out.flush()
         return exit_code_for(rec)
     finally:
-        for fd in {out_fd, err_fd} - {None}:
-            os.close(fd)  # type: ignore[arg-type]
+        outputs.close()
         manager.close()
 
 
-def _admitted(admission: Admission | None, manager: Manager) -> AbstractContextManager[None]:
-    """The job's place in its slot, held while its unit is started (or nothing to hold)."""
-    return contextlib.nullcontext() if admission is None else admission.hold(manager)
+@contextlib.contextmanager
+def _admitted(
+    admission: Admission | None, manager: Manager, outputs: _Outputs
+) -> Iterator[tuple[int, int, int]]:
+    """The job's place in its slot (if it has one), held while its unit is
+    started; inside it, last, the job's output files are opened: a job
+    refused for a full slot makes none. Yields the job's stdio descriptors."""
+    with contextlib.nullcontext() if admission is None else admission.hold(manager):
+        yield outputs.open()
 
 
 def _start_and_wait(
     manager: Manager,
     spec: JobSpec,
     props: list[Property],
-    admitted: AbstractContextManager[None],
+    admitted: AbstractContextManager[tuple[int, int, int]],
     *,
     on_start: Callable[[JobSpec], None] | None,
 ) -> JobRecord:
     stop_requested = False
     try:
-        with admitted:
-            job = manager.start_transient_unit(spec.unit, props)
+        with admitted as stdio:
+            job = manager.start_transient_unit(spec.unit, props + stdio_properties(stdio))
         if on_start is not None:
             on_start(spec)
         job_result = manager.wait_for_job(job)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from slotmgr import cgroup, history, messages
@@ -30,22 +31,24 @@ _SAMPLE_INTERVAL_S = 0.2
 _CHILD_SETUP_FAILED = 125
 
 
-def _fork_waiting_child(
-    argv: list[str], *, cwd: str | None, stdio: Sequence[int]
-) -> tuple[int, int]:
-    """Fork a child that execs `argv` in `cwd` with `stdio` as its fds 0-2,
-    once released; return (pid, release fd). The child runs as the caller
-    (slotmgr refuses --uid with --scope): it changes no ids."""
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+def _fork_waiting_child(argv: list[str], *, cwd: str | None) -> tuple[int, socket.socket]:
+    """Fork a child that execs `argv` in `cwd` once released; return (pid,
+    release socket). The release ("g") carries the job's stdin, stdout and
+    stderr, which are opened only once the scope's slot admits it. The
+    child runs as the caller (slotmgr refuses --uid with --scope): it
+    changes no ids."""
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # child: wait for the go, then become the job
         try:
-            os.close(write_fd)
-            if os.read(read_fd, 1) != b"g":
+            parent_end.close()
+            go, fds, _flags, _addr = socket.recv_fds(child_end, 1, 3)
+            if go != b"g" or len(fds) != 3:
                 os._exit(_CHILD_SETUP_FAILED)  # the parent could not make the scope
-            for target, fd in enumerate(stdio):
-                if fd != target:
-                    os.dup2(fd, target)  # dup2's copy is inheritable
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)  # dup2's copy is inheritable
+            for fd in set(fds):
+                os.close(fd)  # received above 2 (0-2 were open): only the copies stay
             if cwd is not None:
                 os.chdir(cwd)
             os.execvp(argv[0], argv)
@@ -55,8 +58,8 @@ def _fork_waiting_child(
             os._exit(126)
         finally:
             os._exit(_CHILD_SETUP_FAILED)
-    os.close(read_fd)
-    return pid, write_fd
+    child_end.close()
+    return pid, parent_end
 
 
 def _wait_sampling(
@@ -89,32 +92,29 @@ def run_in_scope(
     manager: Manager,
     spec: JobSpec,
     props: list[Property],
-    admitted: AbstractContextManager[None],
+    admitted: AbstractContextManager[tuple[int, int, int]],
     *,
-    stdio: Sequence[int] = (0, 1, 2),
     on_start: Callable[[JobSpec], None] | None = None,
 ) -> JobRecord:
     features = manager.features
-    pid, release_fd = _fork_waiting_child(
-        exec_argv(spec, features), cwd=spec.working_directory, stdio=stdio
-    )
+    pid, release = _fork_waiting_child(exec_argv(spec, features), cwd=spec.working_directory)
     try:
         scope_props = [p for p in props if p.name != "PIDs"]
         scope_props += [Property("PIDs", "au", [pid]), Property("AddRef", "b", True)]
-        with admitted:  # the job's place in its slot, held until systemd has the scope
+        with admitted as stdio:  # the job's place in its slot, held until systemd has the scope
             job = manager.start_transient_unit(spec.unit, scope_props)
         result = manager.wait_for_job(job)
         if result != "done":
             raise SlotmgrError(f"systemd could not start {spec.unit} ({result})")
         if on_start is not None:
             on_start(spec)
-        os.write(release_fd, b"g")
+        socket.send_fds(release, [b"g"], list(stdio))
     except BaseException:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
         raise
     finally:
-        os.close(release_fd)
+        release.close()
 
     try:
         cgroup_path = (

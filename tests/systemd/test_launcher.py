@@ -285,3 +285,27 @@ def test_an_install_under_tmp_is_refused_before_the_unit(unique):
         assert f"{under_tmp}/slotmgr/pidshim.py is under /tmp" in one_error_line(out)
     finally:
         shutil.rmtree(under_tmp)
+
+
+def test_a_job_refused_for_a_full_slot_makes_no_output_file(unique, user_dir):
+    conf = Path("/etc/slotmgr/slots.conf")
+    before = conf.read_bytes() if conf.exists() else None
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("[slot9]\n")
+    conf.chmod(0o644)
+    first_unit = f"slotmgr-{unique}a.service"
+    first = start_cli("run", "--slot", "9", "--job-id", f"{unique}a", "--", "sleep", "300")
+    try:
+        wait_until(lambda: unit_active(first_unit), timeout=60, what=first_unit)
+        for mode in ((), ("--scope",)):
+            out = run_cli("run", *mode, "--slot", "9", "--output", str(user_dir / "out.txt"),
+                          "--json", str(user_dir / "rec.json"), "--", "true")
+            assert out.returncode == 75, out.stderr
+            assert not (user_dir / "out.txt").exists() and not (user_dir / "rec.json").exists()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+        if before is None:
+            conf.unlink(missing_ok=True)
+        else:
+            conf.write_bytes(before)

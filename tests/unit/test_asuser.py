@@ -159,3 +159,19 @@ def test_identity_takes_group_and_supplementary_groups():
     root = Identity.of("root", 5)
     assert (root.uid, root.gid) == (0, 5) and 5 in root.groups
     assert dataclasses.is_dataclass(root)
+
+
+def test_output_and_error_naming_one_file_share_one_descriptor(shared):
+    from slotmgr.runner import OutputFiles, _Outputs
+
+    path = str(shared / "both")
+    outputs = _Outputs(OutputFiles(stdout=path, stderr=path, json=str(shared / "r.json")),
+                       NOBODY)
+    stdin, stdout, stderr = outputs.open()
+    try:
+        assert stdin == 0 and stdout == stderr > 2
+        assert outputs.json_out is not None and (shared / "r.json").stat().st_uid == NOBODY.uid
+    finally:
+        outputs.close()
+        outputs.json_out.close()
+    assert _Outputs(OutputFiles(), None).open() == (0, 1, 2)
