@@ -288,8 +288,14 @@ def test_limits_reach_the_unit(unique):
         # "-": a job that removes its directory does not cost its record.
         assert shown["MemoryLow"] == str(1024**2) and shown["WorkingDirectory"] == "!/var"
         assert shown["Environment"] == ""  # the environment never reaches the unit itself
-        sleeper = [p for p in processes_with_marker("sleep")
-                   if f"slotmgr-{unique}" in Path(f"/proc/{p}/cgroup").read_text()]
+        # The job's own sleep (the shim's command line names it too, and env's
+        # before it execs sleep): the shim never gets the job's variables.
+        sleeper: list[int] = []
+        wait_until(lambda: sleeper.extend(
+            p for p in processes_with_marker("sleep")
+            if f"slotmgr-{unique}" in Path(f"/proc/{p}/cgroup").read_text()
+            and Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\0")) or sleeper,
+            what="the job's sleep")
         environ = Path(f"/proc/{sleeper[0]}/environ").read_bytes().split(b"\0")
         assert b"FOO=bar baz" in environ
     finally:
