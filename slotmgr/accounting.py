@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import socket
@@ -9,9 +10,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from slotmgr import history
-from slotmgr.errors import ExitCode
+from slotmgr import history, messages, stopnote
+from slotmgr.errors import ExitCode, SlotmgrError
 from slotmgr.record import JobRecord, exit_status_from
+from slotmgr.stopnote import StopNote
 from slotmgr.systemd import Manager
 from slotmgr.values import UINT64_MAX
 
@@ -49,6 +51,8 @@ def build_record(
     end_time: float,
     systemd_version: str,
     command: list[str] | None = None,
+    run_id: str = "",
+    stopped_by: str | None = None,
 ) -> JobRecord:
     """Prefer the cgroup counters read at the job's end (exact, and read
     before the reader itself could add to them); fall back to systemd's."""
@@ -118,6 +122,8 @@ def build_record(
         ip_egress_bytes=counter_value(props.get("IPEgressBytes")),
         systemd_version=systemd_version,
         hostname=socket.gethostname(),
+        run_id=run_id,
+        stopped_by=stopped_by,
     )
 
 
@@ -144,9 +150,45 @@ def how_main_ended(env: Mapping[str, str], props: Mapping[str, Any]) -> tuple[st
     return str(props.get("Result") or env.get("SERVICE_RESULT") or "unknown"), exit_status
 
 
+SYSTEMD_STOP_JOB = "systemd stop job (systemctl stop or a batch system's StopUnit)"
+# systemd's own outcomes that say more than "it was stopped".
+_KEPT_RESULTS = frozenset(("oom-kill",))
+
+
+def stopped_result(result: str, exit_status: int, note: StopNote | None,
+                   pending_job_type: str | None) -> tuple[str, str | None]:
+    """(result, stopped_by) for a job that may have been stopped.
+
+    slotmgr's own stoppers leave a note (slotmgr.stopnote) before they
+    signal; a stop through systemd by anybody else leaves a stop job pending
+    while ExecStopPost= runs. A job that ended by itself has neither. A
+    `slotmgr kill` note counts only when the job died of its signal."""
+    if result in _KEPT_RESULTS:
+        return result, None
+    if note is not None and note.explains(exit_status):
+        return "cancelled", note.by
+    if pending_job_type in ("stop", "restart"):
+        return "cancelled", SYSTEMD_STOP_JOB
+    return result, None
+
+
+def pending_job_type(manager: Manager, props: Mapping[str, Any]) -> str | None:
+    """The type of the unit's pending job ("stop", ...), None if there is none."""
+    job = props.get("Job")
+    if not job or not int(job[0]):
+        return None
+    try:
+        (variant,) = manager.conn.call(
+            messages.get_property(str(job[1]), "org.freedesktop.systemd1.Job", "JobType"))
+    except SlotmgrError:
+        return None  # the job finished meanwhile
+    return str(variant[1])
+
+
 def record_from_stop_post(
     *,
     job_id: str,
+    run_id: str,
     unit: str,
     db_path: str,
     slot: str | None,
@@ -161,9 +203,13 @@ def record_from_stop_post(
     try:
         props = manager.unit_properties(unit)
         version = manager.features.version_string
+        job_type = pending_job_type(manager, props)
     finally:
         manager.close()
+    invocation = stopnote.invocation_id(props.get("InvocationID"))
+    note = stopnote.take(invocation, user_manager=user_manager)
     result, exit_status = how_main_ended(env, props)
+    result, stopped_by = stopped_result(result, exit_status, note, job_type)
     rec = build_record(
         job_id=job_id,
         unit=unit,
@@ -174,21 +220,31 @@ def record_from_stop_post(
         exit_status=exit_status,
         end_time=end_time,
         systemd_version=version,
+        run_id=run_id or invocation or os.urandom(16).hex(),
+        stopped_by=stopped_by,
     )
     history.store(db_path, rec)
     return rec
 
 
-def wait_for_record(db_path: str, job_id: str, *, timeout: float = 30.0) -> JobRecord | None:
-    """The recorder commits before the unit turns inactive, so the record is
-    normally there at once; the wait covers a slow or busy file system."""
+def wait_for_record(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobRecord | None:
+    """The record of this run: in the database, its spool, or (a caller who
+    is not root, on the system manager) the caller's own copy. The recorder
+    stores it before the unit turns inactive, so it is normally there at
+    once; the wait covers a slow or busy file system."""
+    from slotmgr import history_query
+
+    sources = [history_query.HistorySource(db_path, own_copy=False)]
+    if os.geteuid() != 0:
+        sources.append(history_query.HistorySource(
+            history.user_copy_path(db_path, os.geteuid()), own_copy=True))
     deadline = time.monotonic() + timeout
     while True:
-        if os.path.exists(db_path):
-            with history.open_db(db_path, create=False) as conn:
-                rec = history.get(conn, job_id)
-            if rec is not None:
-                return rec
+        for source in sources:
+            with contextlib.suppress(OSError, SlotmgrError):
+                rec = history_query.get_run(source, run_id)
+                if rec is not None:
+                    return rec
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
 from dataclasses import asdict
 from typing import Any
 
 import click
 
-from slotmgr import adopt, control, delivery, history, history_query, slots, stopping, views
+from slotmgr import adopt, control, delivery, history_query, slots, stopnote, stopping, views
 from slotmgr.control import Action, Caller
 from slotmgr.errors import PermissionDenied, UsageError
 from slotmgr.jobspec import job_id_from_unit
 from slotmgr.record import summary_lines
+from slotmgr.stopnote import StopNote
 from slotmgr.systemd import Manager
 from slotmgr.values import parse_signal, parse_timespan_usec
 
@@ -95,7 +95,8 @@ def status_cmd(obj: Any, job: str, as_json: bool) -> None:
 def _show_finished(obj: Any, caller: Caller, job: str, as_json: bool) -> bool:
     """A job that is no longer loaded may be in the history: show its record."""
     job_id = job_id_from_unit(job) if job.endswith((".service", ".scope")) else job
-    rec = history_query.get(history.default_db_path(caller.user_mode), job_id)
+    rec = history_query.get(
+        history_query.source_for(caller_uid=caller.uid, user_mode=caller.user_mode), job_id)
     if rec is None:
         return False
     if not caller.controls_everything and rec.uid != caller.uid:
@@ -134,7 +135,11 @@ def stop_cmd(obj: Any, job: str, grace: str) -> None:
     manager = Manager.connect(user=caller.user_mode)
     try:
         info = control.job_for(manager, caller, job, Action.STOP)
-        outcome = stopping.stop_job(manager, info.unit, grace=seconds)
+        note = StopNote(by=f"slotmgr stop by uid {caller.uid}")
+        outcome = stopping.stop_job(
+            manager, info.unit, grace=seconds,
+            before_signal=lambda: stopnote.leave_for_unit(manager, info.unit, note,
+                                                          user_manager=caller.user_mode))
     finally:
         manager.close()
     if outcome.already_stopped:
@@ -164,13 +169,15 @@ def kill_cmd(obj: Any, job: str, signal_name: str) -> None:
     manager = Manager.connect(user=caller.user_mode)
     try:
         info = control.job_for(manager, caller, job, Action.KILL)
+        name = stopnote.signal_name(signum)
+        # Counted as a stop only if the job dies of it (StopNote.explains).
+        stopnote.leave_for_unit(
+            manager, info.unit, StopNote(by=f"slotmgr kill -s {name} by uid {caller.uid}",
+                                         signal=signum),
+            user_manager=caller.user_mode)
         outcome = delivery.kill_job(manager, info.unit, signum)
     finally:
         manager.close()
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"signal {signum}"
     click.echo(f"sent {name} to every process of job {info.job_id} ({info.unit}), "
                f"{outcome.how}")
 
@@ -256,13 +263,13 @@ def history_cmd(obj: Any, since: str | None, user_name: str | None, slot: str | 
     user_mode = bool(obj.user)
     query = history_query.scoped_query(query, caller_uid=os.getuid(), caller_name=_caller_name(),
                                        user_mode=user_mode)
-    path = history.default_db_path(user_mode)
-    found = history_query.records(path, query)
+    source = history_query.source_for(caller_uid=os.geteuid(), user_mode=user_mode)
+    found = history_query.records(source, query)
     if as_json:
         click.echo(views.dumps([asdict(r) for r in found]))
     elif not found:
-        click.echo("no matching jobs" if os.path.exists(path)
-                   else f"no history yet ({path} does not exist)")
+        click.echo("no matching jobs" if os.path.exists(source.path)
+                   else f"no history yet ({source.path} does not exist)")
     else:
         _echo_lines(views.history_table(found))
 

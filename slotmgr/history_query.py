@@ -1,16 +1,20 @@
-"""`slotmgr history`: reading the job history, as any user, without writing to it.
+"""`slotmgr history`: reading the job history without writing to it.
 
-The system history (/var/lib/slotmgr/history.db) is root's: users may read
-it but not write, not even SQLite's shared-memory file. So it is opened
-read-only; and when SQLite cannot open it so (no -wal/-shm beside it, which
-SQLite deletes when the last writer closes, and no right to create them), as
+The system history (/var/lib/slotmgr/history.db) is root's alone (0600: a
+reader could otherwise hold SQLite's locks and stall the writers). Root
+reads it directly, together with records still waiting in its spool. A user
+reads the copy of their own records the root recorder appends to
+`users/<uid>.jsonl` beside it (history.append_for_user), which no other user
+can read; so a user sees their own records and nobody else's. A `--user`
+job's history is the user's own database under $XDG_STATE_HOME.
+The database is opened read-only; and when SQLite cannot open it so (no
+-wal/-shm beside it, which SQLite deletes when the last writer closes), as
 immutable: with no -wal file every committed record is in the main file.
-A non-root caller sees their own records only; that is slotmgr's rule, not
-a secret, as the file itself is readable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
@@ -105,28 +109,106 @@ def scoped_query(query: HistoryQuery, *, caller_uid: int, caller_name: str, user
     return HistoryQuery(since=query.since, user=caller_name, slot=query.slot, limit=query.limit)
 
 
-def get(path: str, job_id: str) -> JobRecord | None:
-    """One job's record, or None (no such job, or no history yet)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open_readonly(path) as conn:
-            return history.get(conn, job_id)
-    except sqlite3.DatabaseError:
-        return None
+@dataclass(frozen=True)
+class HistorySource:
+    """Where a caller's history is read from."""
+
+    path: str
+    own_copy: bool  # the caller's copy of their own records, not the database
 
 
-def records(path: str, query: HistoryQuery) -> list[JobRecord]:
-    """The matching records, oldest first; none if there is no history yet."""
-    if not os.path.exists(path):
-        return []
+def source_for(*, caller_uid: int, user_mode: bool) -> HistorySource:
+    db = history.default_db_path(user_mode)
+    if user_mode or caller_uid == 0:
+        return HistorySource(db, own_copy=False)
+    return HistorySource(history.user_copy_path(db, caller_uid), own_copy=True)
+
+
+def _matches(rec: JobRecord, query: HistoryQuery) -> bool:
+    return ((query.since is None or rec.end_time >= query.since)
+            and (query.user is None or rec.user == query.user)
+            and (query.slot is None or rec.slot == query.slot))
+
+
+def _select(found: list[JobRecord], query: HistoryQuery) -> list[JobRecord]:
+    """The query on records read outside SQLite, ordered as history.query does."""
+    chosen = sorted((r for r in found if _matches(r, query)), key=lambda r: (r.end_time, r.job_id))
+    return chosen[-query.limit:] if query.limit is not None else chosen
+
+
+def _ingest_spool_now(path: str) -> None:
+    """As the database's owner, move what waits in the spool into it, if the
+    lock is free at once: `slotmgr history` never waits for a writer."""
+    if not history.spooled(path) or os.stat(path).st_uid != os.geteuid():
+        return
+    lock_fd = history.open_private(path + ".lock")
+    try:
+        if history.lock_with_deadline(lock_fd, 0):
+            with history.open_db(path, create=False) as conn:
+                history.ingest_spool(path, conn, warn=lambda _text: None)
+    finally:
+        os.close(lock_fd)
+
+
+def _database_records(path: str, query: HistoryQuery) -> list[JobRecord]:
+    with contextlib.suppress(OSError, sqlite3.Error, SlotmgrError):
+        _ingest_spool_now(path)
     try:
         with open_readonly(path) as conn:
-            return history.query(conn, since=query.since, user=query.user, slot=query.slot,
-                                 limit=query.limit, newest=query.limit is not None)
+            found = history.query(conn, since=query.since, user=query.user, slot=query.slot,
+                                  limit=query.limit, newest=query.limit is not None)
     except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise SlotmgrError(f"cannot read the history {path}: {exc}") from None
+        if "no such table" not in str(exc):
+            raise SlotmgrError(f"cannot read the history {path}: {exc}") from None
+        found = []
     except sqlite3.DatabaseError as exc:
         raise SlotmgrError(f"cannot read the history {path}: {exc}") from None
+    waiting = [rec for _name, rec in history.spooled(path)]
+    if not waiting:
+        return found
+    runs = {r.run_id for r in found}
+    return _select(found + [r for r in waiting if r.run_id not in runs], query)
+
+
+def records(source: HistorySource | str, query: HistoryQuery) -> list[JobRecord]:
+    """The matching records, oldest first; none if there is no history yet."""
+    if isinstance(source, str):
+        source = HistorySource(source, own_copy=False)
+    if source.own_copy:
+        return _select(history.read_user_copy(source.path), query)
+    if not os.path.exists(source.path):
+        return []
+    return _database_records(source.path, query)
+
+
+def _lookup(source: HistorySource | str, key: str, *, by_run: bool) -> JobRecord | None:
+    if isinstance(source, str):
+        source = HistorySource(source, own_copy=False)
+
+    def wanted(rec: JobRecord) -> bool:
+        return (rec.run_id if by_run else rec.job_id) == key
+
+    if source.own_copy:
+        candidates = [r for r in history.read_user_copy(source.path) if wanted(r)]
+    else:
+        if not os.path.exists(source.path):
+            return None
+        candidates = [r for _name, r in history.spooled(source.path) if wanted(r)]
+        try:
+            with open_readonly(source.path) as conn:
+                found = history.get_run(conn, key) if by_run else history.get(conn, key)
+        except sqlite3.DatabaseError:
+            found = None
+        if found is not None:
+            candidates.append(found)
+    return max(candidates, key=lambda r: r.end_time) if candidates else None
+
+
+def get(source: HistorySource | str, job_id: str) -> JobRecord | None:
+    """The newest run of a job, or None (no such job, or no history yet)."""
+    return _lookup(source, job_id, by_run=False)
+
+
+def get_run(source: HistorySource | str, run_id: str) -> JobRecord | None:
+    """One run's record (the database or its spool), or None."""
+    return _lookup(source, run_id, by_run=True)

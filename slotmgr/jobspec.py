@@ -63,6 +63,8 @@ class JobSpec:
     scope: bool = False
     history_db: str = ""
     user_manager: bool = False  # the job runs under the caller's user manager (--user)
+    # This run's own key in the history: unlike the job id, never reused.
+    run_id: str = field(default_factory=lambda: new_run_id())
     python: str = field(default_factory=lambda: sys.executable)
 
     @property
@@ -78,6 +80,11 @@ def new_job_id() -> str:
     # os.urandom, not secrets: the same bytes, without secrets' import of
     # hmac and hashlib in a process that every job starts.
     return os.urandom(5).hex()
+
+
+def new_run_id() -> str:
+    """128 random bits: no two runs share one, whatever their job ids."""
+    return os.urandom(16).hex()
 
 
 def unit_name_for(job_id: str, *, scope: bool = False) -> str:
@@ -185,6 +192,8 @@ def recorder_argv(spec: JobSpec) -> list[str]:
         RECORDER,
         "--job-id",
         spec.job_id,
+        "--run-id",
+        spec.run_id,
         "--unit",
         spec.unit,
         "--db",

@@ -16,10 +16,13 @@ from typing import Any
 from slotmgr import values
 
 # How a job ended, as systemd's Result= says it, plus "signal" for a job
-# whose exit status says it died of a signal. The comments are the man page's
-# text for each (packaging/gen-manpage.py).
+# whose exit status says it died of a signal, and "cancelled" for a job that
+# was stopped rather than ending by itself (`stopped_by` says what stopped
+# it). The comments are the man page's text for each
+# (packaging/gen-manpage.py).
 RESULTS = (
     "success",  # the job exited with status 0
+    "cancelled",  # the job was stopped: slotmgr stop/kill, a signal to slotmgr run, systemctl stop
     "exit-code",  # the job exited with a non-zero status
     "signal",  # a signal ended the job (exit status 128+N)
     "core-dump",  # a signal ended the job and it dumped core
@@ -61,6 +64,11 @@ class JobRecord:
     ip_egress_bytes: int | None
     systemd_version: str
     hostname: str
+    # Unique to this run of the job: a job id may be reused (a batch system
+    # requeueing a job), a run id never is. Records from before run ids get
+    # "legacy-<job id>" when their database is migrated.
+    run_id: str = ""
+    stopped_by: str | None = None  # "slotmgr stop by uid 0", "systemd stop job", ...
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -107,6 +115,8 @@ SCHEMA: dict[str, Any] = {
         "ip_egress_bytes": _nullable("integer"),
         "systemd_version": {"type": "string"},
         "hostname": {"type": "string"},
+        "run_id": {"type": "string", "minLength": 1},
+        "stopped_by": _nullable("string"),
     },
 }
 
@@ -198,8 +208,10 @@ def summary_lines(rec: JobRecord) -> list[str]:
             f" (user {values.format_usec(rec.cpu_user_usec)}, "
             f"system {values.format_usec(rec.cpu_system_usec)})"
         )
+    stopped = f" ({rec.stopped_by})" if rec.stopped_by else ""
     lines = [
-        f"Job {rec.job_id} ({rec.unit}) finished: {rec.result}, exit status {rec.exit_status}",
+        f"Job {rec.job_id} ({rec.unit}) finished: {rec.result}{stopped}, "
+        f"exit status {rec.exit_status}",
         f"  Wall time:   {values.format_usec(rec.wall_time_usec)}",
         f"  CPU time:    {cpu}",
         f"  Memory peak: {opt(rec.memory_peak_bytes, values.format_bytes)}"

@@ -5,8 +5,9 @@ process has ended and the rest of its processes were killed, but while the
 unit's cgroup still exists. So the record is written whether or not the
 `slotmgr run` that started the job is still alive, and exactly once.
 
-Run as `python3 -I .../slotmgr/recorder.py --job-id ID --unit NAME --db PATH
-[--slot N] [--user-manager]`. -I keeps the job's PYTHON* variables out.
+Run as `python3 -I .../slotmgr/recorder.py --job-id ID --run-id RUN --unit NAME
+--db PATH [--slot N] [--user-manager]`. A unit made before run ids (no
+--run-id) is recorded under its InvocationID. -I keeps the job's PYTHON* variables out.
 The cgroup's counters are read first thing, before this process imports
 anything heavy, and its own CPU time is subtracted, so the recorder does not
 inflate the job's figures (memory.peak includes the recorder's interpreter,
@@ -24,8 +25,9 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from slotmgr import cgroup  # noqa: E402 - stdlib only, cheap
 
-USAGE = "recorder.py --job-id ID --unit NAME --db PATH [--slot N] [--user-manager]"
-_WITH_VALUE = ("--job-id", "--unit", "--db", "--slot")
+USAGE = ("recorder.py --job-id ID [--run-id RUN] --unit NAME --db PATH [--slot N] "
+         "[--user-manager]")
+_WITH_VALUE = ("--job-id", "--run-id", "--unit", "--db", "--slot")
 
 
 def parse_args(argv: list[str]) -> dict[str, str] | None:
@@ -63,6 +65,7 @@ def main(argv: list[str]) -> int:
     try:
         accounting.record_from_stop_post(
             job_id=args["--job-id"],
+            run_id=args.get("--run-id", ""),
             unit=args["--unit"],
             db_path=args["--db"],
             slot=args.get("--slot"),

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-from slotmgr import messages, scope
+from slotmgr import messages, scope, stopnote
 from slotmgr.accounting import build_record, wait_for_record
 from slotmgr.asuser import (
     Identity,
@@ -227,10 +227,10 @@ def _start_and_wait(
         if on_start is not None:
             on_start(spec)
         job_result = manager.wait_for_job(job)
-    except Interrupted:
+    except Interrupted as exc:
         # The unit may be starting: stop it, then wait as usual.
         stop_requested = True
-        stop_quietly(manager, spec.unit)
+        stop_for_signal(manager, spec, exc.signum)
         job_result = "canceled"
     if job_result not in ("done", "canceled"):
         print(
@@ -249,9 +249,9 @@ def _start_and_wait(
                     file=sys.stderr,
                 )
                 stop_requested = True
-                stop_quietly(manager, spec.unit)
+                stop_for_signal(manager, spec, exc.signum)
 
-    rec = wait_for_record(spec.history_db, spec.job_id)
+    rec = wait_for_record(spec.history_db, spec.run_id)
     if rec is None:
         # The recorder could not run (the unit never started, or it failed):
         # report what the caller knows, and say so.
@@ -271,8 +271,17 @@ def _start_and_wait(
             end_time=time.time(),
             systemd_version=manager.features.version_string,
             command=list(spec.command),
+            run_id=spec.run_id,
         )
     return rec
+
+
+def stop_for_signal(manager: Manager, spec: JobSpec, signum: int) -> None:
+    """Stop the job because its launcher got a signal; tell the recorder so."""
+    with contextlib.suppress(SlotmgrError, Interrupted):
+        stopnote.leave_for_unit(manager, spec.unit, stopnote.launcher_signalled(signum),
+                                user_manager=spec.user_manager)
+    stop_quietly(manager, spec.unit)
 
 
 def stop_quietly(manager: Manager, unit: str) -> None:

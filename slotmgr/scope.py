@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from slotmgr import cgroup, history, messages
-from slotmgr.accounting import build_record, counter_value
+from slotmgr import cgroup, history, messages, stopnote
+from slotmgr.accounting import build_record, counter_value, stopped_result
 from slotmgr.bus import Interrupted
 from slotmgr.errors import RemoteError, SlotmgrError
 from slotmgr.jobspec import JobSpec, exec_argv
@@ -64,24 +64,25 @@ def _fork_waiting_child(argv: list[str], *, cwd: str | None) -> tuple[int, socke
 
 def _wait_sampling(
     pid: int, cgroup_path: str | None, manager: Manager, unit: str, counters: dict[str, int]
-) -> int:
-    """Wait for the child, sampling the scope's counters; return its wait status.
-    A signal to slotmgr stops the scope (and so every process in it)."""
+) -> tuple[int, int | None]:
+    """Wait for the child, sampling the scope's counters; return its wait
+    status, and the signal to slotmgr that stopped the scope (and so every
+    process in it), if one did."""
     pidfd = os.pidfd_open(pid)
     watched = [pidfd]
     if manager.conn.interrupt_fd is not None:
         watched.append(manager.conn.interrupt_fd)
-    stopping = False
+    stopped_by: int | None = None
     try:
         while True:
             if cgroup_path:
                 counters.update(cgroup.read_counters(cgroup_path))
             ready, _, _ = select.select(watched, [], [], _SAMPLE_INTERVAL_S)
             if pidfd in ready:
-                return os.waitpid(pid, 0)[1]
-            if manager.conn.interrupt_fd in ready and not stopping:
-                os.read(manager.conn.interrupt_fd, 64)
-                stopping = True
+                return os.waitpid(pid, 0)[1], stopped_by
+            if manager.conn.interrupt_fd in ready and stopped_by is None:
+                got = os.read(manager.conn.interrupt_fd, 64)
+                stopped_by = got[0] if got else 0
                 with contextlib.suppress(SlotmgrError, Interrupted):
                     manager.stop(unit)
     finally:
@@ -123,8 +124,13 @@ def run_in_scope(
         )
     except RemoteError:
         cgroup_path = None
+    try:
+        invocation = stopnote.invocation_id(
+            manager.unit_property(spec.unit, messages.UNIT_IFACE, "InvocationID"))
+    except RemoteError:
+        invocation = ""
     counters: dict[str, int] = {}
-    status = _wait_sampling(pid, cgroup_path, manager, spec.unit, counters)
+    status, signalled = _wait_sampling(pid, cgroup_path, manager, spec.unit, counters)
     end_time = time.time()
     exit_status = os.waitstatus_to_exitcode(status)
     exit_status = 128 - exit_status if exit_status < 0 else exit_status
@@ -145,6 +151,10 @@ def run_in_scope(
     scope_result = str(unit_props.get("Result", "success"))
     if scope_result == "success" and exit_status != 0:
         scope_result = "signal" if exit_status > 128 else "exit-code"
+    note = stopnote.take(invocation, user_manager=spec.user_manager)
+    if signalled is not None:
+        note = stopnote.launcher_signalled(signalled)
+    scope_result, stopped_by = stopped_result(scope_result, exit_status, note, None)
     rec = build_record(
         job_id=spec.job_id,
         unit=spec.unit,
@@ -156,6 +166,8 @@ def run_in_scope(
         end_time=end_time,
         systemd_version=features.version_string,
         command=list(spec.command),
+        run_id=spec.run_id,
+        stopped_by=stopped_by,
     )
     history.store(spec.history_db, rec)
     return rec

@@ -105,11 +105,13 @@ class StopOutcome:
     already_stopped: bool
 
 
-def stop_job(manager: Manager, unit: str, *, grace: float, timeout: float | None = None
-             ) -> StopOutcome:
+def stop_job(manager: Manager, unit: str, *, grace: float, timeout: float | None = None,
+             before_signal: Callable[[], object] | None = None) -> StopOutcome:
     """SIGTERM to every process of the job; after `grace` seconds SIGKILL to
     whatever is left of the job's own processes; then wait until the unit is
-    inactive or gone, its ExecStopPost= recorder included.
+    inactive or gone, its ExecStopPost= recorder included. `before_signal`
+    runs just before the SIGTERM, once the job is known to be still running
+    (it leaves the recorder a note of who stopped it, slotmgr.stopnote).
 
     Not StopUnit: its SIGKILL comes after the unit's TimeoutStopSec=, which is
     fixed when the unit starts, and the same timeout bounds the recorder, so a
@@ -120,6 +122,8 @@ def stop_job(manager: Manager, unit: str, *, grace: float, timeout: float | None
     if processes_gone(state):
         wait_for(manager, unit, is_finished, timeout=timeout)
         return StopOutcome(escalated=False, already_stopped=True)
+    if before_signal is not None:
+        before_signal()
     kill_job(manager, unit, signal.SIGTERM, whom=_term_target(manager, unit))
     escalated = False
     try:

@@ -21,7 +21,7 @@ import pytest
 from slotmgr.jobspec import JobSpec, unit_name_for, unit_properties
 from slotmgr.systemd import Manager
 
-from .accounts import ensure_user, slotmgr_as
+from .accounts import as_user, ensure_user, slotmgr_as
 from .conftest import processes_with_marker, run_cli, start_cli, unit_active, wait_until
 
 WORK = Path("/run/slotmgr-tests")
@@ -262,7 +262,13 @@ def test_history_command_filters_and_non_root_sees_only_their_own(unique):
     table = run_cli("history", "--limit", "2").stdout.splitlines()
     assert [line.split()[0] for line in table[1:]] == [theirs, mine]
 
-    # Alice may read the system history, which she may not write, and sees hers only.
+    # Alice may not open the system history (root's alone: she could lock it),
+    # and sees her own records, from the copy the root recorder keeps for her.
+    denied = subprocess.run(**as_user(alice, [sys.executable, "-c",
+                                              "import sys; open(sys.argv[1], 'rb')",
+                                              "/var/lib/slotmgr/history.db"]),
+                            capture_output=True, text=True)
+    assert denied.returncode != 0 and "PermissionError" in denied.stderr
     out = slotmgr_as(alice, "history", "--json")
     assert out.returncode == 0, out.stderr
     seen = {r["job_id"] for r in json.loads(out.stdout)}

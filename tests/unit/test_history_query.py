@@ -66,14 +66,16 @@ def test_non_root_sees_only_their_own_history():
                                       caller_name="alice", user_mode=True).user == "bob"
 
 
-def record(job_id: str, end: float, user: str = "root", slot: str | None = None) -> JobRecord:
+def record(job_id: str, end: float, user: str = "root", slot: str | None = None,
+           run_id: str | None = None) -> JobRecord:
     return JobRecord(
         job_id=job_id, unit=f"slotmgr-{job_id}.service", slice="slotmgr.slice", slot=slot,
         user=user, uid=0 if user == "root" else 1000, command=["sleep", "1"], start_time=end - 1,
         end_time=end, wall_time_usec=1_000_000, result="success", exit_status=0,
         cpu_usage_usec=1000, cpu_user_usec=600, cpu_system_usec=400, memory_peak_bytes=4096,
         memory_peak_source="cgroup memory.peak", io_read_bytes=0, io_write_bytes=0, tasks_peak=1,
-        ip_ingress_bytes=None, ip_egress_bytes=None, systemd_version="252", hostname="node1")
+        ip_ingress_bytes=None, ip_egress_bytes=None, systemd_version="252", hostname="node1",
+        run_id=run_id or f"run-{job_id}")
 
 
 @pytest.fixture
@@ -111,14 +113,16 @@ def slotmgr_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
                           text=True, env={**os.environ, "PYTHONPATH": REPO, **env}, timeout=60)
 
 
+# SLOTMGR_HISTORY_DB is honoured for --user (and a non-root caller) only, so
+# the command is run with --user here: it reads that database without a bus.
 def test_history_command_table_and_json(db):
     env = {"SLOTMGR_HISTORY_DB": db}
-    out = slotmgr_cli("history", "--limit", "2", env=env)
+    out = slotmgr_cli("--user", "history", "--limit", "2", env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:5] == ["JOB", "USER", "SLOT", "ENDED", "RESULT"]
     assert [line.split()[0] for line in lines[1:]] == ["j4", "j5"]
-    out = slotmgr_cli("history", "--json", "--slot", "1", "--user", "alice", env=env)
+    out = slotmgr_cli("--user", "history", "--json", "--slot", "1", "--user", "alice", env=env)
     records = json.loads(out.stdout)
     assert [r["job_id"] for r in records] == ["j1"]
     assert validate(records[0]) == []
@@ -126,9 +130,9 @@ def test_history_command_table_and_json(db):
 
 def test_history_command_without_a_database(tmp_path):
     env = {"SLOTMGR_HISTORY_DB": str(tmp_path / "none.db")}
-    out = slotmgr_cli("history", env=env)
+    out = slotmgr_cli("--user", "history", env=env)
     assert out.returncode == 0 and "no history yet" in out.stdout
-    assert json.loads(slotmgr_cli("history", "--json", env=env).stdout) == []
+    assert json.loads(slotmgr_cli("--user", "history", "--json", env=env).stdout) == []
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -138,7 +142,8 @@ def test_history_command_without_a_database(tmp_path):
     (["--slot", "x"], "invalid --slot 'x'"),
 ])
 def test_history_command_bad_input(args, message, tmp_path):
-    out = slotmgr_cli("history", *args, env={"SLOTMGR_HISTORY_DB": str(tmp_path / "h.db")})
+    out = slotmgr_cli("--user", "history", *args,
+                      env={"SLOTMGR_HISTORY_DB": str(tmp_path / "h.db")})
     assert out.returncode == ExitCode.USAGE
     assert out.stderr.strip() == out.stderr.strip().splitlines()[0]
     assert message in out.stderr and "Traceback" not in out.stderr

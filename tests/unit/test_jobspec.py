@@ -235,8 +235,9 @@ def test_the_recorder_reads_back_the_arguments_slotmgr_gives_it():
     argv = recorder_argv(s)
     assert argv[2] == RECORDER
     args = recorder.parse_args(argv[3:])
-    assert args == {"--job-id": s.job_id, "--unit": s.unit, "--db": s.history_db,
-                    "--slot": "3", "--user-manager": ""}
+    assert args == {"--job-id": s.job_id, "--run-id": s.run_id, "--unit": s.unit,
+                    "--db": s.history_db, "--slot": "3", "--user-manager": ""}
+    assert len(s.run_id) == 32 and s.run_id != spec(slot="3").run_id  # 128 bits, each run
     assert recorder.parse_args(argv[3:] + ["--bogus"]) is None
     assert recorder.parse_args(["--unit", "u.service", "--db", "x.db"]) is None  # no job id
     assert recorder.parse_args(["--job-id"]) is None  # no value

@@ -34,6 +34,7 @@ def make(**kw):
                 counters=COUNTERS, result="success", exit_status=0, end_time=1_700_000_003.0,
                 systemd_version="252.38-1")
     args.update(kw)
+    args.setdefault("run_id", f"run-{args['job_id']}")
     return build_record(**args)
 
 

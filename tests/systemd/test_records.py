@@ -1,0 +1,271 @@
+"""The records can be trusted on a shared node (issue: trust boundary, findings
+4, 7, 8, 10; issue: a stopped job is recorded as stopped): nobody but root
+can open or lock the history, a held lock loses no record, a reused job id
+is two runs, a corrupt database loses no later record, the job's environment
+does not move where root writes, and every way of stopping a job is recorded
+as a stop."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slotmgr import history
+
+from .accounts import as_user, ensure_user, slotmgr_as
+from .conftest import run_cli, start_cli, unit_active, wait_until
+
+WORK = Path("/run/slotmgr-tests")
+DB = Path(history.SYSTEM_DB)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def work() -> Path:
+    WORK.mkdir(exist_ok=True)
+    return WORK
+
+
+def run_json(*args: str, **kw) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = run_cli("run", "--json", "-", "--quiet", *args, **kw)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert lines, (out.returncode, out.stdout, out.stderr)
+    return out, json.loads(lines[-1])
+
+
+def runs_of(job_id: str) -> list[dict]:
+    out = run_cli("history", "--json")
+    assert out.returncode == 0, out.stderr
+    return [r for r in json.loads(out.stdout) if r["job_id"] == job_id]
+
+
+def journal(unit: str) -> str:
+    return subprocess.run(["journalctl", "--no-pager", "-o", "cat", "-u", unit],
+                          capture_output=True, text=True).stdout
+
+
+NOBODY_TRIES = """
+import fcntl, os, sys
+results = []
+for name in sys.argv[1:]:
+    for flags in (os.O_RDONLY, os.O_RDWR):
+        try:
+            fd = os.open(name, flags | os.O_NONBLOCK)
+        except PermissionError:
+            results.append("denied")
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            results.append(f"LOCKED {name}")
+        except OSError:
+            results.append(f"OPENED {name}")
+print(" ".join(results))
+"""
+
+
+def test_nobody_can_open_or_lock_any_history_file(unique):
+    out, rec = run_json("--job-id", unique, "--", "true")
+    assert out.returncode == 0 and rec["job_id"] == unique
+    # With a connection open, SQLite's -wal and -shm files exist too.
+    with history.open_db(str(DB), create=False) as conn:
+        conn.execute("SELECT count(*) FROM jobs").fetchone()
+        names = [str(DB) + suffix for suffix in ("", "-wal", "-shm", ".lock")]
+        assert all(os.path.exists(n) for n in names), names
+        modes = {n: (os.stat(n).st_uid, oct(os.stat(n).st_mode & 0o777)) for n in names}
+        assert set(modes.values()) == {(0, "0o600")}, modes
+        nobody = pwd.getpwnam("nobody")
+        tried = subprocess.run(**as_user(nobody, [sys.executable, "-c", NOBODY_TRIES, *names]),
+                               capture_output=True, text=True, timeout=60)
+        assert tried.returncode == 0, tried.stderr
+        assert tried.stdout.split() == ["denied"] * (2 * len(names))
+    # flock(1) as nobody, as the issue tried it: refused at once, not holding anyone up.
+    flock = subprocess.run(**as_user(nobody, ["flock", "-x", "-n", str(DB) + ".lock", "true"]),
+                           capture_output=True, text=True, timeout=60)
+    assert flock.returncode != 0 and "Permission denied" in flock.stderr
+
+
+def test_an_old_install_with_0644_files_is_fixed_by_the_next_record(unique):
+    run_json("--job-id", f"{unique}a", "--", "true")
+    for name in (DB, Path(str(DB) + ".lock")):
+        os.chmod(name, 0o644)
+    out, _rec = run_json("--job-id", f"{unique}b", "--", "true")
+    assert out.returncode == 0
+    assert oct(DB.stat().st_mode & 0o777) == "0o600"
+    assert oct(Path(str(DB) + ".lock").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_lock_held_past_the_deadline_loses_no_record(unique):
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, os, sys, time\n"
+                               "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True)\n"
+                               "time.sleep(float(sys.argv[2]))\n",
+                               str(DB) + ".lock", "600"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        began = time.monotonic()
+        out, rec = run_json("--job-id", unique, "--", "sh", "-c", "exit 4")
+        took = time.monotonic() - began
+        # The recorder gave up on the lock at its deadline and spooled the
+        # record; the launcher found it there and reports it as its own.
+        assert out.returncode == 4, out.stderr
+        assert (rec["job_id"], rec["exit_status"]) == (unique, 4)
+        assert history.LOCK_DEADLINE_S <= took < history.LOCK_DEADLINE_S + 60
+        assert holder.poll() is None  # still holding the lock
+        spooled = os.listdir(history.spool_dir(str(DB)))
+        assert f"{rec['run_id']}.json" in spooled
+        assert [r["run_id"] for r in runs_of(unique)] == [rec["run_id"]]
+        # Said in the journal, and on the job's stderr (the launcher's).
+        wait_until(lambda: "was held for more than" in journal(rec["unit"]), what="the journal")
+        assert "was held for more than" in out.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # The next writer moves it into the database.
+    run_json("--job-id", f"{unique}next", "--", "true")
+    assert f"{rec['run_id']}.json" not in os.listdir(history.spool_dir(str(DB)))
+    with sqlite3.connect(f"file:{DB}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT job_id FROM jobs WHERE run_id = ?", (rec["run_id"],))
+        assert rows.fetchall() == [(unique,)]
+
+
+def test_a_reused_job_id_is_two_runs_each_reported_as_its_own(unique):
+    first, rec1 = run_json("--job-id", unique, "--", "sh", "-c", "exit 3")
+    second, rec2 = run_json("--job-id", unique, "--", "sh", "-c", "exit 5")
+    assert (first.returncode, second.returncode) == (3, 5)
+    assert (rec1["exit_status"], rec2["exit_status"]) == (3, 5)
+    assert rec1["run_id"] != rec2["run_id"] and len(rec2["run_id"]) == 32
+    runs = runs_of(unique)
+    assert [(r["run_id"], r["exit_status"]) for r in runs] == \
+        [(rec1["run_id"], 3), (rec2["run_id"], 5)]
+    table = run_cli("history", "--limit", "2").stdout.splitlines()
+    assert [line.split()[0] for line in table[1:]] == [unique, unique]
+
+
+def test_a_corrupt_database_is_moved_aside_and_the_record_kept(unique):
+    run_json("--job-id", f"{unique}before", "--", "true")
+    with open(DB, "r+b") as f:
+        f.write(b"this is not an SQLite database" * 400)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(str(DB) + suffix):
+            os.unlink(str(DB) + suffix)
+    out, rec = run_json("--job-id", unique, "--", "sh", "-c", "exit 6")
+    assert out.returncode == 6, out.stderr
+    assert (rec["job_id"], rec["exit_status"]) == (unique, 6)
+    assert "internal error" not in out.stderr
+    assert glob.glob(f"{DB}.corrupt-*"), os.listdir(DB.parent)
+    wait_until(lambda: "is corrupt: moved it to" in journal(rec["unit"]), what="the journal")
+    assert "is corrupt: moved it to" in out.stderr
+    assert [r["run_id"] for r in runs_of(unique)] == [rec["run_id"]]
+
+
+def test_the_jobs_environment_does_not_move_where_root_writes(unique):
+    elsewhere = WORK / f"{unique}.db"
+    env = dict(os.environ, SLOTMGR_HISTORY_DB=str(elsewhere))
+    job = start_cli("run", "--job-id", unique, "--", "sleep", "600", env=env)
+    unit = f"slotmgr-{unique}.service"
+    try:
+        wait_until(lambda: unit_active(unit), what=unit)
+        shown = subprocess.run(["systemctl", "show", unit, "-p", "ExecStopPost"],
+                               capture_output=True, text=True).stdout
+        assert f"--db {DB} " in shown and str(elsewhere) not in shown
+    finally:
+        job.send_signal(signal.SIGTERM)
+        job.communicate(timeout=120)
+    assert not elsewhere.exists()
+    assert len(runs_of(unique)) == 1
+
+
+# -- a stopped job is recorded as stopped --------------------------------------------
+
+
+def stopped_run(unique: str, stop) -> tuple[int, dict, str]:
+    """Start a job that sleeps, stop it with `stop(unit, launcher)`, return
+    the launcher's exit status, its record and its summary."""
+    unit = f"slotmgr-{unique}.service"
+    launcher = start_cli("run", "--job-id", unique, "--json", "-", "--", "sleep", "600")
+    try:
+        wait_until(lambda: unit_active(unit), what=unit)
+        time.sleep(1)  # the job's init is up
+        stop(unit, launcher)
+    finally:
+        out, err = launcher.communicate(timeout=180)
+    return launcher.returncode, json.loads(out.splitlines()[-1]), err
+
+
+def test_slotmgr_stop_is_recorded_as_cancelled_by_slotmgr_stop(unique):
+    code, rec, err = stopped_run(unique, lambda unit, _l: run_cli("stop", unit))
+    assert code == 143
+    assert (rec["result"], rec["exit_status"], rec["stopped_by"]) == \
+        ("cancelled", 143, "slotmgr stop by uid 0")
+    assert "finished: cancelled (slotmgr stop by uid 0), exit status 143" in err
+    assert runs_of(unique)[0]["stopped_by"] == "slotmgr stop by uid 0"
+
+
+def test_slotmgr_kill_is_recorded_as_cancelled_by_slotmgr_kill(unique):
+    code, rec, _err = stopped_run(unique, lambda unit, _l: run_cli("kill", "-s", "TERM", unit))
+    assert code == 143
+    assert (rec["result"], rec["stopped_by"]) == ("cancelled", "slotmgr kill -s SIGTERM by uid 0")
+
+
+def test_a_signal_to_the_launcher_is_recorded_as_such(unique):
+    code, rec, _err = stopped_run(unique, lambda _u, launcher: launcher.send_signal(signal.SIGINT))
+    assert code == 143  # the stop's SIGTERM
+    assert (rec["result"], rec["stopped_by"]) == ("cancelled", "signal SIGINT to slotmgr run")
+
+
+def test_systemctl_stop_is_recorded_as_a_systemd_stop(unique):
+    def stop(unit, _launcher):
+        subprocess.run(["systemctl", "stop", unit], check=True, timeout=120)
+
+    code, rec, _err = stopped_run(unique, stop)
+    assert code == 143
+    assert rec["result"] == "cancelled"
+    assert rec["stopped_by"].startswith("systemd stop job")
+
+
+def test_a_job_that_exits_143_by_itself_is_not_cancelled(unique):
+    out, rec = run_json("--job-id", unique, "--", "sh", "-c", "exit 143")
+    assert out.returncode == 143
+    assert (rec["result"], rec["exit_status"], rec["stopped_by"]) == ("exit-code", 143, None)
+    # A signal the job catches is not a stop either.
+    unit = f"slotmgr-{unique}c.service"
+    ready = WORK / f"{unique}.ready"
+    launcher = start_cli("run", "--job-id", f"{unique}c", "--json", "-", "--", "sh", "-c",
+                         f"trap 'exit 0' USR1; touch {ready}; while :; do sleep 0.1; done")
+    try:
+        wait_until(lambda: unit_active(unit) and ready.exists(), what=unit)
+        assert run_cli("kill", "-s", "USR1", unit).returncode == 0
+    finally:
+        out_text, _err = launcher.communicate(timeout=120)
+    rec = json.loads(out_text.splitlines()[-1])
+    assert (rec["result"], rec["exit_status"], rec["stopped_by"]) == ("success", 0, None)
+
+
+def test_other_users_never_see_anothers_records(unique):
+    alice, bob = ensure_user("slotalice"), ensure_user("slotbob")
+    out, _rec = run_json("--job-id", unique, "--uid", alice.pw_name, "--", "true")
+    assert out.returncode == 0
+    copy = history.user_copy_path(str(DB), alice.pw_uid)
+    st = os.stat(copy)
+    assert (st.st_uid, st.st_mode & 0o777) == (alice.pw_uid, 0o600)
+    seen_by_bob = slotmgr_as(bob, "history", "--json")
+    assert seen_by_bob.returncode == 0, seen_by_bob.stderr
+    assert unique not in {r["job_id"] for r in json.loads(seen_by_bob.stdout)}
+    cat = subprocess.run(**as_user(bob, ["cat", copy]), capture_output=True, text=True)
+    assert cat.returncode != 0
+    # A finished job's status, for its own user, comes from their copy.
+    status = slotmgr_as(alice, "status", unique)
+    assert status.returncode == 0 and f"Job {unique}" in status.stdout
+    assert slotmgr_as(bob, "status", unique).returncode != 0
