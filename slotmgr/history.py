@@ -127,7 +127,10 @@ def _check_directory(directory: str) -> None:
     st = os.stat(directory)
     if not stat.S_ISDIR(st.st_mode):
         raise SlotmgrError(f"history directory {directory} is not a directory")
-    if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022:
+    # A user's own state directory may be group-writable (RHEL's umask 002
+    # with a private group per user); root's may not.
+    others = 0o022 if os.geteuid() == 0 else 0o002
+    if st.st_uid not in (os.geteuid(), 0) or st.st_mode & others:
         raise SlotmgrError(
             f"history directory {directory} may be written by others (owner uid {st.st_uid}, "
             f"mode {stat.S_IMODE(st.st_mode):04o}): refused",
