@@ -62,7 +62,7 @@ REGENERATE = ".venv/bin/python packaging/gen-manpage.py -o packaging/slotmgr.1"
 # that the code reads no other).
 ENVIRONMENT = [
     ("SLOTMGR_HISTORY_DB", "The history database to write and read instead of the default "
-                           "(see FILES)."),
+                           "(see FILES); ignored as root, except with --user."),
     ("SLOTMGR_SLOTS_CONF", "The slot definitions to read instead of the default (see FILES)."),
     ("XDG_STATE_HOME", "With --user, the history database is $XDG_STATE_HOME/slotmgr/history.db "
                        "(default ~/.local/state)."),
@@ -382,9 +382,18 @@ def files(prog):
     slots_conf = code_constant("slotmgr.slots", "DEFAULT_CONF", CONFIG_FILE)
     node_conf = code_constant("slotmgr.config", "DEFAULT_CONF", "/etc/slotmgr/slotmgr.conf")
     entries = [
-        (history_db, "The history: one record per job of the system manager (SQLite, written "
-                     "as root by each job's ExecStopPost= hook; override with "
-                     "SLOTMGR_HISTORY_DB). Writers take turns on " + history_db + ".lock."),
+        (history_db, "The history: one record per run of a job of the system manager "
+                     "(SQLite, written as root by each job's ExecStopPost= hook), root's alone "
+                     "(0600, as are its -wal, -shm and " + history_db + ".lock, on which "
+                     "writers take turns). A writer that cannot get the lock in 15 s leaves "
+                     "its record in " + history_db + ".spool/ for the next one; a corrupt "
+                     "database is moved to " + history_db + ".corrupt-TIME."),
+        (os.path.join(os.path.dirname(history_db), "users", "UID.jsonl"),
+         "A copy of each record of user UID's jobs, which only that user can read: what "
+         "slotmgr history and status show a user who is not root."),
+        ("/run/slotmgr/stops", "Notes slotmgr stop, slotmgr kill and a signalled slotmgr run "
+                               "leave for the recorder, so that a stopped job is recorded as "
+                               "cancelled with what stopped it (root's alone)."),
         ("~/.local/state/slotmgr/history.db", "The history of --user jobs "
                                               "($XDG_STATE_HOME/slotmgr/history.db)."),
         (slots_conf, "Slot definitions: an INI file with one [slotN] section per slot and "

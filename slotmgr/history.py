@@ -141,12 +141,17 @@ def _check_directory(directory: str) -> None:
 def _make_directory(directory: str) -> None:
     """Make the directory 0755 whatever the umask (the users' own copies are
     below the database's, see append_for_user), then check it."""
-    if not os.path.isdir(directory):
-        old_umask = os.umask(0o022)
-        try:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-        finally:
-            os.umask(old_umask)
+    missing = []
+    here = os.path.abspath(directory)
+    while not os.path.isdir(here):
+        missing.append(here)
+        here = os.path.dirname(here)
+    for name in reversed(missing):
+        # chmod, not os.umask(): the umask is the whole process's, and
+        # threads store too.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o755)
+            os.chmod(name, 0o755)
     _check_directory(directory)
 
 
@@ -194,15 +199,6 @@ def secure_files(path: str) -> None:
             os.close(open_private(path + suffix, create=False))
 
 
-@contextmanager
-def _private_umask() -> Iterator[None]:
-    old_umask = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old_umask)
-
-
 # -- the database -------------------------------------------------------------------
 
 
@@ -248,9 +244,8 @@ def open_db(path: str, *, create: bool = True) -> Iterator[sqlite3.Connection]:
         raise FileNotFoundError(path)
     if os.path.islink(path):
         raise SlotmgrError(f"history file {path} is a symlink: refused")
-    with _private_umask():
-        secure_files(path)
-        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    secure_files(path)  # SQLite gives -wal and -shm the database's mode (0600)
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -351,22 +346,23 @@ def lock_with_deadline(fd: int, deadline_s: float) -> bool:
 def spool(path: str, rec: JobRecord) -> str:
     """Keep a record that could not be stored now, for the next writer."""
     directory = spool_dir(path)
-    with _private_umask():
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(directory, 0o700)
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise SlotmgrError(f"history spool {directory} is not a directory of ours: refused")
-        name = os.path.join(directory, f"{rec.run_id}.json")
-        tmp = f"{name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     _PRIVATE)
-        try:
-            os.write(fd, rec.to_json().encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)  # the umask can only take bits away
+    st = os.lstat(directory)
+    if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid()
+            or stat.S_IMODE(st.st_mode) & 0o077):
+        raise SlotmgrError(f"history spool {directory} is not a private directory of ours: "
+                           "refused")
+    name = os.path.join(directory, f"{rec.run_id}.json")
+    tmp = f"{name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 _PRIVATE)
+    try:
+        os.write(fd, rec.to_json().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name)
     return name
 
 
@@ -422,8 +418,7 @@ def store(
     take the lock. Then, as root, a copy for the job's user (append_for_user),
     without any lock."""
     _make_directory(os.path.dirname(path) or ".")
-    with _private_umask():
-        lock_fd = open_private(path + ".lock")
+    lock_fd = open_private(path + ".lock")
     try:
         if lock_with_deadline(lock_fd, lock_deadline_s):
             try:
