@@ -63,7 +63,8 @@ REGENERATE = ".venv/bin/python packaging/gen-manpage.py -o packaging/slotmgr.1"
 ENVIRONMENT = [
     ("SLOTMGR_HISTORY_DB", "The history database to write and read instead of the default "
                            "(see FILES); ignored as root, except with --user."),
-    ("SLOTMGR_SLOTS_CONF", "The slot definitions to read instead of the default (see FILES)."),
+    ("SLOTMGR_SLOTS_CONF", "For a non-root (--user) caller, the slot definitions to read "
+                           "instead of the default (see FILES); ignored as root."),
     ("XDG_STATE_HOME", "With --user, the history database is $XDG_STATE_HOME/slotmgr/history.db "
                        "(default ~/.local/state)."),
     ("XDG_RUNTIME_DIR", "With --user, where the user manager's socket is "
@@ -398,8 +399,10 @@ def files(prog):
                                               "($XDG_STATE_HOME/slotmgr/history.db)."),
         (slots_conf, "Slot definitions: an INI file with one [slotN] section per slot and "
                      "resource-control keys such as MemoryMax, AllowedCPUs, IOWeight and "
-                     "TasksMax, which apply to the slot's slice (override with "
-                     "SLOTMGR_SLOTS_CONF). Installed fully commented out."),
+                     "TasksMax, which apply to the slot's slice and so bound all its jobs "
+                     "together, and jobs = N, how many jobs it holds at a time (default 1). "
+                     "As root only this file counts, and only while root alone may write it. "
+                     "Installed fully commented out."),
     ]
     if importlib.util.find_spec("slotmgr.config") is not None:
         entries.append((node_conf, "The node's own settings for " + prog + ", owned by root "
