@@ -590,3 +590,44 @@ def test_read_counters_reads_oom_kills(tmp_path, monkeypatch):
     (group / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n")
     monkeypatch.setattr(cgroup, "CGROUP_ROOT", str(tmp_path))
     assert cgroup.read_counters("/slotmgr.slice/slotmgr-a.service")["oom_kill"] == 1
+
+
+class DirManager(FakeManager):
+    """Units are files in a directory shared by several processes."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__({})
+        self.directory = directory
+
+    def unit_property(self, name, interface, prop):
+        return sorted(os.listdir(self.directory))
+
+    def _state(self, name):
+        return ("active", "", "", "/u", 0, "", "/")
+
+
+def test_launchers_racing_for_the_last_places_never_overfill_the_slot(tmp_path, lock_dir):
+    units = tmp_path / "units"
+    units.mkdir()
+    slot = conf("[slot1]\njobs = 3\n").slots[0]
+    go_read, go_write = os.pipe()
+    children = []
+    for i in range(8):
+        pid = os.fork()
+        if pid == 0:  # a launcher: counts, then takes its time to start its unit
+            code = 1
+            try:
+                os.read(go_read, 1)
+                with slots.Admission(slot, user_manager=False).hold(DirManager(units)):
+                    time.sleep(0.05)
+                    (units / f"job{i}.service").touch()
+                code = 0
+            except slots.SlotBusy:
+                code = ExitCode.SLOT_BUSY
+            finally:
+                os._exit(code)
+        children.append(pid)
+    os.write(go_write, b"g" * len(children))
+    codes = sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children)
+    assert codes == [0, 0, 0] + [ExitCode.SLOT_BUSY] * 5
+    assert len(os.listdir(units)) == 3
