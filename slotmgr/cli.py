@@ -352,8 +352,8 @@ def run(
         slot_def = slots.require_slot(slot)
         slots.check_job_fits(slot_def, limits)
         slice_ = slot_def.slice
-        admission = slots.Admission(slot_def, user_manager=obj.user,
-                                    wait_usec=_check_wait(wait_for_slot))
+        admission = slots.Admission.for_job(slot_def, user_manager=obj.user,
+                                            wait_usec=_check_wait(wait_for_slot))
 
     owner = user or pwd.getpwuid(os.geteuid()).pw_name
     outputs: list[str | None] = []

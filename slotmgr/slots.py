@@ -671,14 +671,24 @@ class Admission:
     slot: Slot
     user_manager: bool
     wait_usec: int | None = None  # None: refuse a full slot at once; USEC_INFINITY: no limit
+    # When waiting ends (time.monotonic()): --wait-for-slot counts from the
+    # moment the job was asked for, not from when its unit is ready to start.
+    wait_deadline: float | None = field(default=None, compare=False)
+
+    @classmethod
+    def for_job(cls, slot: Slot, *, user_manager: bool, wait_usec: int | None) -> Admission:
+        deadline = None
+        if wait_usec is not None and wait_usec != values.USEC_INFINITY:
+            deadline = time.monotonic() + wait_usec / 1e6
+        return cls(slot, user_manager, wait_usec, deadline)
 
     @contextlib.contextmanager
     def hold(self, manager: Manager) -> Iterator[None]:
         """Prepare the slot's slice and wait for a place in it; the body starts
         the unit while the place is still held (the lock is released after)."""
         directory = lock_dir(user_manager=self.user_manager)
-        deadline = None
-        if self.wait_usec is not None and self.wait_usec != values.USEC_INFINITY:
+        deadline = self.wait_deadline
+        if deadline is None and self.wait_usec not in (None, values.USEC_INFINITY):
             deadline = time.monotonic() + self.wait_usec / 1e6
         prepared = False
         while True:

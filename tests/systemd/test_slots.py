@@ -347,14 +347,18 @@ def test_wait_for_slot_gives_75_when_its_timeout_passes(unique, slots_conf):
                       env=env)
     try:
         wait_until(lambda: unit_active(first_unit), timeout=60, what=first_unit)
+        # The refused job makes no file: an output of an earlier job stays whole.
+        earlier = WORK / f"{unique}.out"
+        earlier.write_text("an earlier job's output\n")
         begun = time.monotonic()
         out = run_cli("run", "--slot", "8", "--wait-for-slot", "3s", "--job-id", f"{unique}b",
-                      "--", "true", env=env)
+                      "--output", str(earlier), "--", "true", env=env)
         waited = time.monotonic() - begun
         assert out.returncode == SLOT_BUSY, out.stderr
         assert out.stderr == (f"slotmgr: error: slot 8 is full: it holds 1 job at a time, and "
                               f"{first_unit} runs in it; waited 3.000s for a place\n")
         assert waited >= 3
+        assert earlier.read_text() == "an earlier job's output\n"
         assert systemctl_show(f"slotmgr-{unique}b.service", "LoadState")["LoadState"] == \
             "not-found"
         assert unit_active(first_unit)

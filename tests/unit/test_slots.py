@@ -631,3 +631,14 @@ def test_launchers_racing_for_the_last_places_never_overfill_the_slot(tmp_path, 
     codes = sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children)
     assert codes == [0, 0, 0] + [ExitCode.SLOT_BUSY] * 5
     assert len(os.listdir(units)) == 3
+
+
+
+def test_wait_for_slot_counts_from_when_the_job_was_asked_for(lock_dir):
+    manager = FakeManager({"slotmgr-a.service": ("active", 0)})
+    claim = slots.Admission.for_job(conf("[slot1]\n").slots[0], user_manager=False,
+                                    wait_usec=300_000)
+    time.sleep(0.35)  # the launcher's own setup took that long
+    with pytest.raises(slots.SlotBusy, match="waited 300ms for a place"), claim.hold(manager):
+        raise AssertionError("must not start")
+    assert manager.waits == 0
