@@ -20,11 +20,19 @@ from slotmgr import __version__
 from slotmgr.cli_help import SectionedCommand
 from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
 from slotmgr.jobspec import DEFAULT_SLICE, JobSpec, new_job_id, unit_name_for
-from slotmgr.properties import LIMIT_OPTIONS, PropertyError, build_property, parse_assignment
+from slotmgr.properties import (
+    LIMIT_OPTIONS,
+    Given,
+    PropertyError,
+    job_limits,
+    parse_assignment,
+    shown,
+)
+from slotmgr.values import check_text
 
 F = TypeVar("F", bound=Callable[..., Any])
-_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: '$' would let a final newline by
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _print_traceback() -> None:
@@ -96,14 +104,16 @@ def cli(ctx: click.Context, user_mode: bool, debug: bool) -> None:
 
 
 def _limit_options(func: F) -> F:
-    """Add one option per LIMIT_OPTIONS entry: the table drives parsing and help."""
+    """Add one option per LIMIT_OPTIONS entry: the table drives parsing and help.
+    `multiple`, so that an option given twice is refused rather than the last
+    one silently winning."""
     for opt in reversed(LIMIT_OPTIONS):
         metavar = "DEVICE RATE" if opt.nargs == 2 else opt.spec.kind.value
         func = click.option(
             opt.flag,
             opt.dest,
             nargs=opt.nargs,
-            default=None,
+            multiple=True,
             metavar=metavar,
             help=f"{opt.help} [{opt.key}=]",
         )(func)
@@ -113,7 +123,7 @@ def _limit_options(func: F) -> F:
 def _check_job_id(value: str | None) -> str:
     if value is None:
         return new_job_id()
-    if not _JOB_ID.match(value):
+    if not _JOB_ID.fullmatch(value):
         raise UsageError(f"invalid --job-id {value!r}: use 1-64 letters, digits and '_.:-'")
     return value
 
@@ -121,9 +131,13 @@ def _check_job_id(value: str | None) -> str:
 def _check_env(assignments: Sequence[str]) -> tuple[str, ...]:
     for item in assignments:
         name, sep, _ = item.partition("=")
-        if not sep or not _ENV_NAME.match(name):
+        if not sep or not _ENV_NAME.fullmatch(name):
             raise UsageError(f"invalid --setenv {item!r}: use NAME=VALUE with NAME a variable name")
     return tuple(assignments)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _check_user(uid: str | None, gid: str | None) -> tuple[str | None, str | None]:
@@ -131,13 +145,13 @@ def _check_user(uid: str | None, gid: str | None) -> tuple[str | None, str | Non
         raise UsageError("--uid/--gid need slotmgr to run as root")
     if uid is not None:
         try:
-            entry = pwd.getpwuid(int(uid)) if uid.isdigit() else pwd.getpwnam(uid)
+            entry = pwd.getpwuid(int(uid)) if _is_number(uid) else pwd.getpwnam(uid)
         except KeyError:
             raise UsageError(f"invalid --uid {uid!r}: no such user on this node") from None
         uid = entry.pw_name
     if gid is not None:
         try:
-            group = grp.getgrgid(int(gid)) if gid.isdigit() else grp.getgrnam(gid)
+            group = grp.getgrgid(int(gid)) if _is_number(gid) else grp.getgrnam(gid)
         except KeyError:
             raise UsageError(f"invalid --gid {gid!r}: no such group on this node") from None
         gid = group.gr_name
@@ -307,8 +321,20 @@ def run(
         check_unit_name(unit)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if slice_ is not None and not slice_.endswith(".slice"):
-        raise UsageError(f"invalid --slice {slice_!r}: a slice name ends in .slice")
+    if slice_ is not None:
+        if not slice_.endswith(".slice"):
+            raise UsageError(f"invalid --slice {slice_!r}: a slice name ends in .slice")
+        try:
+            check_unit_name(slice_)
+        except ValueError:
+            raise UsageError(
+                f"invalid --slice {slice_!r}: use letters, digits and ':_.-@\\', ending in .slice"
+            ) from None
+    if working_directory is not None:
+        try:
+            check_text(working_directory, what="--working-directory")
+        except ValueError as exc:
+            raise UsageError(f"invalid {exc}") from None
     # As srun and condor_run: the job starts where slotmgr was called.
     try:
         workdir = os.path.abspath(working_directory or os.getcwd())
@@ -317,18 +343,19 @@ def run(
             "the current directory no longer exists", hint="--working-directory DIR"
         ) from None
 
-    limits: list[tuple[str, Any]] = []
+    given: list[Given] = []
     for opt in LIMIT_OPTIONS:
-        raw = limit_values.get(opt.dest)
-        if raw is not None and raw != ():  # click 7.1 gives () for an unset nargs=2 option
-            limits.append((opt.key, tuple(raw) if opt.nargs == 2 else raw))
+        for raw in limit_values.get(opt.dest) or ():
+            value = tuple(raw) if opt.nargs == 2 else raw
+            text = " ".join(value) if isinstance(value, tuple) else value
+            given.append(Given(opt.key, value, f"{opt.flag} {text}"))
     try:
         for text in properties:
-            limits.append(parse_assignment(text))
-        # Check syntax now, before any bus is opened; versions are checked
-        # again against the running systemd.
-        for key, raw in limits:
-            build_property(key, raw, None)
+            key, raw = parse_assignment(text)
+            given.append(Given(key, raw, f"-p {text}"))
+        # Checked now, before any bus is opened; versions are checked again
+        # against the running systemd.
+        limits = job_limits(given)
     except PropertyError as exc:
         raise UsageError(str(exc)) from None
     user, group = _check_user(uid, gid)
@@ -397,8 +424,26 @@ def run(
 
 
 def _report(message: str, code: int) -> None:
-    click.echo(f"slotmgr: error: {message}", err=True)
+    # shown(): a value quoted in the message cannot break it into two lines.
+    click.echo(f"slotmgr: error: {shown(message)}", err=True)
     sys.exit(code)
+
+
+def _check_utf8(args: Sequence[str]) -> None:
+    """Refuse an argument that is not UTF-8 (Python hands its bytes over as
+    surrogate escapes): D-Bus strings must be UTF-8, so it could reach systemd
+    neither as a command, nor a value, nor a name."""
+    for position, arg in enumerate(args, start=1):
+        try:
+            raw = arg.encode("utf-8", "surrogateescape")
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"argument {position} ({raw.decode('utf-8', 'backslashreplace')}) is not valid "
+                f"UTF-8 (byte 0x{raw[exc.start]:02x}): systemd takes only UTF-8 text"
+            ) from None
+        except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+            raise UsageError(f"argument {position} ({shown(arg)}) is not valid UTF-8") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -406,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
     try:
+        _check_utf8(args)
         # standalone_mode=False: click returns --help/--version's status
         # instead of exiting, and lets errors reach the handlers below.
         status = cli.main(args=args, prog_name="slotmgr", standalone_mode=False)

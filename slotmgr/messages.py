@@ -38,7 +38,7 @@ _KILL_WHOM = ("main", "control", "all")
 
 def check_unit_name(name: str) -> str:
     """Return `name` if systemd would accept it as a unit name, else raise."""
-    if len(name.encode()) > 255 or not _UNIT_NAME.match(name):
+    if len(name.encode("utf-8", "replace")) > 255 or not _UNIT_NAME.fullmatch(name):
         raise ValueError(
             f"invalid unit name {name!r}: use letters, digits and ':_.-@\\', "
             "ending in .service, .scope or .slice"

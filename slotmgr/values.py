@@ -9,6 +9,7 @@ so a value means the same to slotmgr as to systemd-run.
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 UINT64_MAX = 2**64 - 1
 UINT32_MAX = 2**32 - 1
@@ -34,7 +35,12 @@ _SIZE_SUFFIXES_1000 = {
     "P": 1000**5,
     "E": 1000**6,
 }
-_NUMBER = r"(\d+(?:\.\d+)?)"
+# ASCII digits only: \d would also take other scripts' digits, which systemd refuses.
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+# Longer numbers are refused before any arithmetic: nothing slotmgr sends needs
+# more digits than a uint64 has, and Python's int() refuses 4300+ digits anyway.
+_MOST_DIGITS = 30
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # parse_sec's units, in microseconds.
 _TIME_UNITS = {
@@ -65,13 +71,21 @@ _TIME_UNITS = {
 }
 
 
+def _exact(number: str, text: str) -> Fraction:
+    """A matched decimal number, exactly (a float would round 2^64-1 up, and
+    turn a long enough number into inf)."""
+    if len(number.partition(".")[0].lstrip("0")) > _MOST_DIGITS:
+        raise ValueError(f"{text!r} is too large")
+    return Fraction(number)
+
+
 def parse_bytes(text: str, *, base: int = 1024) -> int:
     """'512M' -> 536870912; 'infinity' -> UINT64_MAX. K/M/G/T/P/E suffixes."""
     value = text.strip()
     if value == "infinity":
         return UINT64_MAX
     table = _SIZE_SUFFIXES_1024 if base == 1024 else _SIZE_SUFFIXES_1000
-    match = re.fullmatch(_NUMBER + r"\s*([KMGTPE]?B?)", value, flags=re.IGNORECASE)
+    match = re.fullmatch(_NUMBER + r"\s*([KMGTPE]?B?)", value, flags=re.IGNORECASE | re.ASCII)
     if not match:
         raise ValueError(
             f"{text!r} is not a size: use bytes with an optional K, M, G, T suffix "
@@ -80,46 +94,52 @@ def parse_bytes(text: str, *, base: int = 1024) -> int:
     suffix = match.group(2).upper()
     if suffix.endswith("B") and len(suffix) == 2:
         suffix = suffix[0]
-    number = float(match.group(1))
-    result = int(number * table[suffix])
+    result = int(_exact(match.group(1), text) * table[suffix])
     if result > UINT64_MAX:
-        raise ValueError(f"{text!r} is too large")
+        raise ValueError(f"{text!r} is too large: at most 16E (2^64-1 bytes) or 'infinity'")
     return result
 
 
-def parse_percent(text: str) -> float | None:
-    """'50%' -> 0.5; anything else -> None. Allows one decimal place, as
-    systemd's parse_permyriad does (e.g. '12.5%')."""
-    match = re.fullmatch(r"(\d+(?:\.\d{1,2})?)%", text.strip())
+def parse_percent(text: str) -> Fraction | None:
+    """'50%' -> 1/2; anything else -> None. Allows two decimal places, as
+    systemd's parse_permyriad does (e.g. '12.5%', '0.01%')."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]{1,2})?)%", text.strip())
     if not match:
         return None
-    return float(match.group(1)) / 100.0
+    return _exact(match.group(1), text) / 100
 
 
-def percent_to_scale(fraction: float) -> int:
+def percent_to_scale(fraction: Fraction | float) -> int:
     """systemd's *Scale properties: a fraction of UINT32_MAX."""
     return min(UINT32_MAX, round(fraction * UINT32_MAX))
 
 
 def parse_timespan_usec(text: str) -> int:
-    """'90s', '5min', '1h 30min', '2.5h', 'infinity' -> microseconds."""
+    """'90s', '5min', '1h 30min', '2.5h', 'infinity' -> microseconds, below
+    USEC_INFINITY (which only 'infinity' means, as in systemd's parse_sec)."""
     value = text.strip()
     if value == "infinity":
         return USEC_INFINITY
     if not value:
         raise ValueError("empty time span")
-    total = 0.0
+    total = Fraction(0)
     pos = 0
-    pattern = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zμ]*)")
+    pattern = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zμ]*)")
     while pos < len(value):
         match = pattern.match(value, pos)
         if not match or match.end() == pos or match.group(2) not in _TIME_UNITS:
             raise ValueError(
                 f"{text!r} is not a time span: use e.g. 90s, 5min, 1h 30min, 2d or 'infinity'"
             )
-        total += float(match.group(1)) * _TIME_UNITS[match.group(2)]
+        total += _exact(match.group(1), text) * _TIME_UNITS[match.group(2)]
         pos = match.end()
+    if total >= USEC_INFINITY:
+        raise ValueError(f"{text!r} is too long: use at most 584000 years, or 'infinity'")
     return int(total)
+
+
+MAX_CPU = 8191  # systemd's CPU_SET_MAX bits; also bounds CPUQuota=
+MAX_CPU_QUOTA_PERCENT = (MAX_CPU + 1) * 100
 
 
 def parse_cpu_quota(text: str) -> int:
@@ -129,44 +149,68 @@ def parse_cpu_quota(text: str) -> int:
         raise ValueError(
             f"{text!r} is not a CPU quota: use a percentage above 0, e.g. 50% or 200% for two CPUs"
         )
+    if fraction * 100 > MAX_CPU_QUOTA_PERCENT:
+        raise ValueError(f"{text!r} is too large: at most {MAX_CPU_QUOTA_PERCENT}%")
     return int(fraction * 10**6)
+
+
+def parse_integer(text: str, low: int, high: int, *, what: str = "value") -> int:
+    """A decimal integer from `low` to `high` (ASCII digits, an optional sign)."""
+    value = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", value) or not low <= int(value) <= high:
+        raise ValueError(f"{text!r} is not a valid {what}: use an integer from {low} to {high}")
+    return int(value)
 
 
 def parse_weight(text: str, *, name: str = "weight") -> int:
     """CPUWeight= and IOWeight=: an integer 1..10000."""
-    if not re.fullmatch(r"\d+", text.strip()) or not 1 <= int(text) <= 10000:
+    if not re.fullmatch(r"[0-9]{1,30}", text.strip()) or not 1 <= int(text) <= 10000:
         raise ValueError(f"{text!r} is not a valid {name}: use an integer from 1 to 10000")
     return int(text)
 
 
-def parse_cpu_set(text: str, *, cpu_count: int | None = None) -> bytes:
-    """'0-3,6' -> the bitmask systemd takes for AllowedCPUs= (ay)."""
+def parse_cpu_set(text: str, *, cpu_count: int | None = None, what: str = "CPU") -> bytes:
+    """'0-3,6' -> the bitmask systemd takes for AllowedCPUs= (ay), and for
+    AllowedMemoryNodes= (`what` "memory node", `cpu_count` the node count)."""
     cpus: set[int] = set()
     for part in re.split(r"[,\s]+", text.strip()):
         if not part:
             continue
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        match = re.fullmatch(r"([0-9]{1,30})(?:-([0-9]{1,30}))?", part)
         if not match:
-            raise ValueError(f"{text!r} is not a CPU list: use e.g. 0-3,6")
+            raise ValueError(f"{text!r} is not a {what} list: use e.g. 0-3,6")
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
         if last < first:
             raise ValueError(f"CPU range {part!r} runs backwards")
-        if last > 8191:
-            raise ValueError(f"CPU {last} is out of range")
+        if last > MAX_CPU:
+            raise ValueError(f"{what} {last} is out of range: at most {MAX_CPU}")
         cpus.update(range(first, last + 1))
     if not cpus:
-        raise ValueError(f"{text!r} names no CPU: use e.g. 0-3,6")
+        raise ValueError(f"{text!r} names no {what}: use e.g. 0-3,6")
     if cpu_count is not None:
         missing = sorted(c for c in cpus if c >= cpu_count)
         if missing:
             raise ValueError(
-                f"CPU {missing[0]} does not exist: this node has CPUs 0-{cpu_count - 1}"
+                f"{what} {missing[0]} does not exist: this node has {what}s 0-{cpu_count - 1}"
             )
     mask = bytearray((max(cpus) // 8) + 1)
     for cpu in cpus:
         mask[cpu // 8] |= 1 << (cpu % 8)
     return bytes(mask)
+
+
+def check_text(text: str, *, what: str) -> str:
+    """`text` if it can go on the bus as a D-Bus string that systemd keeps as
+    given: valid UTF-8 (no surrogate escapes of undecodable bytes) and no
+    control characters. Else a ValueError naming `what`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {text!r} is not valid UTF-8 text") from None
+    if _CONTROL.search(text):
+        raise ValueError(f"{what} {text!r} holds a control character")
+    return text
 
 
 def cpu_set_to_text(mask: bytes) -> str:
@@ -198,7 +242,7 @@ def parse_signal(text: str) -> int:
     import signal as _signal
 
     value = text.strip().upper()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,30}", value):
         number = int(value)
         if 1 <= number <= 64:
             return number

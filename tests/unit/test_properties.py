@@ -29,7 +29,7 @@ V257 = features_from_version("257.13-1")
     ("IOWeight", "500", [Property("IOWeight", "t", 500)]),
     ("PrivateTmp", "yes", [Property("PrivateTmp", "b", True)]),
     ("ReadOnlyPaths", "/a /b", [Property("ReadOnlyPaths", "as", ["/a", "/b"])]),
-    ("Nice", "-5", [Property("Nice", "i", -5)]),
+    ("Nice", "5", [Property("Nice", "i", 5)]),
     ("IOReadBandwidthMax", ("/", "10M"), [Property("IOReadBandwidthMax", "a(st)",
                                                    [("/", 10_000_000)])]),
 ])
