@@ -91,7 +91,7 @@ CASES = [
     (["run", "-p", "OOMPolicy=kill\x1b[2J", "true"], USAGE, "holds a control character"),
     (["run", "--", b"caf\xe9"], USAGE, "argument 3 (caf\\xe9) is not valid UTF-8 (byte 0xe9)"),
     (["run", "-E", b"NAME=\xff", "--", "true"], USAGE, "argument 3 (NAME=\\xff) is not valid"),
-    (["run", "--unit", "job.service\n", "true"], USAGE, "invalid unit name 'job.service\\n'"),
+    (["run", "--unit", "job.service\n", "true"], USAGE, "invalid unit name 'job.service\\n"),
     (["run", "--", "no-such-command-xyz"], NOT_FOUND, "command not found: 'no-such-command-xyz'"),
     (["run", "--", "/nonexistent/bin/tool"], NOT_FOUND, "command not found"),
     (["run", "--", "/run/slotmgr-tests/plain-file"], NOT_EXECUTABLE, "not executable"),

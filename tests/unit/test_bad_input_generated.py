@@ -280,7 +280,7 @@ def name_cases(rng: random.Random) -> Iterator[Case]:
     unit = rng.choice([
         f"{stem} {rng.randint(0, 9)}.service", f"{stem}/x.service", f"{stem}.timer",
         f"{stem}.service\n", spoil(rng, f"{stem}.service"), f"{'a' * 260}.service",
-        f"{stem}$.service", f"{stem}.service.", f"{rng.choice(UNICODE)}.service", ".service",
+        f"{stem}$.service", f"{stem}.scope", f"{rng.choice(UNICODE)}.service", ".service",
     ])
     yield Case(("run", "--unit", unit, "--", "true"), (shown(unit) if len(unit) < 200 else "aaaa",))
     slice_ = rng.choice([f"{stem}", f"{stem} x.slice", spoil(rng, f"{stem}.slice"),
@@ -293,7 +293,7 @@ def name_cases(rng: random.Random) -> Iterator[Case]:
                       f"{spoil(rng, 'NAME')}=x"])
     yield Case(("run", "-E", env, "--", "true"), ("--setenv", shown(env)))
     # Any other character is a valid path: only control characters are refused.
-    wd = rng.choice(["relative/dir", spoil(rng, "/var/tmp", extra=[]), "", "~/x"])
+    wd = spoil(rng, rng.choice(["/var/tmp", "relative/dir", "/srv/a b"]), extra=[])
     yield Case(("run", "--working-directory", wd, "--", "true"),
                ("--working-directory", shown(wd)))
 

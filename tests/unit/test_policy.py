@@ -154,7 +154,7 @@ def test_an_argument_that_is_not_utf8_is_named_by_position(arg):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--unit", "job.service\n"], "invalid unit name 'job.service\\n'"),
+    (["--unit", "job.service\n"], "invalid unit name 'job.service\\n"),
     (["--job-id", "abc\n"], "invalid --job-id 'abc\\n'"),
     (["-E", "A\n=x"], "invalid --setenv 'A\\n=x'"),
     (["--slice", "a b.slice"], "invalid --slice 'a b.slice'"),
