@@ -51,7 +51,9 @@ status=$?
 [ $status -eq 0 ] || fail "slotmgr run exited with status $status"
 echo "===== after it, on the node"
 leftovers gone
-echo "unit slotmgr-$job_id.service: $(systemctl is-active "slotmgr-$job_id.service" 2>&1)"
+state=$(systemctl is-active "slotmgr-$job_id.service" 2>&1)
+echo "unit slotmgr-$job_id.service: $state"
+case $state in active|activating|deactivating|reloading) fail "the job's unit is still $state";; esac
 echo "===== its record: slotmgr status $job_id"
 slotmgr status "$job_id" || fail "slotmgr status found no record of job $job_id"
 echo "===== slotmgr history"
