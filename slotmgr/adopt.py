@@ -7,9 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from slotmgr import procs
-from slotmgr.control import JobInfo
+from slotmgr.control import JobInfo, job_of_process
 from slotmgr.errors import PermissionDenied, UsageError
-from slotmgr.jobspec import job_id_from_unit
 from slotmgr.systemd import Manager
 
 
@@ -26,8 +25,10 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def check_adoptable(info: procs.ProcessInfo, job: JobInfo) -> bool:
-    """Raise if the process may not join the job; False if it is in it already."""
+def check_adoptable(info: procs.ProcessInfo, job: JobInfo,
+                    in_job: tuple[str, str] | None = None) -> bool:
+    """Raise if the process may not join the job; False if it is in it already.
+    `in_job` is the (unit, job id) of the slotmgr job the process is in."""
     if set(info.uids[:3]) != {job.uid}:
         owners = sorted(set(info.uids[:3]))
         who = " and ".join(f"{_user_name(u)} (uid {u})" for u in owners)
@@ -35,14 +36,15 @@ def check_adoptable(info: procs.ProcessInfo, job: JobInfo) -> bool:
             f"process {info.pid} ({info.comm}) belongs to {who}, job {job.job_id} to "
             f"{job.user} (uid {job.uid}): a job adopts only its own user's processes"
         )
-    other = info.job_unit
+    if in_job is None:
+        return True
+    other, other_id = in_job
     if other == job.unit:
         return False
-    if other is not None:
-        raise PermissionDenied(
-            f"process {info.pid} ({info.comm}) is already in slotmgr job "
-            f"{job_id_from_unit(other)} ({other}): a process belongs to one job only"
-        )
+    raise PermissionDenied(
+        f"process {info.pid} ({info.comm}) is already in slotmgr job "
+        f"{other_id} ({other}): a process belongs to one job only"
+    )
     return True
 
 
@@ -76,7 +78,7 @@ def adopt(manager: Manager, job: JobInfo, pids: Sequence[int]) -> AdoptOutcome:
             except ProcessLookupError:
                 raise UsageError(f"no process {pid}") from None
             pinned.append(pin)
-            if check_adoptable(pin.info, job):
+            if check_adoptable(pin.info, job, job_of_process(manager, pid)):
                 wanted.append(pin)
             else:
                 already.append(pid)

@@ -19,7 +19,8 @@ import click
 from slotmgr import __version__
 from slotmgr.cli_help import SectionedCommand
 from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
-from slotmgr.jobspec import DEFAULT_SLICE, JobSpec, new_job_id, unit_name_for
+from slotmgr.jobspec import DEFAULT_SLICE, JobSpec, new_job_id
+from slotmgr.naming import JOB_ID_RULE, is_job_id, unit_name_for
 from slotmgr.properties import (
     LIMIT_OPTIONS,
     Given,
@@ -31,7 +32,6 @@ from slotmgr.properties import (
 from slotmgr.values import check_text
 
 F = TypeVar("F", bound=Callable[..., Any])
-_JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: '$' would let a final newline by
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -123,8 +123,8 @@ def _limit_options(func: F) -> F:
 def _check_job_id(value: str | None) -> str:
     if value is None:
         return new_job_id()
-    if not _JOB_ID.fullmatch(value):
-        raise UsageError(f"invalid --job-id {value!r}: use 1-64 letters, digits and '_.:-'")
+    if not is_job_id(value):
+        raise UsageError(f"invalid --job-id {value!r}: use {JOB_ID_RULE}")
     return value
 
 

@@ -16,8 +16,8 @@ import click
 from slotmgr import adopt, control, delivery, history_query, slots, stopnote, stopping, views
 from slotmgr.control import Action, Caller
 from slotmgr.errors import PermissionDenied, UsageError
-from slotmgr.jobspec import job_id_from_unit
-from slotmgr.record import summary_lines
+from slotmgr.naming import UNIT_SUFFIXES
+from slotmgr.record import JobRecord
 from slotmgr.stopnote import StopNote
 from slotmgr.systemd import Manager
 from slotmgr.values import parse_signal, parse_timespan_usec
@@ -70,19 +70,25 @@ def list_cmd(obj: Any, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_obj
 def status_cmd(obj: Any, job: str, as_json: bool) -> None:
-    """Show one job in full, with live figures.
+    """Show one job in full.
 
-    JOB is a job id or a unit name. A running job is shown with its limits and
-    processes; a finished one with its record from the history."""
+    JOB is a job id or a unit name. A running job is shown with its live
+    figures, limits and processes; a finished one with its whole record from
+    the history."""
     caller = _caller(obj)
     manager = Manager.connect(user=caller.user_mode)
     try:
         try:
             info = control.job_for(manager, caller, job, Action.STATUS)
+        except control.NotAJob:
+            raise
         except UsageError:
             if not _show_finished(obj, caller, job, as_json):
                 raise
             return
+        if info.active_state not in control.LIVE_STATES and _show_finished(
+                obj, caller, info.job_id, as_json):
+            return  # still loaded, but over: its record says more
         detail = control.job_detail(manager, caller, info)
     finally:
         manager.close()
@@ -92,20 +98,28 @@ def status_cmd(obj: Any, job: str, as_json: bool) -> None:
         _echo_lines(views.status_lines(detail))
 
 
+def _finished_record(source: history_query.HistorySource, job: str) -> JobRecord | None:
+    """The newest record of JOB (a job id, or the unit name a job had)."""
+    if not job.endswith(UNIT_SUFFIXES):
+        return history_query.get(source, job)
+    runs = [r for r in history_query.records(source, history_query.HistoryQuery())
+            if r.unit == job]
+    return runs[-1] if runs else None
+
+
 def _show_finished(obj: Any, caller: Caller, job: str, as_json: bool) -> bool:
-    """A job that is no longer loaded may be in the history: show its record."""
-    job_id = job_id_from_unit(job) if job.endswith((".service", ".scope")) else job
-    rec = history_query.get(
-        history_query.source_for(caller_uid=caller.uid, user_mode=caller.user_mode), job_id)
+    """A job that is no longer running may be in the history: show its record."""
+    rec = _finished_record(
+        history_query.source_for(caller_uid=caller.uid, user_mode=caller.user_mode), job)
     if rec is None:
         return False
     if not caller.controls_everything and rec.uid != caller.uid:
         raise PermissionDenied(
-            f"job {job_id} belongs to {rec.user}: you may status only your own jobs")
+            f"job {rec.job_id} belongs to {rec.user}: you may status only your own jobs")
     if as_json:
         click.echo(views.dumps({**asdict(rec), "state": "finished"}))
     else:
-        _echo_lines(summary_lines(rec))
+        _echo_lines(views.record_lines(rec))
     return True
 
 

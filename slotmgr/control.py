@@ -2,9 +2,11 @@
 may act on them (stop: slotmgr.stopping, kill: slotmgr.delivery, adopt:
 slotmgr.adopt).
 
-Every job is a unit `slotmgr-<id>.service` (or `.scope`), so the jobs are what
-systemd lists under those names, and their live figures are the units'
-properties. Who may do what is decided here, before systemd is asked:
+A job is a unit slotmgr made, whatever its name (`--unit`): one with
+slotmgr's marker (slotmgr.naming). Jobs are found among the loaded units whose
+Description says so, and each is then checked for its marker, which a job
+cannot set itself; their live figures are the units' properties. Who may do
+what is decided here, before systemd is asked:
 
 - root, and anyone talking to their own user manager (`slotmgr --user`), may
   act on every job that manager has (systemd itself checks ownership there);
@@ -20,7 +22,6 @@ import contextlib
 import enum
 import os
 import pwd
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -28,14 +29,22 @@ from typing import Any
 
 from slotmgr import messages, procs
 from slotmgr.errors import PermissionDenied, RemoteError, UsageError
-from slotmgr.jobspec import UNIT_PREFIX, command_of_unit, job_id_from_unit
+from slotmgr.jobspec import command_from_exec_argv, command_of_unit
+from slotmgr.naming import (
+    DESCRIPTION_PREFIX,
+    JOB_ID_RULE,
+    UNIT_SUFFIXES,
+    is_job_id,
+    job_id_of_description,
+    job_id_of_unit,
+    unit_name_for,
+)
 from slotmgr.slots import slot_of_slice
 from slotmgr.systemd import Manager
 from slotmgr.values import UINT64_MAX, cpu_set_to_text
 
-JOB_PATTERNS = (f"{UNIT_PREFIX}*.service", f"{UNIT_PREFIX}*.scope")
+UNIT_PATTERNS = tuple(f"*{suffix}" for suffix in UNIT_SUFFIXES)
 LIVE_STATES = ("active", "activating", "deactivating", "reloading")
-_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class Action(enum.Enum):
@@ -80,6 +89,7 @@ class JobInfo:
     tasks_current: int | None
     main_pid: int | None
     control_group: str
+    command: list[str] = field(default_factory=list)  # the job's own, wrappers removed
 
     @property
     def state(self) -> str:
@@ -126,32 +136,87 @@ class JobDetail:
 # -- finding jobs ---------------------------------------------------------------
 
 
-def candidate_units(job: str) -> list[str]:
-    """The unit names a JOB argument may mean: a unit name as given, or a job id's
-    service, then its scope."""
-    if job.endswith((".service", ".scope")):
+class NotAJob(UsageError):
+    """A unit without slotmgr's marker: slotmgr did not make it."""
+
+
+def check_job_argument(job: str) -> None:
+    """A JOB argument is a unit name or a job id; refuse anything else (exit 64)."""
+    if job.endswith(UNIT_SUFFIXES):
         try:
             messages.check_unit_name(job)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if not job.startswith(UNIT_PREFIX):
-            raise UsageError(f"{job!r} is not a slotmgr job: job units are named "
-                             f"{UNIT_PREFIX}<id>.service or .scope")
-        return [job]
-    if not _JOB_ID.match(job):
-        raise UsageError(f"invalid job {job!r}: give a job id (letters, digits, '_.:-') "
-                         "or a unit name")
-    return [f"{UNIT_PREFIX}{job}.service", f"{UNIT_PREFIX}{job}.scope"]
+    elif not is_job_id(job):
+        raise UsageError(f"invalid job {job!r}: give a job id ({JOB_ID_RULE}) or a unit name")
 
 
-def find_job(manager: Manager, job: str) -> str:
-    """The loaded unit of JOB, or a one-line error (exit 64)."""
-    candidates = candidate_units(job)
-    for unit in candidates:
-        if manager.unit_path(unit) is not None:
-            return unit
-    raise UsageError(f"no such job {job!r}: no unit {' or '.join(candidates)} is loaded "
+def _loaded(manager: Manager, unit: str) -> dict[str, Any] | None:
+    """A loaded unit's properties; None if it is not loaded (or went meanwhile)."""
+    if manager.unit_path(unit) is None:
+        return None
+    try:
+        return manager.unit_properties(unit)
+    except RemoteError:
+        return None
+
+
+def marked_job_id(unit: str, props: Mapping[str, Any]) -> str:
+    """The unit's job id from its marker; NotAJob if it has none."""
+    job_id = job_id_of_unit(unit, props)
+    if job_id is None:
+        raise NotAJob(f"{unit!r} is not a slotmgr job: slotmgr did not make it "
+                      "(see slotmgr list)")
+    return job_id
+
+
+def job_units(manager: Manager, *, job_id: str | None = None, live_only: bool = False
+              ) -> list[str]:
+    """Loaded units that say they are slotmgr jobs (of `job_id`, if given), by
+    their Description in one ListUnitsByPatterns call: candidates, whose
+    marker the caller still checks."""
+    found = []
+    for row in manager.list_units(UNIT_PATTERNS, LIVE_STATES if live_only else ()):
+        name, description = str(row[0]), str(row[1])
+        if not description.startswith(DESCRIPTION_PREFIX):
+            continue
+        if job_id is None or job_id_of_description(description) == job_id:
+            found.append(name)
+    return found
+
+
+def find_job(manager: Manager, job: str) -> tuple[str, dict[str, Any]]:
+    """The loaded unit of JOB (a job id or a unit name) and its properties, or a
+    one-line error (exit 64): no such job, or a unit slotmgr did not make."""
+    check_job_argument(job)
+    if job.endswith(UNIT_SUFFIXES):
+        props = _loaded(manager, job)
+        if props is None:
+            raise UsageError(f"no such job {job!r}: no unit {job} is loaded "
+                             "(see slotmgr list; finished jobs: slotmgr history)")
+        marked_job_id(job, props)
+        return job, props
+    # The default names first (one call each), then units named with --unit.
+    defaults = [unit_name_for(job), unit_name_for(job, scope=True)]
+    for candidates in (defaults, None):
+        for unit in job_units(manager, job_id=job) if candidates is None else candidates:
+            props = _loaded(manager, unit)
+            if props is not None and job_id_of_unit(unit, props) == job:
+                return unit, props
+    raise UsageError(f"no such job {job!r}: no loaded unit is slotmgr job {job} "
                      "(see slotmgr list; finished jobs: slotmgr history)")
+
+
+def job_of_process(manager: Manager, pid: int) -> tuple[str, str] | None:
+    """(unit, job id) of the slotmgr job process `pid` is in, as systemd says
+    (GetUnitByPID: a process in a user manager's unit is in that user's
+    user@UID.service, no job); None if it is in none."""
+    found = manager.unit_of_pid(pid)
+    if found is None:
+        return None
+    unit, props = found
+    job_id = job_id_of_unit(unit, props)
+    return None if job_id is None else (unit, job_id)
 
 
 def _counter(value: Any) -> int | None:
@@ -182,14 +247,16 @@ def user_of(user_prop: str, default_uid: int) -> tuple[str, int]:
 
 def job_info(unit: str, props: Mapping[str, Any], *, owner_uid: int, now: float) -> JobInfo:
     """Pure: a unit's properties (GetAll) -> JobInfo. `owner_uid` is whose
-    the job is when the unit names no User= (a scope, or root's service)."""
+    the job is when the unit names no User= (a scope, or root's service).
+    NotAJob if the unit has no slotmgr marker."""
+    job_id = marked_job_id(unit, props)
     user, uid = user_of(str(props.get("User") or ""), owner_uid)
     started = _counter(props.get("InactiveExitTimestamp")) or None
     nsec = _counter(props.get("CPUUsageNSec"))
     slice_ = str(props.get("Slice", ""))
     main_pid = _counter(props.get("MainPID")) or None
     return JobInfo(
-        job_id=job_id_from_unit(unit),
+        job_id=job_id,
         unit=unit,
         slice=slice_,
         slot=slot_of_slice(slice_),
@@ -205,7 +272,21 @@ def job_info(unit: str, props: Mapping[str, Any], *, owner_uid: int, now: float)
         tasks_current=_counter(props.get("TasksCurrent")),
         main_pid=main_pid,
         control_group=str(props.get("ControlGroup", "")),
+        command=command_of_unit(props) if unit.endswith(".service") else _scope_command(props),
     )
+
+
+def _scope_command(props: Mapping[str, Any]) -> list[str]:
+    """A scope has no ExecStart=: its command is that of its first process (the
+    shim's, wrappers removed), else the one its Description gives, as text."""
+    group = str(props.get("ControlGroup", ""))
+    pids = sorted(procs.cgroup_pids(procs.CGROUP_ROOT + group)) if group else []
+    if pids:
+        argv = command_from_exec_argv(procs.cmdline_args(pids[0]))
+        if argv:
+            return argv
+    description = str(props.get("Description", ""))
+    return [description.partition(": ")[2]] if ": " in description else []
 
 
 def _owner_uid(manager_uid: int, unit: str, props: Mapping[str, Any]) -> int:
@@ -224,8 +305,10 @@ def manager_uid(caller: Caller) -> int:
     return caller.uid if caller.user_mode else 0
 
 
-def read_job(manager: Manager, unit: str, caller: Caller, *, now: float | None = None) -> JobInfo:
-    props = manager.unit_properties(unit)
+def read_job(manager: Manager, unit: str, caller: Caller, *, now: float | None = None,
+             props: Mapping[str, Any] | None = None) -> JobInfo:
+    if props is None:
+        props = manager.unit_properties(unit)
     owner = _owner_uid(manager_uid(caller), unit, props)
     return job_info(unit, props, owner_uid=owner, now=time.time() if now is None else now)
 
@@ -235,15 +318,12 @@ def list_jobs(manager: Manager, caller: Caller) -> list[JobInfo]:
     sees only their own."""
     now = time.time()
     jobs: list[JobInfo] = []
-    for row in manager.list_units(JOB_PATTERNS):
-        name, active = str(row[0]), str(row[3])
-        if active not in LIVE_STATES:
-            continue
+    for name in job_units(manager, live_only=True):
         try:
             info = read_job(manager, name, caller, now=now)
-        except RemoteError:
-            continue  # gone between the list and the read
-        if visible(caller, info):
+        except (RemoteError, NotAJob):
+            continue  # gone between the list and the read, or not slotmgr's
+        if info.active_state in LIVE_STATES and visible(caller, info):
             jobs.append(info)
     jobs.sort(key=lambda j: (j.start_time or 0.0, j.unit))
     return jobs
@@ -274,7 +354,8 @@ def check_permission(caller: Caller, job: JobInfo, action: Action) -> None:
 
 def job_for(manager: Manager, caller: Caller, job: str, action: Action) -> JobInfo:
     """Find JOB and check that `caller` may do `action` to it."""
-    info = read_job(manager, find_job(manager, job), caller)
+    unit, props = find_job(manager, job)
+    info = read_job(manager, unit, caller, props=props)
     check_permission(caller, info, action)
     return info
 

@@ -17,6 +17,12 @@ the other processes get it while the job is frozen, and the main process
 right after the thaw. SIGKILL on systemd >= 257 needs none of this:
 KillUnit writes cgroup.kill, which the kernel applies to the whole cgroup
 at once.
+
+And a signal the PID-namespace init forwards (slotmgr.pidshim) does not go
+to the init itself, nor on systemd < 257 to the shim outside the namespace:
+each would pass it on to the job's command, which then had it two or three
+times (KillUnit signals every process of the cgroup). So slotmgr signals
+the job's processes itself, each exactly once, and leaves the shims out.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from slotmgr import messages, procs
 from slotmgr.errors import BusTimeout, RemoteError, SlotmgrError
+from slotmgr.jobspec import PIDSHIM
+from slotmgr.pidshim import FORWARDED
 from slotmgr.systemd import Manager
 
 UnitState = tuple[str, str]  # (ActiveState, SubState)
@@ -87,13 +96,57 @@ def _fatal_to(pid: int, signum: int) -> bool:
         return False  # gone already: systemd has seen it go
 
 
-def signal_all_but(group: str, exclude: int, signum: int) -> int:
-    """Signal every process in cgroup `group` (and below) but `exclude`; return
-    how many. Each PID is pinned with a pidfd and checked to be in the cgroup
-    before it is signalled, so a PID reused by another process is left alone."""
+def is_shim(argv: Sequence[str]) -> bool:
+    """Is this command line slotmgr's PID-namespace shim (jobspec.shim_argv)?"""
+    return len(argv) >= 4 and list(argv[1:3]) == ["-I", "-S"] and argv[3] == PIDSHIM
+
+
+def shims_of(table: Mapping[int, tuple[int, list[str]]], main_pid: int) -> set[int]:
+    """Pure: the shim processes of a job, from its processes (pid -> (parent
+    pid, argv)). Only the top of the job counts: its main process, or for a
+    scope a process whose parent is outside the job, when it is the shim;
+    then a shim child of a shim (the init of systemd < 257's shim)."""
+    tops = [pid for pid, (ppid, _argv) in table.items() if pid == main_pid or ppid not in table]
+    shims = {pid for pid in tops if is_shim(table[pid][1])}
+    added = shims
+    while added:
+        added = {pid for pid, (ppid, argv) in table.items()
+                 if ppid in added and pid not in shims and is_shim(argv)}
+        shims |= added
+    return shims
+
+
+def not_to_signal(table: Mapping[int, tuple[int, list[str]]], main_pid: int) -> set[int]:
+    """Pure: the shims that must not get a signal they would forward. While the
+    job's command is not yet forked (only shims in the job), the innermost
+    shim does get it, and forwards it to the command once there is one."""
+    shims = shims_of(table, main_pid)
+    if shims and set(table) <= shims:
+        parents = {table[pid][0] for pid in shims}
+        return {pid for pid in shims if pid in parents}
+    return shims
+
+
+def _job_table(group: str) -> dict[int, tuple[int, list[str]]]:
+    """pid -> (parent pid, argv) of the job's processes, read from /proc. Meant
+    for a frozen job, whose processes can neither fork nor exit meanwhile."""
+    table: dict[int, tuple[int, list[str]]] = {}
+    for pid in procs.cgroup_pids(procs.CGROUP_ROOT + group):
+        try:
+            table[pid] = (procs.parent_pid(pid), procs.cmdline_args(pid))
+        except (ProcessLookupError, OSError, ValueError):
+            continue
+    return table
+
+
+def signal_all_but(group: str, exclude: Collection[int], signum: int) -> int:
+    """Signal every process in cgroup `group` (and below) but those in
+    `exclude`; return how many. Each PID is pinned with a pidfd and checked to
+    be in the cgroup before it is signalled, so a PID reused by another process
+    is left alone."""
     sent = 0
     for pid in procs.cgroup_pids(procs.CGROUP_ROOT + group):
-        if pid == exclude:
+        if pid in exclude:
             continue
         try:
             fd = os.pidfd_open(pid)
@@ -110,6 +163,17 @@ def signal_all_but(group: str, exclude: int, signum: int) -> int:
         finally:
             os.close(fd)
     return sent
+
+
+def _deliver(manager: Manager, unit: str, group: str, signum: int) -> int:
+    """Signal the job's processes once each: not the shims when they would
+    forward it, and not yet the main process when it would end it. Returns
+    the main process's PID if it is still to be signalled, else 0."""
+    main = _main_pid(manager, unit)
+    skip = not_to_signal(_job_table(group), main) if signum in FORWARDED else set()
+    later = main if main and main not in skip and _fatal_to(main, signum) else 0
+    signal_all_but(group, skip | {later}, signum)
+    return later
 
 
 def kill_job(
@@ -140,28 +204,24 @@ def kill_job(
     group = _control_group(manager, unit)
     try:
         manager.freeze(unit)
+        how = "while frozen"
     except RemoteError as exc:
         # Not active (starting, stopping) or no freezer: send it as it is.
         if only_if is not None and state is not None and not only_if(state()):
             return KillOutcome(how="", sent=False)
-        manager.kill(unit, signum, whom="all")
-        return KillOutcome(how=f"unfrozen: {exc.text}")
-    main_later = 0
-    try:
-        if only_if is not None and state is not None and not only_if(state()):
-            return KillOutcome(how="", sent=False)
-        main = _main_pid(manager, unit)
-        if main and _fatal_to(main, signum):
-            signal_all_but(group, main, signum)
-            main_later = main
-        else:
-            manager.kill(unit, signum, whom="all")
-    finally:
-        thaw_job(manager, unit, group)
+        how = f"unfrozen: {exc.text}"
+        main_later = _deliver(manager, unit, group, signum)
+    else:
+        try:
+            if only_if is not None and state is not None and not only_if(state()):
+                return KillOutcome(how="", sent=False)
+            main_later = _deliver(manager, unit, group, signum)
+        finally:
+            thaw_job(manager, unit, group)
     if main_later:
         with contextlib.suppress(RemoteError):  # it may have ended by itself meanwhile
             manager.kill(unit, signum, whom="main")
-    return KillOutcome(how="while frozen")
+    return KillOutcome(how=how)
 
 
 def thaw_job(manager: Manager, unit: str, group: str) -> None:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slotmgr.features import Features
+from slotmgr.naming import description_for, marker_field
+from slotmgr.naming import unit_name_for as unit_name_for  # where callers have found it
 from slotmgr.properties import build_property
 from slotmgr.wire import Property
 
 DEFAULT_SLICE = "slotmgr.slice"
-UNIT_PREFIX = "slotmgr-"
 ROOT = "root"
 # systemd's unit types: a --unit NAME ending in one of these keeps it (and must
 # be the job's own type); any other name gets the job's type added, as systemd-run does.
@@ -72,7 +73,7 @@ class JobSpec:
         text = shlex.join(self.command)
         if len(text) > 200:
             text = text[:197] + "..."
-        return f"slotmgr job {self.job_id}: {text}"
+        return description_for(self.job_id, text)
 
 
 def new_job_id() -> str:
@@ -85,16 +86,6 @@ def new_job_id() -> str:
 def new_run_id() -> str:
     """128 random bits: no two runs share one, whatever their job ids."""
     return os.urandom(16).hex()
-
-
-def unit_name_for(job_id: str, *, scope: bool = False) -> str:
-    return f"{UNIT_PREFIX}{job_id}.{'scope' if scope else 'service'}"
-
-
-def job_id_from_unit(unit: str) -> str:
-    """slotmgr-ab12.service -> ab12; any other unit name -> the name's stem."""
-    stem = unit.rsplit(".", 1)[0]
-    return stem[len(UNIT_PREFIX) :] if stem.startswith(UNIT_PREFIX) else stem
 
 
 def shim_argv(spec: JobSpec, features: Features) -> list[str]:
@@ -280,6 +271,8 @@ def unit_properties(
         return props
 
     props.append(Property("Type", "s", "exec"))
+    # The job's marker (slotmgr.naming); a scope's is its Description.
+    props.append(Property("LogExtraFields", "aay", [marker_field(spec.job_id)]))
     props += exec_properties(spec, features)
     if spec.private_tmp:
         props.append(Property("PrivateTmp", "b", True))

@@ -12,13 +12,11 @@ time is read again and compared.
 from __future__ import annotations
 
 import os
-import re
 import signal
 from dataclasses import dataclass
 
 PROC = "/proc"
 CGROUP_ROOT = "/sys/fs/cgroup"
-_JOB_UNIT = re.compile(r"^slotmgr-.+\.(service|scope)$")
 
 
 @dataclass(frozen=True)
@@ -33,20 +31,6 @@ class ProcessInfo:
     def uid(self) -> int:
         return self.uids[0]
 
-    @property
-    def job_unit(self) -> str | None:
-        """The slotmgr job unit this process is in, if any."""
-        return job_unit_of_cgroup(self.cgroup)
-
-
-def job_unit_of_cgroup(cgroup: str) -> str | None:
-    """'/slotmgr.slice/slotmgr-ab.service/x' -> 'slotmgr-ab.service'; works
-    for a user manager's deeper paths too; slot slices are not jobs."""
-    for part in cgroup.split("/"):
-        if _JOB_UNIT.match(part):
-            return part
-    return None
-
 
 def parse_stat(text: str) -> tuple[str, int]:
     """(comm, start time) from /proc/PID/stat. The name may hold spaces and
@@ -56,6 +40,15 @@ def parse_stat(text: str) -> tuple[str, int]:
     fields = tail.split()
     # fields[0] is field 3 (state): starttime, field 22, is fields[19].
     return comm, int(fields[19])
+
+
+def parse_ppid(text: str) -> int:
+    """The parent PID from /proc/PID/stat (field 4, counted from the last ')')."""
+    return int(text.rpartition(")")[2].split()[1])
+
+
+def parent_pid(pid: int, *, proc: str = PROC) -> int:
+    return parse_ppid(_read(pid, "stat", proc))
 
 
 def parse_status_uids(text: str) -> tuple[int, int, int, int]:
@@ -174,10 +167,18 @@ def cgroup_pids(cgroup_dir: str) -> list[int]:
     return pids
 
 
-def cmdline(pid: int, *, proc: str = PROC) -> str:
+def cmdline_args(pid: int, *, proc: str = PROC) -> list[str]:
+    """A process's argv; empty if it is gone or has none (a kernel thread, a zombie)."""
     try:
         with open(f"{proc}/{pid}/cmdline", "rb") as f:
             raw = f.read()
     except OSError:
-        return ""
-    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+        return []
+    parts = raw.split(b"\0")
+    if parts[-1] == b"":
+        parts.pop()  # the terminating NUL
+    return [part.decode(errors="replace") for part in parts]
+
+
+def cmdline(pid: int, *, proc: str = PROC) -> str:
+    return " ".join(arg for arg in cmdline_args(pid, proc=proc) if arg)

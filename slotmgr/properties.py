@@ -165,7 +165,12 @@ UNIT_PROPERTIES: dict[str, PropertySpec] = _specs(
         why="it would put the job's user in other groups (root, disk, shadow...); group "
         "membership is set in the node's group database",
     ),
-    _slotmgr("Description", Kind.STRING, "it names the job's id and command"),
+    # The marker that makes a unit a job (slotmgr.naming): a job must not choose
+    # its own, nor another job's.
+    _slotmgr("Description", Kind.STRING, "it names the job's id and command, and marks a "
+             "scope as slotmgr's job"),
+    _slotmgr("LogExtraFields", Kind.STRING_LIST, "it marks a service as slotmgr's job "
+             "(SLOTMGR_JOB=<id>)"),
     PropertySpec(
         "CoredumpReceive",
         Kind.BOOL,

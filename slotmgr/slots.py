@@ -47,6 +47,7 @@ from slotmgr.bus import Interrupted
 from slotmgr.errors import ExitCode, PermissionDenied, RemoteError, SlotmgrError, UsageError
 from slotmgr.features import Features
 from slotmgr.messages import SLICE_IFACE, UNIT_IFACE
+from slotmgr.naming import UNIT_SUFFIXES
 from slotmgr.properties import PropertyError, build_property
 from slotmgr.systemd import UNIT_EXISTS, Manager
 from slotmgr.wire import Property
@@ -650,7 +651,7 @@ def slot_jobs(manager: Manager, slot: Slot) -> list[str]:
         members = manager.unit_property(slot.slice, UNIT_IFACE, "SliceOf")
     except RemoteError:
         return []
-    names = sorted(str(n) for n in members if str(n).endswith((".service", ".scope")))
+    names = sorted(str(n) for n in members if str(n).endswith(UNIT_SUFFIXES))
     if not names:
         return []
     (units,) = manager.conn.call(messages.list_units_by_names(names))

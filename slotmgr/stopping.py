@@ -87,18 +87,6 @@ def wait_for(
     return state
 
 
-def _term_target(manager: Manager, unit: str) -> str:
-    """Whom stop's SIGTERM goes to: as `systemctl stop` would send it. With
-    KillMode=mixed (a job whose PID-namespace init stays outside the namespace)
-    only the main process gets it, and forwards it to the job once; the rest
-    of the job is killed when the main process is gone."""
-    try:
-        mode = manager.unit_property(unit, messages.SERVICE_IFACE, "KillMode")
-    except RemoteError:
-        return "all"  # a scope: its processes are all the job's own
-    return "main" if mode == "mixed" else "all"
-
-
 @dataclass(frozen=True)
 class StopOutcome:
     escalated: bool  # SIGKILL was needed after the grace period
@@ -124,7 +112,9 @@ def stop_job(manager: Manager, unit: str, *, grace: float, timeout: float | None
         return StopOutcome(escalated=False, already_stopped=True)
     if before_signal is not None:
         before_signal()
-    kill_job(manager, unit, signal.SIGTERM, whom=_term_target(manager, unit))
+    # To every process of the job, once each (kill_job leaves out the shims
+    # that would forward it again), on every systemd alike.
+    kill_job(manager, unit, signal.SIGTERM)
     escalated = False
     try:
         wait_for(manager, unit, processes_gone, timeout=grace)

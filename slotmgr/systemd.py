@@ -16,6 +16,8 @@ from slotmgr.wire import Property
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
+NO_UNIT_FOR_PID = "org.freedesktop.systemd1.NoUnitForPID"
+_GONE = (NO_UNIT_FOR_PID, NO_SUCH_UNIT, "org.freedesktop.DBus.Error.UnknownObject")
 
 
 class Manager:
@@ -96,6 +98,19 @@ class Manager:
             messages.get_property(messages.unit_object_path(name), interface, prop)
         )
         return variant[1]
+
+    def unit_of_pid(self, pid: int) -> tuple[str, dict[str, Any]] | None:
+        """The name and properties of the unit process `pid` is in (GetUnitByPID);
+        None if it is in none, or is gone."""
+        try:
+            (path,) = self.conn.call(messages.get_unit_by_pid(pid))
+            (props,) = self.conn.call(messages.get_all_properties(str(path)))
+        except RemoteError as exc:
+            if exc.name in _GONE:
+                return None
+            raise
+        values = {key: value for key, (_sig, value) in props.items()}
+        return str(values.get("Id", "")), values
 
     def unit_path(self, name: str) -> str | None:
         """The unit's object path if it is loaded, else None (GetUnit, which,

@@ -3,6 +3,7 @@ so the layout is unit-tested without a bus."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import time
@@ -49,17 +50,52 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
 
 
-def jobs_table(jobs: Sequence[JobInfo]) -> list[str]:
+TABLE_WIDTH = 100  # `slotmgr list` fits this many columns: the command is cut to fit
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 3)] + "..."
+
+
+def _started(epoch: float | None, now: float) -> str:
+    """Time of day for a job started today, else the date too."""
+    if epoch is None:
+        return NONE
+    then = time.localtime(epoch)
+    if time.strftime("%Y-%m-%d", then) == time.strftime("%Y-%m-%d", time.localtime(now)):
+        return time.strftime("%H:%M:%S", then)
+    return time.strftime("%m-%d %H:%M", then)
+
+
+def short_state(job: JobInfo) -> str:
+    if job.freezer_state not in ("", "running"):
+        return job.freezer_state  # frozen, freezing, thawing
+    if job.active_state == "active":
+        return job.sub_state or "active"
+    return {"activating": "starting", "deactivating": "stopping"}.get(job.active_state,
+                                                                      job.active_state)
+
+
+def jobs_table(jobs: Sequence[JobInfo], *, now: float | None = None,
+               width: int = TABLE_WIDTH) -> list[str]:
+    """`slotmgr list`: one line a job, the command last, cut so that a line
+    fits `width` columns (`--json` has everything, uncut)."""
+    now = time.time() if now is None else now
+    header = ["JOB", "USER", "SLOT", "STATE", "STARTED", "CPU", "MEMORY", "TASKS", "COMMAND"]
     rows = [
-        [j.job_id, j.unit, j.slot or NONE, j.user, j.state, _usec(j.runtime_usec),
-         _usec(j.cpu_usage_usec), _bytes(j.memory_current_bytes), _int(j.tasks_current)]
+        [_cut(j.job_id, 20), _cut(j.user, 12), j.slot or NONE, short_state(j),
+         _started(j.start_time, now), _usec(j.cpu_usage_usec), _bytes(j.memory_current_bytes),
+         _int(j.tasks_current), shlex.join(j.command)]
         for j in jobs
     ]
-    return table(["JOB", "UNIT", "SLOT", "USER", "STATE", "RUNTIME", "CPU", "MEMORY", "TASKS"],
-                 rows)
+    # The command starts where the other columns end; it gets the rest of the line.
+    start = sum(max(len(r[i]) for r in [header, *rows]) + 2 for i in range(len(header) - 1))
+    room = max(12, width - start)
+    return table(header, [[*r[:-1], _cut(r[-1], room)] for r in rows])
 
 
 def status_lines(detail: JobDetail) -> list[str]:
+    """`slotmgr status` of a running job: its live figures."""
     info = detail.info
     lines = [
         f"Job {info.job_id} ({info.unit})",
@@ -81,6 +117,47 @@ def status_lines(detail: JobDetail) -> list[str]:
     ]
     for pid, cmd in detail.processes:
         lines.append(f"    {pid:>7} {cmd}")
+    return lines
+
+
+# The record's fields record_lines shows by name; any other field (one a newer
+# history adds) is shown after them as it is.
+_RECORD_SHOWN = frozenset((
+    "job_id", "unit", "result", "exit_status", "user", "uid", "command", "slice", "slot",
+    "start_time", "end_time", "wall_time_usec", "cpu_usage_usec", "cpu_user_usec",
+    "cpu_system_usec", "memory_peak_bytes", "memory_peak_source", "io_read_bytes",
+    "io_write_bytes", "tasks_peak", "ip_ingress_bytes", "ip_egress_bytes", "systemd_version",
+    "hostname",
+))
+
+
+def record_lines(rec: JobRecord) -> list[str]:
+    """`slotmgr status` of a finished job: its whole record."""
+    cpu = _usec(rec.cpu_usage_usec)
+    if rec.cpu_user_usec is not None and rec.cpu_system_usec is not None:
+        cpu += f" (user {_usec(rec.cpu_user_usec)}, system {_usec(rec.cpu_system_usec)})"
+    lines = [
+        f"Job {rec.job_id} ({rec.unit}) finished",
+        f"  Result:      {rec.result}, exit status {rec.exit_status}",
+        f"  User:        {rec.user} (uid {rec.uid})",
+        f"  Command:     {shlex.join(rec.command)}",
+        f"  Slice:       {rec.slice}" + (f" (slot {rec.slot})" if rec.slot else ""),
+        f"  Started:     {_when(rec.start_time)}",
+        f"  Ended:       {_when(rec.end_time)}",
+        f"  Wall time:   {_usec(rec.wall_time_usec)}",
+        f"  CPU time:    {cpu}",
+        f"  Memory peak: {_bytes(rec.memory_peak_bytes)} [{rec.memory_peak_source}]",
+        f"  IO:          read {_bytes(rec.io_read_bytes)}, written {_bytes(rec.io_write_bytes)}",
+        f"  Tasks peak:  {_int(rec.tasks_peak)}",
+        f"  IP:          received {_bytes(rec.ip_ingress_bytes)}, sent "
+        f"{_bytes(rec.ip_egress_bytes)}",
+        f"  Node:        {rec.hostname}, systemd {rec.systemd_version}",
+    ]
+    for item in dataclasses.fields(rec):
+        if item.name not in _RECORD_SHOWN:
+            value = getattr(rec, item.name)
+            label = item.name.replace("_", " ").capitalize() + ":"
+            lines.append(f"  {label:<12} {NONE if value is None else value}")
     return lines
 
 

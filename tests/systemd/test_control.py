@@ -92,8 +92,12 @@ def test_list_status_and_stop_with_its_record(unique):
         assert mine["memory_current_bytes"] > 0 and mine["cpu_usage_usec"] > 0
         assert mine["runtime_usec"] > 0
         table = run_cli("list").stdout.splitlines()
-        assert table[0].split()[:4] == ["JOB", "UNIT", "SLOT", "USER"]
-        assert any(line.split()[:2] == [unique, unit] for line in table[1:])
+        assert table[0].split() == ["JOB", "USER", "SLOT", "STATE", "STARTED", "CPU", "MEMORY",
+                                    "TASKS", "COMMAND"]
+        row = next(line for line in table[1:] if line.split()[0] == unique)
+        assert row.split()[1:4] == ["root", "-", "running"]
+        assert row.endswith(f"sh -c 'sleep 600; : {unique}'") and len(row) <= 100
+        assert mine["command"] == ["sh", "-c", f"sleep 600; : {unique}"]
 
         status = run_cli("status", unique)
         assert status.returncode == 0, status.stderr
@@ -120,9 +124,14 @@ def test_list_status_and_stop_with_its_record(unique):
             job.send_signal(signal.SIGTERM)
         _out, err = job.communicate(timeout=120)
     assert job.returncode == 143, err
-    # A finished job's status comes from the history.
+    # A finished job's status is its whole record, from the history.
     finished = run_cli("status", unique)
     assert finished.returncode == 0 and f"Job {unique} ({unit}) finished" in finished.stdout
+    for line in ("Result:      cancelled, exit status 143", "User:        root (uid 0)",
+                 f"Command:     sh -c 'sleep 600; : {unique}'", "Slice:       slotmgr.slice"):
+        assert line in finished.stdout, finished.stdout
+    for label in ("Started:", "Ended:", "Wall time:", "CPU time:", "Memory peak:", "IO:"):
+        assert f"\n  {label}" in finished.stdout, finished.stdout
 
 
 def test_stop_escalates_to_sigkill_after_the_grace_period_and_keeps_the_record(unique):
@@ -242,6 +251,125 @@ def test_kill_delivers_a_catchable_signal_to_every_process_and_thaws(unique):
     finally:
         run_cli("stop", unique, "--grace", "0")
         job.communicate(timeout=120)
+
+
+# Counts what each of its two processes receives: the signals are blocked
+# and taken one by one with sigwaitinfo(), so a real-time signal sent twice
+# is counted twice (standard ones merge only while both are pending).
+COUNTER = textwrap.dedent("""
+    import os, signal, sys
+    out, ready = sys.argv[1], sys.argv[2]
+    sigs = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGRTMIN + 3, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    name = "child" if os.fork() == 0 else "parent"
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    open(f"{ready}.{name}", "w").close()
+    while True:
+        os.write(fd, f"{name} {signal.sigwaitinfo(sigs).si_signo}\\n".encode())
+""")
+ROUNDS = 20
+
+
+def counts(out: Path) -> dict[tuple[str, int], int]:
+    found: dict[tuple[str, int], int] = {}
+    for line in out.read_text().splitlines() if out.exists() else []:
+        who, signo = line.split()
+        found[who, int(signo)] = found.get((who, int(signo)), 0) + 1
+    return found
+
+
+def test_every_signal_reaches_every_process_exactly_once(unique):
+    """slotmgr kill, and stop's SIGTERM, reach each process of the job once:
+    not again through the PID-namespace init (257) or the shim outside the
+    namespace that forwards to it (252)."""
+    unit = f"slotmgr-{unique}.service"
+    out, ready = WORK / f"{unique}.count", WORK / f"{unique}.ready"
+    job = start_cli("run", "--job-id", unique, "--", sys.executable, "-c", COUNTER, str(out),
+                    str(ready))
+    signals = [signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGRTMIN + 3]
+    try:
+        wait_until(lambda: Path(f"{ready}.child").exists() and Path(f"{ready}.parent").exists(),
+                   what="both processes")
+        for done in range(1, ROUNDS + 1):
+            for signum in signals:
+                killed = run_cli("kill", unique, "-s", str(int(signum)))
+                assert killed.returncode == 0, killed.stderr
+                wait_until(lambda s=int(signum), n=done: all(
+                    counts(out).get((who, s), 0) >= n for who in ("parent", "child")),
+                    timeout=20, what=f"round {done} of signal {int(signum)}")
+        time.sleep(2)  # a late second copy would show now
+        assert counts(out) == {(who, int(s)): ROUNDS for who in ("parent", "child")
+                               for s in signals}
+        # stop: SIGTERM once to each (they take it and go on), then SIGKILL.
+        stopped = run_cli("stop", unique, "--grace", "3")
+        assert stopped.returncode == 0 and "killed with SIGKILL" in stopped.stdout, stopped.stdout
+        final = counts(out)
+        assert [final.get((who, int(signal.SIGTERM))) for who in ("parent", "child")] == [1, 1]
+    finally:
+        if job.poll() is None:
+            run_cli("stop", unique, "--grace", "0")
+        job.communicate(timeout=120)
+    assert job.returncode == 137
+    assert not cgroup_dir(unit).exists()
+
+
+# -- what makes a job a job -------------------------------------------------------------
+
+
+def journal_of(job_id: str) -> str:
+    return subprocess.run(["journalctl", "--no-pager", "-o", "cat", f"SLOTMGR_JOB={job_id}"],
+                          capture_output=True, text=True).stdout
+
+
+def test_a_job_is_known_by_its_marker_whatever_its_unit_is_named(unique):
+    unit, scope = f"ux-{unique}.service", f"ux-{unique}s.scope"
+    fake = f"slotmgr-{unique}f.service"
+    job = start_cli("run", "--unit", unit, "--job-id", unique, "--", "sh", "-c",
+                    f"logger -t slotmgr-test hello-{unique}; exec sleep 600")
+    scoped = start_cli("run", "--scope", "--unit", scope, "--job-id", f"{unique}s", "--",
+                       "sleep", "600")
+    # A unit that slotmgr did not make, named and described like a job.
+    subprocess.run(["systemd-run", "--quiet", "--unit", fake, "--slice", "slotmgr.slice",
+                    "--description", f"slotmgr job {unique}f: sleep 600", "sleep", "600"],
+                   check=True)
+    try:
+        wait_until(lambda: unit_active(unit) and unit_active(scope), what="both jobs")
+        listed = {j["job_id"]: j for j in json.loads(run_cli("list", "--json").stdout)}
+        assert listed[unique]["unit"] == unit and listed[f"{unique}s"]["unit"] == scope
+        assert listed[f"{unique}s"]["command"] == ["sleep", "600"]
+        assert f"{unique}f" not in listed
+        for arg in (unique, unit):
+            status = run_cli("status", arg)
+            assert status.returncode == 0, status.stderr
+            assert f"Job {unique} ({unit})" in status.stdout
+        assert f"Job {unique}s ({scope})" in run_cli("status", f"{unique}s").stdout
+        # The marker tags the job's log: what systemd and the job say about it.
+        wait_until(lambda: f"hello-{unique}" in journal_of(unique)
+                   and f"Started {unit}" in journal_of(unique), timeout=30, what="its log")
+
+        for args in (["status", fake], ["stop", fake], ["kill", fake, "-s", "KILL"]):
+            out = run_cli(*args)
+            assert out.returncode == USAGE, (args, out.stderr)
+            assert f"'{fake}' is not a slotmgr job" in one_error_line(out)
+        out = run_cli("stop", f"{unique}f")
+        assert out.returncode == USAGE and f"no such job '{unique}f'" in one_error_line(out)
+        assert unit_active(fake)
+
+        stopped = run_cli("stop", unit)
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip() == f"job {unique} ({unit}) stopped"
+        assert run_cli("stop", scope).returncode == 0
+    finally:
+        subprocess.run(["systemctl", "stop", fake], check=False)
+        for job_id in (unique, f"{unique}s"):
+            run_cli("stop", job_id, "--grace", "0")
+        job.communicate(timeout=120)
+        scoped.communicate(timeout=120)
+    finished = run_cli("status", unit)
+    assert finished.returncode == 0, finished.stderr
+    assert f"Job {unique} ({unit}) finished" in finished.stdout
+    assert "Result:      cancelled, exit status 143" in finished.stdout
+    assert record_of(unique)["unit"] == unit
 
 
 # -- adopt --------------------------------------------------------------------------

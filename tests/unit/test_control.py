@@ -30,6 +30,8 @@ PROPS = {
     "TasksCurrent": 3,
     "MainPID": 4242,
     "ControlGroup": "/slotmgr.slice/slotmgr-slot2.slice/slotmgr-ab12.service",
+    "LogExtraFields": [b"SLOTMGR_JOB=ab12"],
+    "Description": "slotmgr job ab12: sleep 9",
 }
 
 
@@ -66,24 +68,90 @@ def test_job_user_from_user_property_name_number_or_owner():
     assert owned.user == "nobody"
 
 
-@pytest.mark.parametrize(("arg", "units"), [
-    ("ab12", ["slotmgr-ab12.service", "slotmgr-ab12.scope"]),
-    ("slotmgr-ab12.service", ["slotmgr-ab12.service"]),
-    ("slotmgr-ab12.scope", ["slotmgr-ab12.scope"]),
-])
-def test_candidate_units(arg, units):
-    assert control.candidate_units(arg) == units
+def test_job_info_takes_the_id_from_the_marker_not_the_name():
+    job = control.job_info("ux-named.service", PROPS, owner_uid=0, now=NOW)
+    assert (job.job_id, job.unit, job.command) == ("ab12", "ux-named.service", [])
+    with pytest.raises(control.NotAJob, match=r"'slotmgr-ab12\.service' is not a slotmgr job"):
+        control.job_info("slotmgr-ab12.service", {**PROPS, "LogExtraFields": []}, owner_uid=0,
+                         now=NOW)
+
+
+class FakeManager:
+    """Loaded units (name -> properties) as GetUnit, GetAll and
+    ListUnitsByPatterns show them."""
+
+    def __init__(self, units):
+        self.units = units
+        self.listed = 0
+
+    def unit_path(self, name):
+        return f"/unit/{name}" if name in self.units else None
+
+    def unit_properties(self, name, interface=""):
+        return self.units[name]
+
+    def list_units(self, patterns, states=()):
+        self.listed += 1
+        assert tuple(patterns) == ("*.service", "*.scope")
+        return [(name, str(p.get("Description", "")), "loaded", p.get("ActiveState", ""))
+                for name, p in self.units.items() if not states or p["ActiveState"] in states]
+
+
+def marked(job_id, **changes):
+    return {**PROPS, "LogExtraFields": [f"SLOTMGR_JOB={job_id}".encode()],
+            "Description": f"slotmgr job {job_id}: sleep 9", **changes}
+
+
+def test_find_job_by_id_under_its_default_name_without_listing():
+    manager = FakeManager({"slotmgr-ab12.service": marked("ab12")})
+    assert control.find_job(manager, "ab12")[0] == "slotmgr-ab12.service"
+    assert manager.listed == 0
+
+
+def test_find_job_by_id_or_unit_whatever_its_unit_is_named():
+    manager = FakeManager({"ux-named.service": marked("ab12"), "sshd.service": {
+        **PROPS, "LogExtraFields": [], "Description": "OpenSSH server"}})
+    assert control.find_job(manager, "ab12")[0] == "ux-named.service"
+    assert control.find_job(manager, "ux-named.service")[0] == "ux-named.service"
+    with pytest.raises(control.NotAJob, match=r"'sshd\.service' is not a slotmgr job"):
+        control.find_job(manager, "sshd.service")
+    with pytest.raises(UsageError, match="no such job 'zz'"):
+        control.find_job(manager, "zz")
+
+
+def test_a_description_alone_does_not_make_a_job():
+    """A service that says it is job ab12 but has no marker (or another's) is none."""
+    manager = FakeManager({
+        "fake.service": marked("ab12", LogExtraFields=[]),
+        "other.service": marked("ab12", LogExtraFields=[b"SLOTMGR_JOB=zz"]),
+        "slotmgr-ab12.service": marked("ab12", LogExtraFields=[b"SLOTMGR_JOB=ab12",
+                                                               b"SLOTMGR_JOB=zz"]),
+    })
+    with pytest.raises(UsageError, match="no such job 'ab12'"):
+        control.find_job(manager, "ab12")
+    # What the marker says counts: other.service is job zz.
+    assert [(j.unit, j.job_id) for j in control.list_jobs(manager, ROOT)] == [
+        ("other.service", "zz")]
+
+
+def test_list_jobs_finds_jobs_by_marker():
+    manager = FakeManager({
+        "ux-named.service": marked("ab12"),
+        "slotmgr-cd.service": marked("cd", InactiveExitTimestamp=1_699_000_000_000_000),
+        "slotmgr-old.service": marked("old", ActiveState="inactive"),
+        "slotmgr-lookalike.service": {**PROPS, "LogExtraFields": [], "Description": "x"},
+    })
+    assert [j.job_id for j in control.list_jobs(manager, ROOT)] == ["cd", "ab12"]
 
 
 @pytest.mark.parametrize(("arg", "message"), [
-    ("sshd.service", "'sshd.service' is not a slotmgr job"),
     ("a b", "invalid job 'a b'"),
     ("../x", "invalid job '../x'"),
     ("slotmgr-a b.service", "invalid unit name"),
 ])
-def test_candidate_units_refuses(arg, message):
+def test_job_argument_refused(arg, message):
     with pytest.raises(UsageError, match=message):
-        control.candidate_units(arg)
+        control.check_job_argument(arg)
 
 
 ROOT = Caller(uid=0, user_mode=False)
@@ -172,25 +240,25 @@ def test_adopt_refuses_a_setuid_process_with_mixed_ids():
 
 
 def test_adopt_refuses_a_process_in_another_job_and_skips_one_in_this_job():
-    other = process(cgroup="/slotmgr.slice/slotmgr-slot1.slice/slotmgr-zz9.service/sub")
     with pytest.raises(PermissionDenied, match=r"already in slotmgr job zz9 "
-                                               r"\(slotmgr-zz9.service\)"):
-        adopt.check_adoptable(other, owned_by(1000))
-    same = process(cgroup="/slotmgr.slice/slotmgr-slot2.slice/slotmgr-ab12.service")
-    assert adopt.check_adoptable(same, owned_by(1000)) is False
+                                               r"\(ux-other.service\)"):
+        adopt.check_adoptable(process(), owned_by(1000), ("ux-other.service", "zz9"))
+    assert adopt.check_adoptable(process(), owned_by(1000),
+                                 ("slotmgr-ab12.service", "ab12")) is False
 
 
-@pytest.mark.parametrize(("cgroup", "unit"), [
-    ("/slotmgr.slice/slotmgr-ab.service", "slotmgr-ab.service"),
-    ("/slotmgr.slice/slotmgr-slot3.slice/slotmgr-ab.scope", "slotmgr-ab.scope"),
-    ("/user.slice/user-1000.slice/user@1000.service/app.slice/slotmgr.slice/slotmgr-q.service",
-     "slotmgr-q.service"),
-    ("/slotmgr.slice/slotmgr-slot3.slice", None),
-    ("/system.slice/sshd.service", None),
-    ("/", None),
-])
-def test_job_unit_of_cgroup(cgroup, unit):
-    assert procs.job_unit_of_cgroup(cgroup) == unit
+def test_job_of_process_is_the_marked_unit_systemd_names():
+    class ByPid:
+        def __init__(self, unit, props):
+            self.found = (unit, props)
+
+        def unit_of_pid(self, pid):
+            return self.found
+
+    assert control.job_of_process(ByPid("ux.service", marked("q")), 9) == ("ux.service", "q")
+    # A user's own `systemd-run --user --unit slotmgr-q.service`: in their user@UID.service.
+    assert control.job_of_process(ByPid("user@1000.service", {**PROPS, "LogExtraFields": []}),
+                                  9) is None
 
 
 def test_parse_stat_with_a_hostile_name():
@@ -251,6 +319,9 @@ def test_adopt_refuses_a_pid_with_no_process_before_any_bus_call():
         def attach_processes(self, *_a):
             raise AssertionError("must not be called")
 
+        def unit_of_pid(self, *_a):
+            raise AssertionError("must not be called")
+
     with pytest.raises(UsageError, match="no process 4194999"):
         adopt.adopt(NoBus(), owned_by(os.getuid()), [4194999])  # type: ignore[arg-type]
 
@@ -261,6 +332,9 @@ def test_adopt_checks_every_pid_before_moving_any():
     class Recorder:
         def attach_processes(self, unit, pids):
             calls.append((unit, pids))
+
+        def unit_of_pid(self, pid):
+            return ("session-1.scope", {"Description": "Session 1"})
 
     mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:

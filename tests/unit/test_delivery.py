@@ -3,6 +3,7 @@ signalling a cgroup's processes by pinned PID."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from slotmgr import delivery, procs
+from slotmgr.jobspec import PIDSHIM
 
 HANDLES_USR1 = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000200\n"  # bit 10: SIGUSR1
 IGNORES_TERM = "SigIgn:\t0000000000004000\nSigCgt:\t0000000000000000\n"  # bit 15: SIGTERM
@@ -66,7 +68,7 @@ def test_signal_all_but_skips_the_excluded_and_the_gone(tmp_path, monkeypatch):
         (group_dir / "cgroup.procs").write_text(
             "".join(f"{pid}\n" for pid in (children[0].pid, children[1].pid, gone.pid)))
         monkeypatch.setattr(procs, "CGROUP_ROOT", str(tmp_path))
-        sent = delivery.signal_all_but(own, children[1].pid, signal.SIGUSR1)
+        sent = delivery.signal_all_but(own, {children[1].pid}, signal.SIGUSR1)
         assert sent == 1
         assert children[0].wait(timeout=30) == 0 and marks[0].exists()
         time.sleep(0.5)
@@ -85,9 +87,59 @@ def test_signal_all_but_leaves_a_process_of_another_cgroup(tmp_path, monkeypatch
         (tmp_path / "elsewhere.slice").mkdir()
         (tmp_path / "elsewhere.slice" / "cgroup.procs").write_text(f"{child.pid}\n")
         monkeypatch.setattr(procs, "CGROUP_ROOT", str(tmp_path))
-        assert delivery.signal_all_but("/elsewhere.slice", 0, signal.SIGKILL) == 0
+        assert delivery.signal_all_but("/elsewhere.slice", set(), signal.SIGKILL) == 0
         time.sleep(0.2)
         assert child.poll() is None
     finally:
         child.kill()
         child.wait()
+
+
+# -- the shims: a signal they would forward goes to the job's processes only ----------
+
+SHIM = ["/usr/bin/python3", "-I", "-S", PIDSHIM]
+
+
+def test_257_the_init_is_the_main_process_and_not_signalled():
+    table = {300: (1, [*SHIM, "--started-blocked", "--", "sh", "-c", "x"]),
+             301: (300, ["sh", "-c", "x"]), 302: (301, ["sleep", "9"])}
+    assert delivery.shims_of(table, 300) == {300}
+    assert delivery.not_to_signal(table, 300) == {300}
+
+
+def test_252_the_outer_shim_and_its_init_are_not_signalled():
+    table = {200: (1, [*SHIM, "--unshare", "--started-blocked", "--", "job"]),
+             201: (200, [*SHIM, "--unshare", "--started-blocked", "--", "job"]),
+             202: (201, ["job"])}
+    assert delivery.not_to_signal(table, 200) == {200, 201}
+
+
+def test_a_scope_shim_is_its_top_process():
+    table = {500: (77, [*SHIM, "--unshare", "--", "job"]), 501: (500, [*SHIM, "--unshare", "--",
+                                                                       "job"]),
+             502: (501, ["job"])}
+    assert delivery.not_to_signal(table, 0) == {500, 501}
+
+
+def test_before_the_command_is_forked_the_innermost_shim_gets_it_to_forward():
+    outer_and_init = {200: (1, [*SHIM, "--unshare", "--", "job"]),
+                      201: (200, [*SHIM, "--unshare", "--", "job"])}
+    assert delivery.not_to_signal(outer_and_init, 200) == {200}
+    assert delivery.not_to_signal({300: (1, [*SHIM, "--", "job"])}, 300) == set()
+
+
+def test_a_job_that_only_looks_like_a_shim_lower_down_is_signalled():
+    """Only the top of the job (and a shim's shim child) is a shim: a command of
+    the job named like the shim, but started by the job, is the job's."""
+    table = {300: (1, [*SHIM, "--", "sh"]), 301: (300, ["sh"]), 302: (301, [*SHIM, "--", "x"])}
+    assert delivery.not_to_signal(table, 300) == {300}
+
+
+def test_without_private_pids_nothing_is_left_out():
+    table = {400: (1, ["sleep", "9"]), 401: (400, ["sleep", "1"])}
+    assert delivery.not_to_signal(table, 400) == set()
+
+
+def test_parse_ppid_with_a_hostile_name():
+    assert procs.parse_ppid("123 (a) 7 (b) S 45 123 123 0 -1") == 45
+    assert procs.parent_pid(os.getpid()) == os.getppid()

@@ -18,11 +18,11 @@ from slotmgr.jobspec import (
     complete_unit_name,
     exec_argv,
     expand_output_name,
-    job_id_from_unit,
     recorder_argv,
     unit_name_for,
     unit_properties,
 )
+from slotmgr.naming import job_id_of_unit
 
 V252 = features_from_version("252")
 V257 = features_from_version("257")
@@ -199,9 +199,22 @@ def test_scope_has_pids_and_no_exec():
 def test_names():
     assert unit_name_for("ab") == "slotmgr-ab.service"
     assert unit_name_for("ab", scope=True) == "slotmgr-ab.scope"
-    assert job_id_from_unit("slotmgr-ab.service") == "ab"
-    assert job_id_from_unit("other.service") == "other"
-    assert "ab12" in spec().description and "sleep 1" in spec().description
+    assert spec().description == "slotmgr job ab12: sleep 1"
+
+
+@pytest.mark.parametrize("features", [V252, V257], ids=["252", "257"])
+def test_every_service_job_carries_its_marker_whatever_its_name(features):
+    props = props_of(spec(unit="ux-named.service"), features)
+    assert props["LogExtraFields"].signature == "aay"
+    assert props["LogExtraFields"].value == [b"SLOTMGR_JOB=ab12"]
+    assert job_id_of_unit("ux-named.service", {"LogExtraFields": props["LogExtraFields"].value,
+                                               "Description": "x"}) == "ab12"
+
+
+def test_a_scope_job_is_marked_by_its_description():
+    props = props_of(spec(scope=True, unit="ux.scope"), V257, scope_pids=[1])
+    assert "LogExtraFields" not in props  # a scope has no exec context
+    assert job_id_of_unit("ux.scope", {"Description": props["Description"].value}) == "ab12"
 
 
 def test_check_command(tmp_path):

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 
 import pytest
 
 from slotmgr import cli, control, slots, views
 from slotmgr.control import JobDetail
 from slotmgr.errors import ExitCode
+from slotmgr.jobspec import PIDSHIM
+from slotmgr.record import JobRecord
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROPS = {
@@ -18,6 +22,10 @@ PROPS = {
     "Slice": "slotmgr-slot1.slice", "User": "", "InactiveExitTimestamp": 1_700_000_000_000_000,
     "CPUUsageNSec": 2_500_000_000, "MemoryCurrent": 12 * 1024**2, "TasksCurrent": 3,
     "MainPID": 4242, "ControlGroup": "/slotmgr.slice/slotmgr-slot1.slice/slotmgr-ab12.service",
+    "LogExtraFields": [b"SLOTMGR_JOB=ab12"], "Description": "slotmgr job ab12: sleep 9",
+    "ExecStart": [("/usr/bin/env", ["/usr/bin/env", "--block-signal", "/usr/bin/python3", "-I",
+                                    "-S", PIDSHIM, "--", "sh", "-c", "sleep 9; echo done"],
+                   False, 0, 0, 0, 0, 0, 0, 0)],
 }
 
 
@@ -28,11 +36,49 @@ def test_table_aligns_columns_and_does_not_pad_the_last():
 
 def test_jobs_table():
     job = control.job_info("slotmgr-ab12.service", PROPS, owner_uid=0, now=1_700_000_090.0)
-    header, row = views.jobs_table([job])
-    assert header.split() == ["JOB", "UNIT", "SLOT", "USER", "STATE", "RUNTIME", "CPU", "MEMORY",
-                              "TASKS"]
-    assert row.split() == ["ab12", "slotmgr-ab12.service", "1", "root", "active/running",
-                           "(frozen)", "90.000s", "2.500s", "12.0M", "3"]
+    header, row = views.jobs_table([job], now=1_700_000_090.0)
+    assert header.split() == ["JOB", "USER", "SLOT", "STATE", "STARTED", "CPU", "MEMORY",
+                              "TASKS", "COMMAND"]
+    started = time.strftime("%H:%M:%S", time.localtime(1_700_000_000))
+    assert row.split() == ["ab12", "root", "1", "frozen", started, "2.500s", "12.0M", "3", "sh",
+                           "-c", "'sleep", "9;", "echo", "done'"]
+    assert header.index("COMMAND") == row.index("sh -c")
+    running = control.job_info("ux.service", {**PROPS, "FreezerState": "running"}, owner_uid=0,
+                               now=1_700_000_090.0)
+    assert views.short_state(running) == "running"
+    assert job.to_dict()["command"] == ["sh", "-c", "sleep 9; echo done"]
+
+
+def test_jobs_table_fits_100_columns_cutting_the_command_only():
+    long = {**PROPS, "ExecStart": [("/bin/x", ["/bin/x", "--input", "a" * 300], False)]}
+    job = control.job_info("slotmgr-ab12.service", long, owner_uid=0, now=1_700_200_000.0)
+    lines = views.jobs_table([job], now=1_700_200_000.0)
+    assert max(len(line) for line in lines) <= 100
+    assert lines[1].endswith("...") and " /bin/x --input aaa" in lines[1]
+    # Started on another day: the date shows too.
+    assert time.strftime("%m-%d %H:%M", time.localtime(1_700_000_000)) in lines[1]
+
+
+def test_record_lines_show_the_whole_record():
+    rec = JobRecord(
+        job_id="ab12", unit="ux.service", slice="slotmgr-slot1.slice", slot="1", user="alice",
+        uid=1000, command=["sh", "-c", "exit 3"], start_time=1_700_000_000.0,
+        end_time=1_700_000_090.0, wall_time_usec=90_000_000, result="exit-code", exit_status=3,
+        cpu_usage_usec=2_000_000, cpu_user_usec=1_500_000, cpu_system_usec=500_000,
+        memory_peak_bytes=20 * 1024**2, memory_peak_source="cgroup memory.peak",
+        io_read_bytes=4096, io_write_bytes=0, tasks_peak=4, ip_ingress_bytes=None,
+        ip_egress_bytes=None, systemd_version="257", hostname="node1")
+    text = "\n".join(views.record_lines(rec))
+    for part in ("Job ab12 (ux.service) finished", "Result:      exit-code, exit status 3",
+                 "User:        alice (uid 1000)", "Command:     sh -c 'exit 3'",
+                 "Slice:       slotmgr-slot1.slice (slot 1)",
+                 "Started:     " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1.7e9)),
+                 "Ended:       " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1.7e9 + 90)),
+                 "Wall time:   90.000s", "CPU time:    2.000s (user 1.500s, system 500ms)",
+                 "Memory peak: 20.0M [cgroup memory.peak]", "IO:          read 4.0K, written 0B",
+                 "Tasks peak:  4", "IP:          received -, sent -", "Node:        node1, "
+                 "systemd 257"):
+        assert part in text
 
 
 def test_status_lines_show_limits_and_processes():
@@ -132,3 +178,16 @@ def test_bad_control_input_is_one_line_and_exit_64(tmp_path, args, message, slot
     assert out.returncode == ExitCode.USAGE, out.stderr
     assert len(out.stderr.splitlines()) == 1 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_run_path_imports_no_job_control():
+    """`slotmgr run` starts every job: it must not pay for list/status/kill code."""
+    code = ("import sys, slotmgr.cli, slotmgr.runner, slotmgr.scope, slotmgr.recorder\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('slotmgr'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": REPO}, check=True)
+    loaded = set(out.stdout.split())
+    assert "slotmgr.naming" in loaded  # what a job is, shared with job control
+    for control_module in ("control", "cli_control", "delivery", "stopping", "views", "adopt",
+                           "procs", "history_query", "pidshim"):
+        assert f"slotmgr.{control_module}" not in loaded
