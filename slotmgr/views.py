@@ -78,12 +78,12 @@ def short_state(job: JobInfo) -> str:
 
 def jobs_table(jobs: Sequence[JobInfo], *, now: float | None = None,
                width: int = TABLE_WIDTH) -> list[str]:
-    """`slotmgr list`: one line a job, the command last, cut so that a line
-    fits `width` columns (`--json` has everything, uncut)."""
+    """`slotmgr list`: one line a job, the command last, cut to what is left
+    of `width` columns (ids and names are never cut; `--json` has it all)."""
     now = time.time() if now is None else now
     header = ["JOB", "USER", "SLOT", "STATE", "STARTED", "CPU", "MEMORY", "TASKS", "COMMAND"]
     rows = [
-        [_cut(j.job_id, 20), _cut(j.user, 12), j.slot or NONE, short_state(j),
+        [j.job_id, j.user, j.slot or NONE, short_state(j),
          _started(j.start_time, now), _usec(j.cpu_usage_usec), _bytes(j.memory_current_bytes),
          _int(j.tasks_current), shlex.join(j.command)]
         for j in jobs
