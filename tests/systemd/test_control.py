@@ -129,6 +129,7 @@ def test_list_status_and_stop_with_its_record(unique):
     finished = run_cli("status", unique)
     assert finished.returncode == 0 and f"Job {unique} ({unit}) finished" in finished.stdout
     for line in ("Result:      cancelled, exit status 143", "User:        root (uid 0)",
+                 "Stopped by:  slotmgr stop by uid 0",
                  f"Command:     sh -c 'sleep 600; : {unique}'", "Slice:       slotmgr.slice"):
         assert line in finished.stdout, finished.stdout
     for label in ("Started:", "Ended:", "Wall time:", "CPU time:", "Memory peak:", "IO:"):
