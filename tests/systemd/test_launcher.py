@@ -184,6 +184,30 @@ def test_unit_name_gets_its_suffix_and_the_start_line_names_it(unique):
     assert "Running as" not in out.stderr
 
 
+def test_the_start_line_is_printed_when_stderr_is_a_terminal(unique):
+    import pty
+
+    master, terminal = pty.openpty()
+    try:
+        out = subprocess.run([sys.executable, "-m", "slotmgr", "run", "--job-id", unique, "--",
+                              "true"], stdout=subprocess.PIPE, stderr=terminal, timeout=120)
+        assert out.returncode == 0
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    first = shown.decode().splitlines()[0]
+    assert first == f"Running as unit: slotmgr-{unique}.service; job id: {unique}"
+
+
 def test_a_unit_name_of_another_type_is_refused():
     out = run_cli("run", "--unit", "ux.timer", "--", "true")
     assert out.returncode == 64
