@@ -48,11 +48,19 @@ def check_adoptable(info: procs.ProcessInfo, job: JobInfo,
     return True
 
 
+PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's largest pid_max
+
+
 def parse_pids(texts: Iterable[str]) -> list[int]:
     pids: list[int] = []
     for text in texts:
-        if not text.isdigit() or int(text) <= 1:
-            raise UsageError(f"invalid PID {text!r}: use a process number greater than 1")
+        # ASCII digits (int() takes other scripts' too), and no more than the
+        # kernel's PID_MAX_LIMIT, so that the number fits the bus's uint32.
+        if not (text.isascii() and text.isdigit()) or not 1 < int(text) <= PID_MAX_LIMIT:
+            raise UsageError(
+                f"invalid PID {text!r}: use a process number greater than 1 "
+                f"and at most {PID_MAX_LIMIT}"
+            )
         if int(text) not in pids:
             pids.append(int(text))
     return pids

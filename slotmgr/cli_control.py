@@ -264,9 +264,9 @@ def history_cmd(obj: Any, since: str | None, user_name: str | None, slot: str | 
     """Show finished jobs from the history, oldest first.
 
     Non-root users see their own jobs only."""
-    if slot is not None and (not slot.isdigit() or slot.startswith("0")):
+    if slot is not None and (not (slot.isascii() and slot.isdigit()) or slot.startswith("0")):
         raise UsageError(f"invalid --slot {slot!r}: use a slot number such as 1")
-    if limit is not None and (not limit.isdigit() or int(limit) < 1):
+    if limit is not None and (not (limit.isascii() and limit.isdigit()) or int(limit) < 1):
         raise UsageError(f"invalid --limit {limit!r}: use a whole number of at least 1")
     query = history_query.HistoryQuery(
         since=None if since is None else history_query.parse_since(since),

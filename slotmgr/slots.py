@@ -134,7 +134,7 @@ class SlotConfig:
     def get(self, name: str) -> Slot:
         """The slot `name` ('3' or 'slot3'), or a one-line error."""
         text = name[4:] if name.startswith("slot") else name
-        if not text.isdigit() or text.startswith("0"):
+        if not (text.isascii() and text.isdigit()) or text.startswith("0"):
             raise SlotConfigError(f"invalid slot {name!r}: use a slot number such as 1")
         for slot in self.slots:
             if slot.number == int(text):

@@ -92,6 +92,9 @@ CASES = [
     (["run", "--", b"caf\xe9"], USAGE, "argument 3 (caf\\xe9) is not valid UTF-8 (byte 0xe9)"),
     (["run", "-E", b"NAME=\xff", "--", "true"], USAGE, "argument 3 (NAME=\\xff) is not valid"),
     (["run", "--unit", "job.service\n", "true"], USAGE, "invalid unit name 'job.service\\n"),
+    (["adopt", "somejob", "99999999999999999999"], USAGE, "invalid PID '99999999999999999999'"),
+    (["adopt", "somejob", "\u00b2"], USAGE, "invalid PID '\u00b2'"),  # a superscript two
+    (["history", "--limit", "\u00b2"], USAGE, "invalid --limit '\u00b2'"),
     (["run", "--", "no-such-command-xyz"], NOT_FOUND, "command not found: 'no-such-command-xyz'"),
     (["run", "--", "/nonexistent/bin/tool"], NOT_FOUND, "command not found"),
     (["run", "--", "/run/slotmgr-tests/plain-file"], NOT_EXECUTABLE, "not executable"),

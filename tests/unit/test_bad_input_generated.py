@@ -3,9 +3,10 @@
 Over a thousand command lines built from tables with a seeded random, each
 with one bad value (sizes, percentages, time spans, CPU lists, unit names,
 -p keys and values, signals, unicode and control characters, bytes that are
-not UTF-8), run against the CLI as a subprocess the way a batch system runs
-it. Each must be refused before any bus is opened: exit 64, exactly one
-stderr line `slotmgr: error: ...` that names the bad value, no traceback.
+not UTF-8, PIDs and counts of the job control commands), run against the CLI
+as a subprocess the way a batch system runs it. Each must be refused before
+any bus is opened: exit 64, exactly one stderr line `slotmgr: error: ...` that
+names the bad value, no traceback.
 On a host without systemd a line that slipped through would exit 69 instead,
 so the exit code alone tells a check that is missing.
 
@@ -307,6 +308,18 @@ def signal_cases(rng: random.Random) -> Iterator[Case]:
     yield Case(("kill", "-s", value, "somejob"), ("--signal", named(value)))
 
 
+def control_cases(rng: random.Random) -> Iterator[Case]:
+    """The job control commands' own numbers, checked before they open a bus."""
+    pid = rng.choice([
+        lambda: str(rng.randint(4 * 1024 * 1024 + 1, 2**64)), lambda: too_big(rng),
+        lambda: rng.choice(["0", "1", "\u00b2", "٣٤", "12a", "0x10", "1.5", ""]),
+        lambda: spoil(rng, str(rng.randint(100, 99999))),
+    ])()
+    yield Case(("adopt", "somejob", "4242", pid), ("invalid PID", named(pid)))
+    limit = rng.choice(["0", "-1", "\u00b2", "٣", "ten", spoil(rng, "10")])
+    yield Case(("history", "--limit", limit), ("--limit", shown(limit)))
+
+
 def bytes_cases(rng: random.Random) -> Iterator[Case]:
     """Arguments that are not UTF-8: Python gives them as surrogate escapes."""
     bad = bytes([rng.choice([0xE9, 0xFF, 0xC3, 0x80, 0xFE, 0xED])])
@@ -328,7 +341,7 @@ def bytes_cases(rng: random.Random) -> Iterator[Case]:
 
 
 GENERATORS = (property_cases, property_cases, refused_key_cases, duplicate_cases, name_cases,
-              signal_cases, bytes_cases)
+              signal_cases, control_cases, bytes_cases)
 
 
 def generated_cases() -> list[Case]:

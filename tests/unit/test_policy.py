@@ -192,3 +192,20 @@ def test_every_limit_option_is_job_safe_and_every_refusal_says_why():
     for spec in UNIT_PROPERTIES.values():
         assert spec.setter is Setter.JOB or spec.why, spec.key
         assert spec.bounds is None or spec.why, spec.key
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "٣٤", str(2**32), "99999999999999999999", "1"])
+def test_adopt_takes_ascii_pids_that_fit_the_kernel(text):
+    from slotmgr.adopt import PID_MAX_LIMIT, parse_pids
+    from slotmgr.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"invalid PID '{text}'.*at most {PID_MAX_LIMIT}"):
+        parse_pids([text])
+    assert parse_pids(["4242", str(PID_MAX_LIMIT)]) == [4242, PID_MAX_LIMIT]
+
+
+@pytest.mark.parametrize("args", [("history", "--limit", "\u00b2"),
+                                  ("history", "--slot", "\u00b2")])
+def test_history_counts_take_ascii_digits(args):
+    out = slotmgr_cli(*args)
+    assert out.returncode == 64 and out.stderr.startswith("slotmgr: error: invalid --"), out
