@@ -118,8 +118,10 @@ class HistorySource:
 
 
 def source_for(*, caller_uid: int, user_mode: bool) -> HistorySource:
+    """Root and --user read the database; a user on the system manager their
+    own copy, unless they name a database of their own (SLOTMGR_HISTORY_DB)."""
     db = history.default_db_path(user_mode)
-    if user_mode or caller_uid == 0:
+    if user_mode or caller_uid == 0 or db != history.SYSTEM_DB:
         return HistorySource(db, own_copy=False)
     return HistorySource(history.user_copy_path(db, caller_uid), own_copy=True)
 

@@ -269,3 +269,24 @@ def test_other_users_never_see_anothers_records(unique):
     status = slotmgr_as(alice, "status", unique)
     assert status.returncode == 0 and f"Job {unique}" in status.stdout
     assert slotmgr_as(bob, "status", unique).returncode != 0
+
+
+@pytest.mark.parametrize("how", ["slotmgr stop", "signal to the launcher"])
+def test_a_stopped_scope_is_recorded_as_cancelled(unique, how):
+    unit = f"slotmgr-{unique}.scope"
+    launcher = start_cli("run", "--scope", "--job-id", unique, "--json", "-", "--",
+                         "sleep", "600")
+    try:
+        wait_until(lambda: unit_active(unit), what=unit)
+        time.sleep(1)
+        if how == "slotmgr stop":
+            assert run_cli("stop", unit).returncode == 0
+        else:
+            launcher.send_signal(signal.SIGTERM)
+    finally:
+        out, err = launcher.communicate(timeout=180)
+    rec = json.loads(out.splitlines()[-1])
+    expected = ("slotmgr stop by uid 0" if how == "slotmgr stop"
+                else "signal SIGTERM to slotmgr run")
+    assert (rec["result"], rec["stopped_by"]) == ("cancelled", expected), err
+    assert launcher.returncode == rec["exit_status"] == 143

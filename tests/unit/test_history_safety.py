@@ -179,9 +179,12 @@ def test_a_users_copy_is_theirs_alone(db, monkeypatch):
         f.write('{"cut short')  # a line cut short does not hide the others
     source = history_query.source_for(caller_uid=1000, user_mode=False)
     assert source.own_copy
-    monkeypatch.setenv("SLOTMGR_HISTORY_DB", db)
+    monkeypatch.setattr(history, "SYSTEM_DB", db)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     source = history_query.source_for(caller_uid=1000, user_mode=False)
     assert source == HistorySource(copy, own_copy=True)
+    monkeypatch.setenv("SLOTMGR_HISTORY_DB", "/home/alice/own.db")  # a database of her own
+    assert history_query.source_for(caller_uid=1000, user_mode=False) == \
+        HistorySource("/home/alice/own.db", own_copy=False)
     assert [r.job_id for r in history_query.records(source, HistoryQuery())] == ["alicejob"]
     assert history_query.get(source, "alicejob") == theirs
