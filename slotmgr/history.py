@@ -433,6 +433,12 @@ def store(
             warn(f"{path}.lock was held for more than {lock_deadline_s:g}s: the record of job "
                  f"{rec.job_id} (run {rec.run_id}) is kept in {where}, for the next writer")
             stored = True
+            # Kept now; one more turn at the lock, so that the last writer of a
+            # busy moment does not leave its record waiting for the next job.
+            if lock_with_deadline(lock_fd, lock_deadline_s):
+                with contextlib.suppress(sqlite3.Error, OSError, SlotmgrError), \
+                        open_db(path) as conn:
+                    ingest_spool(path, conn, warn)
     finally:
         os.close(lock_fd)  # releases the lock
     if stored and os.geteuid() == 0 and rec.uid != 0:
