@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from slotmgr import procs
 from slotmgr.control import JobInfo, job_of_process
-from slotmgr.errors import PermissionDenied, UsageError
+from slotmgr.errors import PermissionDenied, SlotmgrError, UsageError
 from slotmgr.systemd import Manager
 
 
@@ -66,15 +67,61 @@ def parse_pids(texts: Iterable[str]) -> list[int]:
     return pids
 
 
-def adopt(manager: Manager, job: JobInfo, pids: Sequence[int]) -> AdoptOutcome:
-    """Move processes into a running job (AttachProcessesToUnit), like Slurm's
-    pam_slurm_adopt: for a process a remote agent (sshd, an MPI launcher)
-    started on the job's behalf, so that it is limited, accounted and killed
-    with the job.
+def move_into_cgroup(
+    pin: procs.PinnedProcess, cgroup: str, *, root: str = procs.CGROUP_ROOT
+) -> None:
+    """Root moves the pinned process into `cgroup` itself (its cgroup.procs).
+
+    A system job's unit is not delegated (Delegate=yes would hand its cgroup
+    to the job's user, who could then freeze a sub-cgroup and hang PID 1), and
+    systemd moves processes (AttachProcessesToUnit) into delegated units only.
+    cgroup.procs takes a PID number, so the pidfd proves the number named the
+    pinned process: alive before the write and still alive after it, it held
+    the number throughout. Raises UsageError if it ended in between (then
+    the number may have named another process at the write: said so).
+    """
+    if not pin.still_same():
+        raise UsageError(
+            f"process {pin.pid} ended while it was checked (its PID may now be another "
+            "process's): nothing moved"
+        )
+    try:
+        fd = os.open(f"{root}{cgroup}/cgroup.procs", os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"the job's cgroup {cgroup} is gone: the job has ended") from None
+    try:
+        os.write(fd, str(pin.pid).encode())
+    except ProcessLookupError:
+        raise UsageError(f"process {pin.pid} ended before it could be moved") from None
+    finally:
+        os.close(fd)
+    if not pin.alive():
+        raise UsageError(
+            f"process {pin.pid} ended while it was moved into {cgroup}: if its PID was "
+            "reused at that instant, the new process is in the job now"
+        )
+    try:
+        now = procs.read_process(pin.pid).cgroup
+    except ProcessLookupError:
+        now = ""
+    if now != cgroup and pin.alive():
+        raise SlotmgrError(f"process {pin.pid} is in {now or 'no cgroup'}, not {cgroup}")
+
+
+def adopt(
+    manager: Manager, job: JobInfo, pids: Sequence[int], *, user_manager: bool = False
+) -> AdoptOutcome:
+    """Move processes into a running job, like Slurm's pam_slurm_adopt: for a
+    process a remote agent (sshd, an MPI launcher) started on the job's
+    behalf, so that it is limited, accounted and killed with the job.
 
     Each PID is pinned with a pidfd while it is checked; right before the
     move every one is checked again to be the same process (alive, same
-    start time), so a PID that was reused meanwhile is never moved.
+    start time), so a PID that was reused meanwhile is never moved. A system
+    job is moved by root writing its cgroup.procs (move_into_cgroup); a
+    --user job, whose unit is delegated within the user's own manager (the
+    user owns that whole subtree anyway), by AttachProcessesToUnit, which
+    can also take a process from the user's session outside that subtree.
     """
     pinned: list[procs.PinnedProcess] = []
     try:
@@ -98,7 +145,11 @@ def adopt(manager: Manager, job: JobInfo, pids: Sequence[int]) -> AdoptOutcome:
                     f"process {pin.pid} ended while it was checked (its PID may now be "
                     "another process's): nothing adopted"
                 )
-        manager.attach_processes(job.unit, [pin.pid for pin in wanted])
+        if user_manager or not job.control_group:
+            manager.attach_processes(job.unit, [pin.pid for pin in wanted])
+        else:
+            for pin in wanted:
+                move_into_cgroup(pin, job.control_group)
         return AdoptOutcome(adopted=tuple(p.pid for p in wanted), already_in_job=tuple(already))
     finally:
         for pin in pinned:

@@ -171,6 +171,34 @@ def _check_wait(value: str | None) -> int | None:
     return usec
 
 
+def _landlock_choice(no_landlock: bool, no_private_pids: bool) -> tuple[bool, str]:
+    """Whether the job's init scopes abstract sockets and signals, and if not, why."""
+    if no_landlock:
+        return False, "Landlock scoping turned off (--no-landlock); use --private-network"
+    if no_private_pids:
+        return False, "no init to scope them (--no-private-pids); use --private-network"
+    from slotmgr.pidshim import LANDLOCK_SCOPE_ABI, landlock_abi
+
+    abi = landlock_abi()
+    if abi < LANDLOCK_SCOPE_ABI:
+        return False, (
+            f"kernel lacks Landlock ABI {LANDLOCK_SCOPE_ABI} (has {abi or 'none'}); "
+            "use --private-network"
+        )
+    return True, ""
+
+
+def _scratch_base(*, scope: bool, user_mode: bool) -> str | None:
+    """Where the job's scratch directory goes: the node's choice (slotmgr.config).
+    None for a scope (systemd mounts nothing for it and runs no hook to remove
+    it) and for a job of a user manager or a non-root caller (root makes it)."""
+    if scope or user_mode or os.geteuid() != 0:
+        return None
+    from slotmgr.config import load_node_config
+
+    return load_node_config().scratch_base
+
+
 # The sections of `slotmgr run --help` and of the man page, in this order
 # (slotmgr.cli_help). An option not named here is listed under "Other options".
 RUN_OPTION_SECTIONS: dict[str, str] = {
@@ -184,6 +212,12 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
     "--property": "Limits (systemd's syntax)",
     "--no-private-tmp": "Isolation (on by default)",
     "--no-private-pids": "Isolation (on by default)",
+    "--no-private-ipc": "Isolation (on by default)",
+    "--no-private-shm": "Isolation (on by default)",
+    "--no-scratch": "Isolation (on by default)",
+    "--keep-scratch": "Isolation (on by default)",
+    "--no-landlock": "Isolation (on by default)",
+    "--private-network": "Isolation (on by default)",
     "--uid": "Identity and environment",
     "--gid": "Identity and environment",
     "--setenv": "Identity and environment",
@@ -249,6 +283,24 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
 @click.option("--no-private-tmp", is_flag=True, help="Share /tmp and /var/tmp with the host.")
 @click.option("--no-private-pids", is_flag=True, help="Let the job see every process on the node.")
 @click.option(
+    "--no-private-ipc", is_flag=True, help="Share SysV IPC and POSIX message queues with the node."
+)
+@click.option("--no-private-shm", is_flag=True, help="Share /dev/shm with the node.")
+@click.option(
+    "--no-scratch", is_flag=True, help="No per-job scratch directory ($SLOTMGR_SCRATCH)."
+)
+@click.option("--keep-scratch", is_flag=True, help="Keep the scratch directory after the job.")
+@click.option(
+    "--no-landlock",
+    is_flag=True,
+    help="Do not scope abstract unix sockets and signals to the job (Landlock, Linux 6.12+).",
+)
+@click.option(
+    "--private-network",
+    is_flag=True,
+    help="Give the job its own network (loopback only): its own abstract sockets and localhost.",
+)
+@click.option(
     "--json",
     "json_path",
     metavar="FILE",
@@ -289,6 +341,12 @@ def run(
     gid: str | None,
     no_private_tmp: bool,
     no_private_pids: bool,
+    no_private_ipc: bool,
+    no_private_shm: bool,
+    no_scratch: bool,
+    keep_scratch: bool,
+    no_landlock: bool,
+    private_network: bool,
     json_path: str | None,
     output: str | None,
     error: str | None,
@@ -367,6 +425,14 @@ def run(
         )
     if user is None and not obj.user:
         user = pwd.getpwuid(os.geteuid()).pw_name  # root's own job says User=root
+    if scope and private_network:
+        raise UsageError(
+            "--private-network needs a service job: a scope's processes are slotmgr's own "
+            "children (drop --scope)"
+        )
+    if keep_scratch and no_scratch:
+        raise UsageError("--keep-scratch and --no-scratch exclude each other")
+    landlock_scope, landlock_missing = _landlock_choice(no_landlock, no_private_pids)
     slot_def = None
     admission = None
     if wait_for_slot is not None and slot is None:
@@ -408,6 +474,13 @@ def run(
         group=group,
         private_tmp=not no_private_tmp,
         private_pids=not no_private_pids,
+        private_ipc=not no_private_ipc,
+        private_shm=not no_private_shm,
+        private_network=private_network,
+        landlock_scope=landlock_scope,
+        landlock_missing=landlock_missing,
+        scratch_base=None if no_scratch else _scratch_base(scope=scope, user_mode=obj.user),
+        keep_scratch=keep_scratch,
         scope=scope,
         history_db=history.default_db_path(obj.user),
         user_manager=obj.user,

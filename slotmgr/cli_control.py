@@ -212,7 +212,7 @@ def adopt_cmd(obj: Any, job: str, pids: tuple[str, ...]) -> None:
     manager = Manager.connect(user=caller.user_mode)
     try:
         info = control.job_for(manager, caller, job, Action.ADOPT)
-        outcome = adopt.adopt(manager, info, numbers)
+        outcome = adopt.adopt(manager, info, numbers, user_manager=caller.user_mode)
     finally:
         manager.close()
     if outcome.adopted:

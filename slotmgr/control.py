@@ -29,7 +29,7 @@ from typing import Any
 
 from slotmgr import messages, procs
 from slotmgr.errors import PermissionDenied, RemoteError, UsageError
-from slotmgr.jobspec import command_from_exec_argv, command_of_unit
+from slotmgr.jobspec import command_from_exec_argv, command_of_unit, isolation_of_unit
 from slotmgr.naming import (
     DESCRIPTION_PREFIX,
     JOB_ID_RULE,
@@ -116,6 +116,7 @@ class JobDetail:
     limits: dict[str, str]
     effective_cpus: str | None
     processes: list[tuple[int, str]] = field(default_factory=list)
+    isolation: list[str] = field(default_factory=list)  # jobspec.isolation_of_unit
 
     def to_dict(self) -> dict[str, Any]:
         data = self.info.to_dict()
@@ -129,6 +130,7 @@ class JobDetail:
             limits=self.limits,
             effective_cpus=self.effective_cpus,
             processes=[{"pid": pid, "command": cmd} for pid, cmd in self.processes],
+            isolation=self.isolation,
         )
         return data
 
@@ -410,4 +412,5 @@ def job_detail(manager: Manager, caller: Caller, info: JobInfo) -> JobDetail:
         limits=_limit_text(props),
         effective_cpus=procs.cgroup_file(group, "cpuset.cpus.effective") if group else None,
         processes=[(pid, procs.cmdline(pid)) for pid in sorted(pids)],
+        isolation=isolation_of_unit(props, [procs.cmdline_args(pid) for pid in sorted(pids)]),
     )

@@ -45,6 +45,13 @@ PIDSHIM = os.path.join(PACKAGE_DIR, "pidshim.py")
 RECORDER = os.path.join(PACKAGE_DIR, "recorder.py")
 CAP_SYS_ADMIN = 21
 DEFAULT_STOP_TIMEOUT_USEC = 90_000_000
+RM_PROGRAM = "/usr/bin/rm"
+HOST_ROOT_VIA_PID1 = "/proc/1/root"
+SCRATCH_VARIABLE = "SLOTMGR_SCRATCH"
+# tmpfs options: /dev/shm as the host's (world-writable, sticky); the scratch
+# base an empty stand-in for the host's, writable by root only.
+SHM_MOUNT_OPTIONS = "mode=1777,nosuid,nodev"
+SCRATCH_BASE_MOUNT_OPTIONS = "mode=0755,nosuid,nodev"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,14 @@ class JobSpec:
     group: str | None = None
     private_tmp: bool = True
     private_pids: bool = True
+    private_ipc: bool = True  # SysV IPC and POSIX message queues of the job's own
+    private_shm: bool = True  # a /dev/shm of the job's own
+    private_network: bool = False  # loopback only: abstract sockets and localhost the job's own
+    landlock_scope: bool = False  # the init scopes abstract sockets and signals (Landlock ABI 6)
+    landlock_missing: str = ""  # why not, when it is not: for the summary
+    scratch_base: str | None = None  # a scratch directory is wanted, in this base
+    scratch_dir: str | None = None  # and was made here (runner, by scratch.make_scratch_dir)
+    keep_scratch: bool = False
     scope: bool = False
     history_db: str = ""
     user_manager: bool = False  # the job runs under the caller's user manager (--user)
@@ -100,8 +115,18 @@ def shim_argv(spec: JobSpec, features: Features) -> list[str]:
     argv = [spec.python, "-I", "-S", PIDSHIM]
     if spec.scope or not features.private_pids:
         argv.append("--unshare")
-    if spec.scope and spec.private_tmp:
-        argv.append("--private-tmp")
+    if spec.scope:  # systemd execs nothing in a scope: the shim makes what it can
+        argv += [
+            flag
+            for flag, wanted in (
+                ("--private-tmp", spec.private_tmp),
+                ("--private-ipc", spec.private_ipc),
+                ("--private-shm", spec.private_shm),
+            )
+            if wanted
+        ]
+    if spec.landlock_scope:
+        argv.append("--landlock-scope")
     if not spec.scope:
         argv.append("--started-blocked")  # exec_argv blocks the signals to match
     return [*argv, "--"]
@@ -129,9 +154,13 @@ def exec_argv(spec: JobSpec, features: Features) -> list[str]:
     if "--started-blocked" in shim:
         argv += [ENV_PROGRAM, "--block-signal"]
     argv += shim
-    if spec.environment:
+    # The scratch variable last: the job's own -E cannot point it elsewhere.
+    environment = [*spec.environment]
+    if spec.scratch_dir is not None:
+        environment.append(f"{SCRATCH_VARIABLE}={spec.scratch_dir}")
+    if environment:
         # "--": the end of env's options, as a mark of slotmgr's own env too.
-        argv += [ENV_PROGRAM, "--", *spec.environment]
+        argv += [ENV_PROGRAM, "--", *environment]
     return argv + list(spec.command)
 
 
@@ -197,6 +226,19 @@ def recorder_argv(spec: JobSpec) -> list[str]:
     return argv
 
 
+def scratch_removal_argv(spec: JobSpec) -> list[str] | None:
+    """The ExecStopPost= that removes the job's scratch directory: rm, not
+    an interpreter. --one-file-system: never into a mount inside it. The hook
+    runs in the job's mount namespace (seen on 257 with '+' as on 252 with
+    PermissionsStartOnly=), where the scratch base is a tmpfs holding only a
+    bind mount of the job's directory, which rmdir cannot remove (EBUSY); but
+    in the node's PID namespace: so it reaches the node's directory through
+    PID 1's root."""
+    if spec.scratch_dir is None or spec.keep_scratch:
+        return None
+    return [RM_PROGRAM, "-rf", "--one-file-system", "--", HOST_ROOT_VIA_PID1 + spec.scratch_dir]
+
+
 def _exec_command(argv: Sequence[str], *flags: str) -> tuple[str, list[str], list[str]]:
     """One entry of ExecStartEx=/ExecStopPostEx= (a(sasas)): path, argv, flags."""
     return (argv[0], list(argv), list(flags))
@@ -213,7 +255,12 @@ def exec_properties(spec: JobSpec, features: Features) -> list[Property]:
     PermissionsStartOnly= runs the recorder as root ('privileged'; unlike '+'
     it stays in the job's namespaces, which the recorder does not mind).
     """
-    job, recorder = exec_argv(spec, features), recorder_argv(spec)
+    job = exec_argv(spec, features)
+    # The recorder first: it reads the cgroup before anything else runs there,
+    # and a large scratch directory's removal must not cost the record (both
+    # share the stop timeout). So the launcher may return while rm still runs.
+    removal = scratch_removal_argv(spec)
+    stop_post = [recorder_argv(spec)] + ([] if removal is None else [removal])
     if features.exec_ex_survives_reload:
         # no-env-expand: the command reaches the job as given, "$HOME" included.
         return [
@@ -221,7 +268,10 @@ def exec_properties(spec: JobSpec, features: Features) -> list[Property]:
             Property(
                 "ExecStopPostEx",
                 "a(sasas)",
-                [_exec_command(recorder, "privileged", "ignore-failure", "no-env-expand")],
+                [
+                    _exec_command(argv, "privileged", "ignore-failure", "no-env-expand")
+                    for argv in stop_post
+                ],
             ),
         ]
 
@@ -230,9 +280,34 @@ def exec_properties(spec: JobSpec, features: Features) -> list[Property]:
 
     return [
         Property("ExecStart", "a(sasb)", [(job[0], escaped(job), False)]),
-        Property("ExecStopPost", "a(sasb)", [(recorder[0], escaped(recorder), True)]),
+        Property(
+            "ExecStopPost", "a(sasb)", [(argv[0], escaped(argv), True) for argv in stop_post]
+        ),
         Property("PermissionsStartOnly", "b", True),
     ]
+
+
+def isolation_properties(spec: JobSpec) -> list[Property]:
+    """The namespaces and mounts of a service job (a scope's are the shim's)."""
+    props: list[Property] = []
+    if spec.private_tmp:
+        props.append(Property("PrivateTmp", "b", True))
+    if spec.private_ipc:
+        props.append(Property("PrivateIPC", "b", True))
+    if spec.private_network:
+        props.append(Property("PrivateNetwork", "b", True))
+    tmpfs: list[tuple[str, str]] = []
+    if spec.private_shm:
+        tmpfs.append(("/dev/shm", SHM_MOUNT_OPTIONS))
+    if spec.scratch_dir is not None:
+        # Every other job's scratch hidden under an empty tmpfs; the job's own
+        # bound back at the same path (systemd mounts the deeper path last).
+        tmpfs.append((os.path.dirname(spec.scratch_dir), SCRATCH_BASE_MOUNT_OPTIONS))
+        bind = (spec.scratch_dir, spec.scratch_dir, False, 0)  # not recursive, must exist
+        props.append(Property("BindPaths", "a(ssbt)", [bind]))
+    if tmpfs:
+        props.append(Property("TemporaryFileSystem", "a(ss)", tmpfs))
+    return props
 
 
 def unit_properties(
@@ -262,10 +337,14 @@ def unit_properties(
         # The recorder runs in the stop phase: a node's short DefaultTimeoutStopSec=
         # must not cut it off and lose the record. systemd's stock 90 s, unless asked.
         props.append(Property("TimeoutStopUSec", "t", DEFAULT_STOP_TIMEOUT_USEC))
-    # Delegated, so that `slotmgr adopt` may move processes into the job
-    # (systemd refuses AttachProcessesToUnit on other units). The job may then
-    # make sub-cgroups of its own, but not change its unit's limits.
-    props.append(Property("Delegate", "b", True))
+    if spec.user_manager:
+        # Within the user's own manager, whose whole subtree the user owns
+        # anyway: delegated, so that `slotmgr --user adopt` may use
+        # AttachProcessesToUnit (systemd allows it on delegated units only).
+        # Never for the system manager: the job's user would own the unit's
+        # cgroup, and freezing a sub-cgroup of it hangs PID 1 (issue 9, 3);
+        # root moves adopted processes itself (adopt.move_into_cgroup).
+        props.append(Property("Delegate", "b", True))
     if spec.scope:
         props.append(Property("PIDs", "au", list(scope_pids)))
         return props
@@ -274,8 +353,7 @@ def unit_properties(
     # The job's marker (slotmgr.naming); a scope's is its Description.
     props.append(Property("LogExtraFields", "aay", [marker_field(spec.job_id)]))
     props += exec_properties(spec, features)
-    if spec.private_tmp:
-        props.append(Property("PrivateTmp", "b", True))
+    props += isolation_properties(spec)
     if spec.private_pids and features.private_pids:
         props += build_property("PrivatePIDs", "yes", features)
     elif spec.private_pids:
@@ -378,3 +456,79 @@ def expand_output_name(template: str, *, job_id: str, user: str) -> str:
         parts.append(values[escape])
         i += 2
     return "".join(parts)
+
+
+def isolation_lines(spec: JobSpec) -> list[str]:
+    """What the job was isolated by, for the summary: one line, and one
+    more when abstract unix sockets stayed shared with the node."""
+    shim = spec.private_pids
+    made = [
+        ("pids", shim),
+        ("tmp", spec.private_tmp and (shim or not spec.scope)),
+        ("ipc", spec.private_ipc and (shim or not spec.scope)),
+        ("shm", spec.private_shm and (shim or not spec.scope)),
+        ("scratch", spec.scratch_dir is not None),
+        ("network", spec.private_network),
+        ("abstract-sockets(landlock)", spec.landlock_scope),
+        ("signals(landlock)", spec.landlock_scope),
+    ]
+    names = [name for name, got in made if got]
+    lines = [f"isolation: {', '.join(names) or 'none'}"]
+    if not spec.landlock_scope and not spec.private_network:
+        lines.append(f"abstract sockets: shared, {spec.landlock_missing or 'not scoped'}")
+    return lines
+
+
+def _unit_argv(props: Mapping[str, Any]) -> list[str]:
+    for key in ("ExecStartEx", "ExecStart"):
+        for entry in props.get(key) or []:
+            return [str(arg) for arg in entry[1]]
+    return []
+
+
+def isolation_of_unit(
+    props: Mapping[str, Any], process_argvs: Sequence[Sequence[str]] = ()
+) -> list[str]:
+    """isolation_lines for a running unit, from its properties (GetAll) and,
+    for a scope (whose shim no property records), its processes' argv."""
+    argvs = [_unit_argv(props), *process_argvs]
+    shim = next((argv for argv in argvs if any(a.endswith("pidshim.py") for a in argv)), [])
+    shim = shim[: shim.index("--")] if "--" in shim else shim
+    scope = "PIDs" in props or not _unit_argv(props)
+    temporary = {str(entry[0]) for entry in props.get("TemporaryFileSystem") or []}
+
+    def by_unit_or_shim(prop: str, flag: str) -> bool:
+        return bool(props.get(prop)) if not scope else flag in shim
+
+    assignments: list[str] = []  # those of the job's own `env -- NAME=VALUE...` (exec_argv)
+    unit_argv = argvs[0]
+    for at in range(len(unit_argv) - 1):
+        if unit_argv[at : at + 2] == [ENV_PROGRAM, "--"]:
+            for arg in unit_argv[at + 2 :]:
+                if "=" not in arg or arg[0] == "/":
+                    break
+                assignments.append(arg)
+            break
+    spec = JobSpec(
+        command=(),
+        job_id="",
+        unit="",
+        scope=scope,
+        private_pids=bool(shim) or props.get("PrivatePIDs") == "yes",
+        private_tmp=by_unit_or_shim("PrivateTmp", "--private-tmp"),
+        private_ipc=by_unit_or_shim("PrivateIPC", "--private-ipc"),
+        private_shm="/dev/shm" in temporary or (scope and "--private-shm" in shim),
+        private_network=bool(props.get("PrivateNetwork")),
+        landlock_scope="--landlock-scope" in shim,
+        landlock_missing="not scoped by Landlock for this job; use --private-network",
+        # The last one: exec_argv puts slotmgr's own after the job's -E.
+        scratch_dir=next(
+            (
+                a.partition("=")[2]
+                for a in reversed(assignments)
+                if a.startswith(f"{SCRATCH_VARIABLE}=") and props.get("BindPaths")
+            ),
+            None,
+        ),
+    )
+    return isolation_lines(spec)

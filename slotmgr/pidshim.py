@@ -1,6 +1,7 @@
 """pidshim: a tiny init (PID 1) for slotmgr batch jobs, in the spirit of catatonit and tini.
 
-usage: pidshim.py [--unshare [--private-tmp]] [--started-blocked] [--] CMD [ARGS...]
+usage: pidshim.py [--unshare [--private-tmp] [--private-ipc] [--private-shm]]
+                  [--landlock-scope] [--started-blocked] [--] CMD [ARGS...]
 
 Run it as a file, ``python3 -I -S pidshim.py ...``: standard library only, nothing from
 slotmgr, few imports, for a fast start. Options end at ``--`` or at the first non-option.
@@ -20,6 +21,16 @@ Modes
              (every capability set emptied) before the job is forked.
   --private-tmp  With --unshare, for a scope (which has no PrivateTmp=): mount fresh
              tmpfs on /tmp and /var/tmp in the job's mount namespace.
+  --private-ipc  With --unshare, for a scope (no PrivateIPC=): a new IPC namespace too
+             (SysV IPC and POSIX message queues of the job's own).
+  --private-shm  With --unshare, for a scope: a fresh tmpfs on /dev/shm (mode 1777).
+  --landlock-scope  Before forking CMD, put the init (and so the job) in a Landlock domain
+             scoped for abstract unix sockets and signals (Landlock ABI 6, Linux 6.12): the
+             job can neither connect to an abstract socket nor signal a process outside
+             its own job; what is outside may still reach in. Without CAP_SYS_ADMIN the
+             kernel requires no_new_privs first: setuid and file-capability programs
+             (sudo, su, ping on some systems) then run without their privileges. A kernel
+             without ABI 6 makes it fail (125): the launcher asks for it only where it works.
   --started-blocked  pidshim was started with every signal blocked (`env --block-signal`
              in front of it), so that a signal sent while the interpreter starts stays
              pending instead of being lost (see Signals); the job gets an empty mask.
@@ -76,15 +87,26 @@ if TYPE_CHECKING:  # typing costs milliseconds of start-up: only for mypy
 
     Environ = Union[Mapping[bytes, bytes], Mapping[str, str]]
 
-USAGE = "usage: pidshim.py [--unshare [--private-tmp]] [--started-blocked] [--] CMD [ARGS...]"
+USAGE = (
+    "usage: pidshim.py [--unshare [--private-tmp] [--private-ipc] [--private-shm]]"
+    " [--landlock-scope] [--started-blocked] [--] CMD [ARGS...]"
+)
 EX_USAGE, EX_SHIM, EX_NOEXEC, EX_NOTFOUND = 2, 125, 126, 127
 
 # Linux constants the os module lacks (os.unshare only exists from Python 3.12).
-CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x00020000, 0x20000000, 0x08000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
+PR_SET_NO_NEW_PRIVS = 38
+# Landlock (include/uapi/linux/landlock.h); syscall numbers are the same on every
+# architecture (the unified table from 424 on).
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_RESTRICT_SELF = 444, 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET, LANDLOCK_SCOPE_SIGNAL = 0x1, 0x2
+LANDLOCK_SCOPE_ABI = 6
+CAP_SYS_ADMIN = 21
 
 S = signal.Signals
 JOB_CONTROL = {S.SIGTSTP, S.SIGTTIN, S.SIGTTOU}
@@ -117,19 +139,34 @@ def warn(msg: str) -> None:
     quietly(os.write, 2, f"pidshim: {msg}\n".encode(errors="backslashreplace"))
 
 
-def parse_args(args: list[str]) -> tuple[bool, bool, bool, list[str]]:
+class Options:
+    """The command line: its flags, and CMD."""
+
+    FLAGS = (
+        "unshare", "private-tmp", "private-ipc", "private-shm", "landlock-scope",
+        "started-blocked",
+    )
+    NEED_UNSHARE = ("private-tmp", "private-ipc", "private-shm")
+
+    def __init__(self, flags: set[str], cmd: list[str]) -> None:
+        self.unshare = "unshare" in flags
+        self.private_tmp = "private-tmp" in flags
+        self.private_ipc = "private-ipc" in flags
+        self.private_shm = "private-shm" in flags
+        self.landlock_scope = "landlock-scope" in flags
+        self.started_blocked = "started-blocked" in flags
+        self.cmd = cmd
+
+
+def parse_args(args: list[str]) -> Options:
     # Hand-rolled: argparse costs start-up time and would parse CMD's own options too.
-    unshare = private_tmp = started_blocked = False
+    flags: set[str] = set()
     while args and args[0].startswith("-"):
         arg, args = args[0], args[1:]
         if arg == "--":
             break
-        if arg == "--unshare":
-            unshare = True
-        elif arg == "--private-tmp":
-            private_tmp = True
-        elif arg == "--started-blocked":
-            started_blocked = True
+        if arg.startswith("--") and arg[2:] in Options.FLAGS:
+            flags.add(arg[2:])
         elif arg in ("-h", "--help"):
             print(USAGE)
             sys.exit(0)
@@ -137,9 +174,10 @@ def parse_args(args: list[str]) -> tuple[bool, bool, bool, list[str]]:
             sys.exit(usage_error(f"unknown option '{arg}'"))
     if not args:
         sys.exit(usage_error("missing command"))
-    if private_tmp and not unshare:
-        sys.exit(usage_error("--private-tmp needs --unshare"))
-    return unshare, private_tmp, started_blocked, args
+    for flag in Options.NEED_UNSHARE:
+        if flag in flags and "unshare" not in flags:
+            sys.exit(usage_error(f"--{flag} needs --unshare"))
+    return Options(flags, args)
 
 
 def usage_error(msg: str) -> int:
@@ -245,8 +283,14 @@ def kill_namespace() -> None:
         pass
 
 
-def run_init(job: Job) -> int:
+def run_init(job: Job, landlock_scope: bool) -> int:
     # Init proper: start the job, supervise it, clear the namespace, pass its status on.
+    if landlock_scope:
+        try:
+            restrict_landlock_scope()
+        except OSError as e:
+            warn(f"cannot scope abstract sockets and signals with Landlock: {e.strerror}")
+            return EX_SHIM
     try:
         child = os.fork()
     except OSError as e:
@@ -258,6 +302,62 @@ def run_init(job: Job) -> int:
     if os.getpid() == 1:
         kill_namespace()
     return status
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version; 0 if it has none or it is disabled."""
+    import ctypes
+
+    abi = ctypes.CDLL(None, use_errno=True).syscall(
+        ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET),
+        None,
+        ctypes.c_size_t(0),
+        ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION),
+    )
+    return max(int(abi), 0)
+
+
+def restrict_landlock_scope() -> None:
+    # A ruleset that handles no file or network access, only the two scopes: the rest of
+    # what the job may do is left to the unit. No new privileges first, as the kernel
+    # requires of a process without CAP_SYS_ADMIN (a root job keeps setuid working).
+    import ctypes
+
+    lib = ctypes.CDLL(None, use_errno=True)
+    scoped = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL
+    attr = (ctypes.c_uint64 * 3)(0, 0, scoped)  # handled_access_fs, handled_access_net, scoped
+    fd = lib.syscall(
+        ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET),
+        attr,
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+        ctypes.c_uint32(0),
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    try:
+        if not has_cap_sys_admin():
+            libc("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        restricted = lib.syscall(
+            ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(fd), ctypes.c_uint32(0)
+        )
+        if restricted != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
+def has_cap_sys_admin() -> bool:
+    # CapEff from /proc/self/status: the kernel's own view, no capget needed.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def libc(name: str, *args: int | bytes | None) -> None:
@@ -288,7 +388,7 @@ def drop_capabilities() -> None:
         raise OSError(err, os.strerror(err))
 
 
-def namespace_init(job: Job, private_tmp: bool) -> int:
+def namespace_init(job: Job, opts: Options) -> int:
     # PID 1 of the new namespace, still seeing the host's /proc. Die with the outer process
     # (a tiny window before prctl remains; in a unit, systemd's cgroup kill covers it), keep
     # our mounts from propagating to the host, and mount a proc of this namespace.
@@ -299,32 +399,34 @@ def namespace_init(job: Job, private_tmp: bool) -> int:
     except OSError as e:
         warn(f"cannot mount /proc: {e.strerror}")
         return EX_SHIM
-    if private_tmp:  # a scope has no PrivateTmp=: give the job fresh /tmp and /var/tmp here
-        for path in (b"/tmp", b"/var/tmp"):
-            try:
-                libc("mount", b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777")
-            except OSError as e:
-                warn(f"cannot mount a private {path.decode()}: {e.strerror}")
-                return EX_SHIM
+    # A scope has no PrivateTmp= and no /dev/shm mount: fresh tmpfs here.
+    private = [b"/tmp", b"/var/tmp"] if opts.private_tmp else []
+    private += [b"/dev/shm"] if opts.private_shm else []
+    for path in private:
+        try:
+            libc("mount", b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777")
+        except OSError as e:
+            warn(f"cannot mount a private {path.decode()}: {e.strerror}")
+            return EX_SHIM
     try:
         drop_capabilities()
     except OSError as e:
         warn(f"cannot drop capabilities: {e.strerror}")
         return EX_SHIM
-    return run_init(job)
+    return run_init(job, opts.landlock_scope)
 
 
-def run_unshared(job: Job, private_tmp: bool) -> int:
+def run_unshared(job: Job, opts: Options) -> int:
     # --unshare: a new PID namespace applies to our children only, so fork its init and
     # stay outside as the unit's main process, forwarding signals to it.
     try:
-        libc("unshare", CLONE_NEWPID | CLONE_NEWNS)
+        libc("unshare", CLONE_NEWPID | CLONE_NEWNS | (CLONE_NEWIPC if opts.private_ipc else 0))
         init = os.fork()
     except OSError as e:
         warn(f"cannot create a PID namespace: {e.strerror}")
         return EX_SHIM
     if init == 0:
-        in_child(lambda: namespace_init(job, private_tmp))
+        in_child(lambda: namespace_init(job, opts))
     try:
         drop_capabilities()
     except OSError as e:
@@ -334,13 +436,13 @@ def run_unshared(job: Job, private_tmp: bool) -> int:
 
 
 def main(args: list[str]) -> int:
-    unshare, private_tmp, started_blocked, cmd = parse_args(args)
-    job = Job(cmd, *catch_signals(started_blocked))  # signals first: before anything is forked
-    if unshare:
-        return run_unshared(job, private_tmp)
+    opts = parse_args(args)
+    job = Job(opts.cmd, *catch_signals(opts.started_blocked))  # signals first: before any fork
+    if opts.unshare:
+        return run_unshared(job, opts)
     if os.getpid() != 1:  # not an init: a subreaper, so that orphans still come to us
         quietly(libc, "prctl", PR_SET_CHILD_SUBREAPER, 1)
-    return run_init(job)
+    return run_init(job, opts.landlock_scope)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the record the unit's own ExecStopPost= hook stored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import grp
 import os
 import signal
@@ -31,7 +32,13 @@ from slotmgr.asuser import (
 )
 from slotmgr.bus import Interrupted
 from slotmgr.errors import ExitCode, SlotmgrError, UsageError
-from slotmgr.jobspec import JobSpec, check_command, stdio_properties, unit_properties
+from slotmgr.jobspec import (
+    JobSpec,
+    check_command,
+    isolation_lines,
+    stdio_properties,
+    unit_properties,
+)
 from slotmgr.properties import PropertyError
 from slotmgr.record import JobRecord, summary_lines
 from slotmgr.systemd import Manager
@@ -172,9 +179,11 @@ def run(
     outputs = _Outputs(files, who)
     try:
         features = manager.features
+        spec = with_scratch_dir(spec, who)
         try:
             props = unit_properties(spec, features)
         except PropertyError as exc:
+            drop_unused_scratch(spec)
             raise UsageError(str(exc)) from None
         path = messages.unit_object_path(spec.unit)
         manager.subscribe(
@@ -190,7 +199,7 @@ def run(
             else:
                 rec = _start_and_wait(manager, spec, props, admitted, on_start=on_start)
         if not quiet:
-            for line in summary_lines(rec):
+            for line in [*summary_lines(rec), *isolation_lines(spec)]:
                 print(line, file=sys.stderr)
         if outputs.json_out is not None:
             outputs.json_out.write(rec.to_json() + "\n")
@@ -222,8 +231,12 @@ def _start_and_wait(
 ) -> JobRecord:
     stop_requested = False
     try:
-        with admitted as stdio:
-            job = manager.start_transient_unit(spec.unit, props + stdio_properties(stdio))
+        try:
+            with admitted as stdio:
+                job = manager.start_transient_unit(spec.unit, props + stdio_properties(stdio))
+        except SlotmgrError:
+            drop_unused_scratch(spec)  # refused: no unit, so no hook of it removes it
+            raise
         if on_start is not None:
             on_start(spec)
         job_result = manager.wait_for_job(job)
@@ -282,6 +295,25 @@ def stop_for_signal(manager: Manager, spec: JobSpec, signum: int) -> None:
         stopnote.leave_for_unit(manager, spec.unit, stopnote.launcher_signalled(signum),
                                 user_manager=spec.user_manager)
     stop_quietly(manager, spec.unit)
+
+
+def with_scratch_dir(spec: JobSpec, who: Identity | None) -> JobSpec:
+    """The spec with its scratch directory made for the job's user (`who`;
+    None: the caller's own job), if one is wanted."""
+    if spec.scratch_base is None:
+        return spec
+    from slotmgr.scratch import make_scratch_dir
+
+    uid, gid = (os.getuid(), os.getgid()) if who is None else (who.uid, who.gid)
+    path = make_scratch_dir(spec.scratch_base, spec.job_id, uid, gid)
+    return dataclasses.replace(spec, scratch_dir=path)
+
+
+def drop_unused_scratch(spec: JobSpec) -> None:
+    if spec.scratch_dir is not None:
+        from slotmgr.scratch import remove_scratch_dir
+
+        remove_scratch_dir(spec.scratch_dir)
 
 
 def stop_quietly(manager: Manager, unit: str) -> None:

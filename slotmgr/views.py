@@ -115,6 +115,8 @@ def status_lines(detail: JobDetail) -> list[str]:
         "  Limits:    " + (", ".join(f"{k}={v}" for k, v in detail.limits.items()) or "none"),
         f"  CGroup:    {info.control_group or NONE}",
     ]
+    # Before the CGroup line, which its process list follows.
+    lines[-1:-1] = [f"  {line[0].upper()}{line[1:]}" for line in detail.isolation]
     for pid, cmd in detail.processes:
         lines.append(f"    {pid:>7} {cmd}")
     return lines

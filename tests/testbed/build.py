@@ -12,7 +12,7 @@ from typing import Callable
 from .cache import build_lock, dir_size, in_use, stale_artifacts
 from .guests import get_guest
 from .initramfs import initramfs_dir
-from .kernel import boot_image, kernel_dir
+from .kernel import boot_image, kernel_dir, prefetch
 from .rootfs import rootfs_dir
 
 
@@ -34,8 +34,9 @@ def ensure_built(guest_name: str, log: Callable[[str], None] = _stderr) -> BootA
     nothing but the guest command's output.
     """
     guest = get_guest(guest_name)
+    prefetch(guest.suite, log)  # a download must not hold up the other guests' builds
     with build_lock():
-        kernel = kernel_dir(log)
+        kernel = kernel_dir(guest.suite, log)
         initramfs = initramfs_dir(kernel, log)
         rootfs = rootfs_dir(guest, log)
     return BootArtifacts(boot_image(kernel), initramfs / "initrd.cpio", rootfs / "root")

@@ -47,7 +47,8 @@ def build_module_tree(root: Path, kver: str, work: Path, out: Path) -> None:
     dest.mkdir(parents=True)
     early: list[str] = []  # load order for the initramfs, dependencies first
     early_files = module_files(root, kver, MODULES)
-    for path in early_files + module_files(root, kver, ON_DEMAND_MODULES):
+    on_demand = module_files(root, kver, ON_DEMAND_MODULES, required=False)
+    for path in early_files + on_demand:
         rel = (path.parent.relative_to(src) / decompressed_name(path)).as_posix()
         target = dest / rel
         if not target.exists():
@@ -65,17 +66,22 @@ def build_module_tree(root: Path, kver: str, work: Path, out: Path) -> None:
     (out / "modules.load").write_text("".join(f"{name}\n" for name in early))
 
 
-def module_files(root: Path, kver: str, names: tuple[str, ...]) -> list[Path]:
-    """Module files in load order (dependencies first), builtins left out."""
+def module_files(
+    root: Path, kver: str, names: tuple[str, ...], *, required: bool = True
+) -> list[Path]:
+    """Module files in load order (dependencies first), builtins left out.
+    A module the kernel does not have is an error only if it is required: an
+    on-demand one may be renamed or built in from one release to the next
+    (crc32c_intel, say)."""
     files: list[Path] = []
     for name in names:
-        text = subprocess.run(
+        shown = subprocess.run(
             [hostdeps.tool("modprobe"), "-d", str(root), "-S", kver, "--show-depends", name],
             capture_output=True,
             text=True,
-            check=True,
-        ).stdout
-        files += parse_show_depends(text, root)
+            check=required,
+        )
+        files += parse_show_depends(shown.stdout if shown.returncode == 0 else "", root)
     return files
 
 

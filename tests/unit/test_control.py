@@ -14,7 +14,7 @@ import pytest
 
 from slotmgr import adopt, control, procs, stopping
 from slotmgr.control import Action, Caller, JobInfo
-from slotmgr.errors import ExitCode, PermissionDenied, UsageError
+from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
 from slotmgr.values import UINT64_MAX
 
 NOW = 1_700_000_100.0
@@ -339,12 +339,40 @@ def test_adopt_checks_every_pid_before_moving_any():
     mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         job = owned_by(os.getuid())
-        outcome = adopt.adopt(Recorder(), job, [mine.pid])  # type: ignore[arg-type]
+        outcome = adopt.adopt(Recorder(), job, [mine.pid],  # type: ignore[arg-type]
+                              user_manager=True)
         assert outcome.adopted == (mine.pid,) and calls == [(job.unit, [mine.pid])]
         calls.clear()
         with pytest.raises(PermissionDenied):
             adopt.adopt(Recorder(), owned_by(4321), [mine.pid])  # type: ignore[arg-type]
         assert calls == []
+    finally:
+        mine.kill()
+        mine.wait()
+
+
+def test_a_system_job_adopts_by_roots_own_write_to_its_cgroup(tmp_path):
+    """No AttachProcessesToUnit (it needs Delegate=yes): the PID is written to
+    the unit's cgroup.procs, and the move is then confirmed."""
+    mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        group = "/slotmgr.slice/slotmgr-ab12.service"
+        (tmp_path / group.lstrip("/")).mkdir(parents=True)
+        procs_file = tmp_path / group.lstrip("/") / "cgroup.procs"
+        procs_file.write_text("")
+        with procs.PinnedProcess(mine.pid) as pin:
+            # A fake cgroup tree moves nothing: the confirmation says so.
+            with pytest.raises(SlotmgrError, match=f"process {mine.pid} is in .*, not {group}"):
+                adopt.move_into_cgroup(pin, group, root=str(tmp_path))
+            assert procs_file.read_text() == str(mine.pid)
+            with pytest.raises(UsageError, match="is gone: the job has ended"):
+                adopt.move_into_cgroup(pin, "/gone.service", root=str(tmp_path))
+            mine.kill()
+            mine.wait()
+            procs_file.write_text("")
+            with pytest.raises(UsageError, match="ended while it was checked"):
+                adopt.move_into_cgroup(pin, group, root=str(tmp_path))
+            assert procs_file.read_text() == ""  # a dead process's PID is never written
     finally:
         mine.kill()
         mine.wait()

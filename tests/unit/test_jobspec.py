@@ -18,6 +18,7 @@ from slotmgr.jobspec import (
     complete_unit_name,
     exec_argv,
     expand_output_name,
+    isolation_lines,
     recorder_argv,
     unit_name_for,
     unit_properties,
@@ -64,9 +65,92 @@ def test_a_scope_shim_is_not_started_blocked():
 
 
 def test_isolation_can_be_turned_off():
-    props = props_of(spec(private_pids=False, private_tmp=False), V257)
+    props = props_of(spec(private_pids=False, private_tmp=False, private_ipc=False,
+                          private_shm=False), V257)
     assert props["ExecStartEx"].value[0][1] == ["sleep", "1"]
-    assert "PrivatePIDs" not in props and "PrivateTmp" not in props
+    for key in ("PrivatePIDs", "PrivateTmp", "PrivateIPC", "TemporaryFileSystem", "BindPaths",
+                "PrivateNetwork"):
+        assert key not in props
+
+
+@pytest.mark.parametrize("features", [V252, V257])
+def test_a_system_job_is_never_delegated_a_user_managers_is(features):
+    # Delegate=yes would hand the unit's cgroup to the job's user, who could
+    # freeze a sub-cgroup and hang PID 1 (issue 9, finding 3).
+    assert "Delegate" not in props_of(spec(), features)
+    assert "Delegate" not in props_of(spec(scope=True, unit="slotmgr-ab12.scope"), features)
+    assert props_of(spec(user_manager=True), features)["Delegate"].value is True
+
+
+@pytest.mark.parametrize("features", [V252, V257])
+def test_ipc_and_shm_are_private_by_default(features):
+    props = props_of(spec(), features)
+    assert props["PrivateIPC"].value is True
+    assert props["TemporaryFileSystem"].value == [("/dev/shm", "mode=1777,nosuid,nodev")]
+    assert "PrivateNetwork" not in props
+    assert props_of(spec(private_network=True), features)["PrivateNetwork"].value is True
+
+
+def test_a_scope_gets_its_isolation_from_the_shim():
+    argv = exec_argv(spec(scope=True, landlock_scope=True), V257)
+    shim = argv[: argv.index("--")]
+    assert shim[shim.index(PIDSHIM) + 1:] == ["--unshare", "--private-tmp", "--private-ipc",
+                                               "--private-shm", "--landlock-scope"]
+    argv = exec_argv(spec(scope=True, private_ipc=False, private_shm=False), V257)
+    assert "--private-ipc" not in argv and "--private-shm" not in argv
+
+
+def test_the_init_scopes_with_landlock_only_when_asked():
+    assert "--landlock-scope" not in exec_argv(spec(), V257)
+    assert "--landlock-scope" in exec_argv(spec(landlock_scope=True), V252)
+
+
+SCRATCH = "/var/lib/slotmgr/scratch/ab12"
+
+
+def test_scratch_hides_the_other_jobs_and_is_exported():
+    props = props_of(spec(scratch_dir=SCRATCH, environment=("SLOTMGR_SCRATCH=/elsewhere",)),
+                     V257)
+    assert props["TemporaryFileSystem"].value == [
+        ("/dev/shm", "mode=1777,nosuid,nodev"),
+        ("/var/lib/slotmgr/scratch", "mode=0755,nosuid,nodev"),
+    ]
+    assert props["BindPaths"].value == [(SCRATCH, SCRATCH, False, 0)]
+    argv = props["ExecStartEx"].value[0][1]
+    # In the job's own env(1), after the init; last, so that the job's -E cannot move it.
+    assert argv[argv.index("--", argv.index(PIDSHIM)):][:4] == [
+        "--", "/usr/bin/env", "--", "SLOTMGR_SCRATCH=/elsewhere"]
+    assert argv[: argv.index("sleep")][-1] == f"SLOTMGR_SCRATCH={SCRATCH}"
+    assert command_from_exec_argv(argv) == ["sleep", "1"]
+
+
+def test_scratch_is_removed_by_the_unit_with_rm_unless_kept():
+    # The hook runs in the job's mount namespace (where the directory is a bind
+    # mount) but the node's PID namespace: the node's directory through PID 1.
+    rm = ["/usr/bin/rm", "-rf", "--one-file-system", "--", "/proc/1/root" + SCRATCH]
+    props = props_of(spec(scratch_dir=SCRATCH), V257)
+    recorder, removal = props["ExecStopPostEx"].value  # the record first: it must not be lost
+    assert recorder[1][2] == RECORDER
+    assert removal == ("/usr/bin/rm", rm, ["privileged", "ignore-failure", "no-env-expand"])
+    _recorder, removal252 = props_of(spec(scratch_dir=SCRATCH), V252)["ExecStopPost"].value
+    assert removal252 == ("/usr/bin/rm", rm, True)
+    kept = props_of(spec(scratch_dir=SCRATCH, keep_scratch=True), V257)
+    assert len(kept["ExecStopPostEx"].value) == 1
+
+
+def test_isolation_lines_say_what_the_job_got():
+    full = spec(scratch_dir=SCRATCH, landlock_scope=True)
+    assert isolation_lines(full) == [
+        "isolation: pids, tmp, ipc, shm, scratch, abstract-sockets(landlock), signals(landlock)"]
+    old_kernel = spec(landlock_missing="kernel lacks Landlock ABI 6 (has 3); use "
+                      "--private-network")
+    assert isolation_lines(old_kernel) == [
+        "isolation: pids, tmp, ipc, shm",
+        "abstract sockets: shared, kernel lacks Landlock ABI 6 (has 3); use --private-network"]
+    assert isolation_lines(spec(private_network=True)) == [
+        "isolation: pids, tmp, ipc, shm, network"]
+    bare = spec(scope=True, private_pids=False)
+    assert isolation_lines(bare)[0] == "isolation: none"
 
 
 def test_accounting_is_always_on_and_the_recorder_is_privileged():
@@ -94,7 +178,6 @@ def test_252_commands_survive_a_daemon_reload():
     path, argv, ignore_failure = props["ExecStopPost"].value[0]
     assert ignore_failure is True and argv[argv.index("--slot") + 1] == "3"
     assert props["PermissionsStartOnly"].value is True  # the recorder runs as root
-    assert props["Delegate"].value is True and props_of(s, V257)["Delegate"].value is True
     # What systemd reports back is turned into the job's own command again.
     reported = {"ExecStartEx": [(path, props["ExecStart"].value[0][1], [], 0, 0, 0, 0, 0, 0, 0)]}
     assert command_of_unit(reported) == ["sh", "-c", "echo $HOME ${X} $$"]
@@ -254,3 +337,21 @@ def test_the_recorder_reads_back_the_arguments_slotmgr_gives_it():
     assert recorder.parse_args(argv[3:] + ["--bogus"]) is None
     assert recorder.parse_args(["--unit", "u.service", "--db", "x.db"]) is None  # no job id
     assert recorder.parse_args(["--job-id"]) is None  # no value
+
+
+@pytest.mark.parametrize("features", [V252, V257])
+def test_status_reads_the_isolation_back_from_the_unit(features):
+    from slotmgr.jobspec import isolation_of_unit
+
+    full = spec(scratch_dir=SCRATCH, landlock_scope=True, private_network=True)
+    props = {name: p.value for name, p in props_of(full, features).items()}
+    assert isolation_of_unit(props) == isolation_lines(full)
+    bare = spec(private_ipc=False, private_shm=False)
+    props = {name: p.value for name, p in props_of(bare, features).items()}
+    assert isolation_of_unit(props) == [
+        "isolation: pids, tmp",
+        "abstract sockets: shared, not scoped by Landlock for this job; use --private-network"]
+    # A scope: its shim's argv, as its process shows it.
+    scoped = spec(scope=True, unit="slotmgr-ab12.scope", private_tmp=False)
+    props = {name: p.value for name, p in props_of(scoped, features, scope_pids=[7]).items()}
+    assert isolation_of_unit(props, [exec_argv(scoped, features)])[0] == "isolation: pids, ipc, shm"

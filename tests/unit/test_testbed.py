@@ -6,19 +6,28 @@ import lzma
 import os
 import shutil
 import stat
+import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.testbed import __main__ as cli
+from tests.testbed import kernel
 from tests.testbed.aptsources import choose_mirror, parse_deb822, parse_one_line
 from tests.testbed.cache import hash_tree, recipe_hash
 from tests.testbed.console import console_tail
 from tests.testbed.cpio import CpioWriter
+from tests.testbed.guests import GUESTS
 from tests.testbed.initramfs import mask_entries
 from tests.testbed.job import command_env, parse_env_pairs, render_job, render_mounts
-from tests.testbed.kernel import extract_vmlinux, parse_candidate, parse_depends
+from tests.testbed.kernel import (
+    extract_vmlinux,
+    host_suite,
+    parse_candidate,
+    parse_depends,
+    whole_elf,
+)
 from tests.testbed.kmodules import decompressed_name, parse_show_depends
 from tests.testbed.qemu import QemuConfig, Share, kernel_cmdline, qemu_argv
 from tests.testbed.stream import EndMarkerScanner, new_token
@@ -272,10 +281,53 @@ def test_module_names_lose_their_compression_suffix() -> None:
 
 
 def test_extract_vmlinux_from_fake_bzimage() -> None:
-    elf = b"\x7fELF" + bytes(range(256)) * 64
+    elf = tiny_elf()
     bzimage = b"MZ setup code" + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"trailer"
     assert extract_vmlinux(bzimage) == elf
     assert extract_vmlinux(b"no compressed payload") is None
+
+
+def tiny_elf(body: bytes = bytes(range(256)) * 64) -> bytes:
+    """An ELF64 header and one segment that covers the whole file."""
+    size = 64 + 56 + len(body)
+    header = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack(
+        "<HHIQQQIHHHHHH", 2, 62, 1, 0, 64, 0, 0, 64, 56, 1, 64, 0, 0)
+    segment = struct.pack("<IIQQQQQQ", 1, 5, 0, 0, 0, size, size, 0x1000)
+    return header + segment + body
+
+
+def test_extract_vmlinux_from_a_zstd_bzimage() -> None:
+    """Debian 13's kernel (6.12) compresses its payload with zstd, not xz."""
+    elf = tiny_elf()
+    packed = subprocess.run(["zstd", "-c", "-q"], input=elf, capture_output=True,
+                            check=True).stdout
+    assert extract_vmlinux(b"MZ setup code" + packed + b"trailer\x00\x01") == elf
+    # Cut short, the ELF is not whole: the bzImage is booted instead.
+    truncated = subprocess.run(["zstd", "-c", "-q"], input=elf[:-100], capture_output=True,
+                               check=True).stdout
+    assert extract_vmlinux(b"MZ" + truncated) is None
+    assert not whole_elf(elf[:-1]) and whole_elf(elf)
+
+
+def test_each_guest_gets_its_own_releases_kernel(tmp_path: Path, monkeypatch) -> None:
+    """The host's release through the host's apt; another release through a
+    private apt state in the cache, so the host's apt is never changed."""
+    monkeypatch.setenv("SLOTMGR_TESTBED_CACHE", str(tmp_path))
+    monkeypatch.setenv("SLOTMGR_TESTBED_MIRROR", "http://mirror.invalid/debian")
+    os_release = tmp_path / "os-release"
+    os_release.write_text('NAME="Debian"\nVERSION_CODENAME=bookworm\n')
+    assert host_suite(os_release) == "bookworm"
+    assert {g.suite for g in GUESTS.values()} == {"bookworm", "trixie"}
+    monkeypatch.setattr(kernel, "host_suite", lambda: "bookworm")
+    host = kernel.Apt("bookworm")
+    assert not host.private and host.argv("apt-get", "update") == [
+        "apt-get", "-o", "APT::Sandbox::User=root", "update"]
+    other = kernel.Apt("trixie")
+    assert other.private
+    argv = other.argv("apt-cache", "policy", "x")
+    assert f"Dir::State::Lists={tmp_path}/apt-trixie/lists" in argv
+    assert (tmp_path / "apt-trixie" / "sources.list").read_text() == (
+        "deb http://mirror.invalid/debian trixie main\n")
 
 
 def test_mask_entries() -> None:
