@@ -474,8 +474,10 @@ def run(
         group=group,
         private_tmp=not no_private_tmp,
         private_pids=not no_private_pids,
-        private_ipc=not no_private_ipc,
-        private_shm=not no_private_shm,
+        # A user manager's units get no IPC namespace nor /dev/shm mount: the
+        # job failed to start with them in the 257 guest (the summary says so).
+        private_ipc=not no_private_ipc and not obj.user,
+        private_shm=not no_private_shm and not obj.user,
         private_network=private_network,
         landlock_scope=landlock_scope,
         landlock_missing=landlock_missing,

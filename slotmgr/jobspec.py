@@ -203,9 +203,10 @@ def command_of_unit(props: Mapping[str, Any]) -> list[str]:
 
 
 def recorder_argv(spec: JobSpec) -> list[str]:
-    """The ExecStopPost= hook. It runs 'privileged' ('+': as root, outside
-    the job's namespaces) and 'ignore-failure' ('-': a recorder failure does
-    not fail the job); -I keeps PYTHON* variables out of it."""
+    """The ExecStopPost= hook. It runs 'privileged' ('+': as root, in the
+    node's PID namespace; in 257's guest still in the job's mount namespace)
+    and 'ignore-failure' ('-': a recorder failure does not fail the job); -I
+    keeps PYTHON* variables out of it."""
     argv = [
         spec.python,
         "-I",
@@ -252,8 +253,8 @@ def exec_properties(spec: JobSpec, features: Features) -> list[Property]:
     are lost at a daemon-reload (see Features.exec_ex_survives_reload), so the
     plain ExecStart=/ExecStopPost= are used, and the flags are had another
     way: "$$" is systemd's own escape of a literal "$" (no-env-expand), and
-    PermissionsStartOnly= runs the recorder as root ('privileged'; unlike '+'
-    it stays in the job's namespaces, which the recorder does not mind).
+    PermissionsStartOnly= runs the recorder as root ('privileged'; like '+'
+    it stays in the job's mount namespace, which the recorder does not mind).
     """
     job = exec_argv(spec, features)
     # The recorder first: it reads the cgroup before anything else runs there,
