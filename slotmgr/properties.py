@@ -136,8 +136,8 @@ UNIT_PROPERTIES: dict[str, PropertySpec] = _specs(
     PropertySpec("SendSIGHUP", Kind.BOOL),
     _slotmgr("PrivateTmp", Kind.BOOL, "it is on for every job; turn it off with --no-private-tmp"),
     PropertySpec("PrivateDevices", Kind.BOOL),
-    PropertySpec("PrivateNetwork", Kind.BOOL),
-    PropertySpec("PrivateIPC", Kind.BOOL),
+    _slotmgr("PrivateNetwork", Kind.BOOL, "turn it on with --private-network"),
+    _slotmgr("PrivateIPC", Kind.BOOL, "it is on for every job; turn it off with --no-private-ipc"),
     PropertySpec(
         "PrivatePIDs",
         Kind.YES_NO_STRING,

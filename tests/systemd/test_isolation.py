@@ -109,14 +109,16 @@ def test_the_unit_is_not_delegated_and_its_record_reads_its_own_cgroup(unique, a
 @pytest.mark.parametrize("mode", [[], ["--scope"]], ids=["service", "scope"])
 def test_dev_shm_and_sysv_segments_are_the_jobs_own(unique, alice, shared, mode):
     ready, go = shared / "ready", shared / "go"
+    # Two jobs of one user: alice's services; a scope runs as its caller (--uid is refused).
+    user = [] if mode else ["--uid", alice.pw_name]
     writer = start_cli(
-        "run", "--quiet", *mode, "--uid", alice.pw_name, "--job-id", unique, "--", "sh", "-c",
+        "run", "--quiet", *mode, *user, "--job-id", unique, "--", "sh", "-c",
         f"echo secret > /dev/shm/{unique}; ipcmk -M 4096 | grep -o '[0-9]*$' > {ready}.tmp; "
         f"mv {ready}.tmp {ready}; while [ ! -e {go} ]; do sleep 0.1; done; ls /dev/shm")
     try:
         shmid = wait_for_file(ready).strip()
         assert shmid.isdigit()
-        reader = run_cli("run", "--quiet", *mode, "--uid", alice.pw_name, "--", "sh", "-c",
+        reader = run_cli("run", "--quiet", *mode, *user, "--", "sh", "-c",
                          "ls -a /dev/shm; echo IPCS:; ipcs -m")
         assert reader.returncode == 0, reader.stderr
         listing, segments = reader.stdout.split("IPCS:")
