@@ -90,7 +90,7 @@ def stages(selected: list[str]) -> list[Stage]:
     for guest in GUESTS:
         all_stages.append(Stage(f"guest-{guest}", [
             str(VENV / "python"), "-m", "tests.testbed", "run", "--guest", guest,
-            "--timeout", "2000", "--", "sh", "-c", guest_cmd]))
+            "--timeout", "2700", "--", "sh", "-c", guest_cmd]))
     if not selected:
         return all_stages
     return [s for s in all_stages if s.name in selected]

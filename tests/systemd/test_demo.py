@@ -4,6 +4,7 @@ its exit status tells whether slotmgr contained the job."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -37,7 +38,10 @@ def test_demo_contrasts_the_mpd_job_without_and_with_slotmgr(tmp_path):
     assert "processes of the job still running:       none" in after
     job_id = under.split("--job-id ")[1].split()[0]
     record = after.split(f"===== its record: slotmgr status {job_id}")[1]
-    assert f"Job {job_id} (slotmgr-{job_id}.service) finished: success, exit status 0" in record
+    # `slotmgr status` of a finished job shows its whole record, one field a line.
+    assert f"Job {job_id} (slotmgr-{job_id}.service) finished\n" in record
+    assert re.search(r"^  Result: +success, exit status 0$", record, re.M), record
+    assert re.search(r"^  Command: +sh /\S+/examples/mpd-job\.sh$", record, re.M), record
     assert "demo: ok" in out
     assert not processes_with_marker("mpd_daemon.py demo")
     assert not Path("/tmp/mpd-demo.sock").exists()
