@@ -274,7 +274,9 @@ def test_scratch_survives_the_launchers_death_and_is_still_removed(unique, alice
     job.wait(timeout=30)
     assert unit_active(unit) and (SCRATCH_BASE / unique).is_dir()
     assert run_cli("stop", unique, "--grace", "0").returncode == 0
-    wait_until(lambda: not (SCRATCH_BASE / unique).exists(), timeout=30, what="scratch removed")
+    # The removal hook runs after the record hook, which may wait for the history's lock:
+    # allow the unit's whole stop timeout (90 s), as systemd does.
+    wait_until(lambda: not (SCRATCH_BASE / unique).exists(), timeout=90, what="scratch removed")
     job.communicate(timeout=30)  # the job held the launcher's stdout: closed now
 
 
