@@ -76,7 +76,7 @@ def _own_directory(directory: str) -> bool:
     """Make the notes' directory (0700), and say if it is ours alone."""
     parent = os.path.dirname(directory)
     with contextlib.suppress(FileExistsError):
-        os.mkdir(parent, 0o755)
+        os.mkdir(parent, 0o700)  # also the slots' lock directory, root's alone
     with contextlib.suppress(FileExistsError):
         os.mkdir(directory, 0o700)
     st = os.lstat(directory)
