@@ -247,12 +247,29 @@ def open_db(path: str, *, create: bool = True) -> Iterator[sqlite3.Connection]:
     secure_files(path)  # SQLite gives -wal and -shm the database's mode (0600)
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        _migrate(conn)
+        _prepare(conn)
         yield conn
     finally:
         conn.close()
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """WAL mode and the current schema. Switching a new database to WAL while
+    another connection opens it can fail as "locked" at once, without SQLite's
+    busy wait (seen with 8 writers on one new file): retried until the
+    deadline, then the error is raised as it came."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            _migrate(conn)
+            return
+        except sqlite3.OperationalError as exc:
+            transient = "locked" in str(exc) or "busy" in str(exc)
+            if not transient or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _insert_row(conn: sqlite3.Connection, rec: JobRecord) -> bool:

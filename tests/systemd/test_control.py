@@ -209,8 +209,11 @@ def test_kill_of_a_fork_loop_leaves_zero_processes(unique, isolation):
         # Nothing escaped: what is left can only be dying, and is gone at once.
         wait_until(lambda: not job_processes(unique, job), timeout=5, what="no process")
         wait_until(lambda: not cgroup_dir(unit).exists(), timeout=60, what="the unit's end")
-        assert job_processes(unique, job) == []
-        assert forks_per_second() < 20
+        # And none appears later: a chain that escaped would show its marker
+        # again (the node's own fork rate is no measure: other units fork too).
+        for _ in range(10):
+            assert job_processes(unique, job) == []
+            time.sleep(0.1)
     finally:
         if job.poll() is None:
             run_cli("stop", unique, "--grace", "0")
