@@ -12,7 +12,7 @@ import pwd
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
@@ -30,6 +30,9 @@ from slotmgr.properties import (
     shown,
 )
 from slotmgr.values import check_text
+
+if TYPE_CHECKING:
+    from slotmgr.jobinit import InitChoice
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -186,6 +189,25 @@ def _landlock_choice(no_landlock: bool, no_private_pids: bool) -> tuple[bool, st
             "use --private-network"
         )
     return True, ""
+
+
+def _init_choice(
+    command: tuple[str, ...], *, no_private_pids: bool, scope: bool, landlock: tuple[bool, str]
+) -> InitChoice:
+    """The job's init (slotmgr.jobinit): the node's setting, what is installed."""
+    from slotmgr.config import load_node_config
+    from slotmgr.jobinit import InitSetting, choose_init, find_catatonit
+
+    setting = InitSetting(load_node_config().init) if not no_private_pids else InitSetting.AUTO
+    return choose_init(
+        setting,
+        find_catatonit() if not no_private_pids else None,
+        command=command,
+        private_pids=not no_private_pids,
+        scope=scope,
+        landlock_scope=landlock[0],
+        landlock_missing=landlock[1],
+    )
 
 
 def _scratch_base(*, scope: bool, user_mode: bool) -> str | None:
@@ -432,7 +454,12 @@ def run(
         )
     if keep_scratch and no_scratch:
         raise UsageError("--keep-scratch and --no-scratch exclude each other")
-    landlock_scope, landlock_missing = _landlock_choice(no_landlock, no_private_pids)
+    init = _init_choice(
+        command,
+        no_private_pids=no_private_pids,
+        scope=scope,
+        landlock=_landlock_choice(no_landlock, no_private_pids),
+    )
     slot_def = None
     admission = None
     if wait_for_slot is not None and slot is None:
@@ -479,8 +506,10 @@ def run(
         private_ipc=not no_private_ipc and not obj.user,
         private_shm=not no_private_shm and not obj.user,
         private_network=private_network,
-        landlock_scope=landlock_scope,
-        landlock_missing=landlock_missing,
+        landlock_scope=init.landlock_scope,
+        landlock_missing=init.landlock_missing,
+        catatonit=init.catatonit,
+        init_why=init.init_why,
         scratch_base=None if no_scratch else _scratch_base(scope=scope, user_mode=obj.user),
         keep_scratch=keep_scratch,
         scope=scope,

@@ -7,6 +7,7 @@ defaults. configparser is imported only when the file exists.
 
     [node]
     scratch_base = /var/lib/slotmgr/scratch
+    init = auto          # or catatonit, or pidshim (slotmgr.jobinit)
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from slotmgr.errors import ExitCode, SlotmgrError
 
 DEFAULT_CONF = "/etc/slotmgr/slotmgr.conf"
 DEFAULT_SCRATCH_BASE = "/var/lib/slotmgr/scratch"
+INIT_VALUES = ("auto", "catatonit", "pidshim")
+KNOWN_KEYS = ("scratch_base", "init")
 
 
 @dataclass(frozen=True)
 class NodeConfig:
     scratch_base: str = DEFAULT_SCRATCH_BASE
+    init: str = "auto"  # one of INIT_VALUES: the jobs' PID-namespace init
 
 
 class ConfigError(SlotmgrError):
@@ -75,10 +79,16 @@ def parse_node_config(text: str, *, source: str) -> NodeConfig:
         raise ConfigError(f"cannot parse {source}: {first}") from None
     unknown = [s for s in parser.sections() if s != "node"]
     if "node" in parser:
-        unknown += [f"node.{key}" for key in parser["node"] if key != "scratch_base"]
+        unknown += [f"node.{key}" for key in parser["node"] if key not in KNOWN_KEYS]
     if unknown:
         raise ConfigError(
-            f"unknown setting {unknown[0]!r} in {source}: known is [node] scratch_base"
+            f"unknown setting {unknown[0]!r} in {source}: known are "
+            + ", ".join(f"[node] {key}" for key in KNOWN_KEYS)
         )
     base = parser.get("node", "scratch_base", fallback=DEFAULT_SCRATCH_BASE).strip()
-    return NodeConfig(scratch_base=check_scratch_base(base, source=source))
+    init = parser.get("node", "init", fallback="auto").strip()
+    if init not in INIT_VALUES:
+        raise ConfigError(
+            f"invalid init {init!r} in {source}: use one of {', '.join(INIT_VALUES)}"
+        )
+    return NodeConfig(scratch_base=check_scratch_base(base, source=source), init=init)

@@ -18,8 +18,10 @@ right after the thaw. SIGKILL on systemd >= 257 needs none of this:
 KillUnit writes cgroup.kill, which the kernel applies to the whole cgroup
 at once.
 
-And a signal the PID-namespace init forwards (slotmgr.pidshim) does not go
-to the init itself, nor on systemd < 257 to the shim outside the namespace:
+And a signal the PID-namespace init forwards (catatonit or slotmgr.pidshim)
+does not go to the init itself, nor on systemd < 257 to the process outside
+the namespace (pidshim's outer half; unshare(1) forwards nothing, but is left
+out alike):
 each would pass it on to the job's command, which then had it two or three
 times (KillUnit signals every process of the cgroup). So slotmgr signals
 the job's processes itself, each exactly once, and leaves the shims out.
@@ -37,7 +39,7 @@ from typing import Callable, Optional
 
 from slotmgr import messages, procs
 from slotmgr.errors import BusTimeout, RemoteError, SlotmgrError
-from slotmgr.jobspec import PIDSHIM
+from slotmgr.jobspec import is_init_argv
 from slotmgr.pidshim import FORWARDED
 from slotmgr.systemd import Manager
 
@@ -97,8 +99,9 @@ def _fatal_to(pid: int, signum: int) -> bool:
 
 
 def is_shim(argv: Sequence[str]) -> bool:
-    """Is this command line slotmgr's PID-namespace shim (jobspec.shim_argv)?"""
-    return len(argv) >= 4 and list(argv[1:3]) == ["-I", "-S"] and argv[3] == PIDSHIM
+    """Is this command line slotmgr's PID-namespace init (jobspec.shim_argv):
+    pidshim, catatonit, or 252's unshare in front of catatonit?"""
+    return is_init_argv(argv)
 
 
 def shims_of(table: Mapping[int, tuple[int, list[str]]], main_pid: int) -> set[int]:

@@ -40,6 +40,18 @@ UNIT_TYPES = frozenset(
     ]
 )
 ENV_PROGRAM = "/usr/bin/env"
+# The compiled init (slotmgr.jobinit finds it) and, on systemd < 257, util-linux's
+# tools that make its namespace and empty a user job's capabilities before it runs.
+CATATONIT_PATHS = ("/usr/libexec/catatonit/catatonit", "/usr/bin/catatonit")
+UNSHARE_INIT = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
+SETPRIV_NO_CAPS = ["/usr/bin/setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--"]
+# In front of the job's own command under catatonit: default dispositions and an
+# empty signal mask (catatonit hands on the mask it was started with, plus TSTP,
+# TTIN and TTOU blocked), and env's 126/127 for a command it cannot run.
+JOB_ENV_UNDER_CATATONIT = [ENV_PROGRAM, "--default-signal", "--"]
+# Why a job's init is pidshim and not catatonit (the summary's "init:" line).
+INIT_WHY_LANDLOCK = "Landlock scope"
+INIT_WHY_SCOPE = "scope"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PIDSHIM = os.path.join(PACKAGE_DIR, "pidshim.py")
 RECORDER = os.path.join(PACKAGE_DIR, "recorder.py")
@@ -73,6 +85,8 @@ class JobSpec:
     private_network: bool = False  # loopback only: abstract sockets and localhost the job's own
     landlock_scope: bool = False  # the init scopes abstract sockets and signals (Landlock ABI 6)
     landlock_missing: str = ""  # why not, when it is not: for the summary
+    catatonit: str | None = None  # the init is catatonit, at this path (else pidshim)
+    init_why: str = ""  # why pidshim, when no derived reason says it (jobinit.choose_init)
     scratch_base: str | None = None  # a scratch directory is wanted, in this base
     scratch_dir: str | None = None  # and was made here (runner, by scratch.make_scratch_dir)
     keep_scratch: bool = False
@@ -103,15 +117,41 @@ def new_run_id() -> str:
     return os.urandom(16).hex()
 
 
+def uses_catatonit(spec: JobSpec) -> bool:
+    """catatonit is the job's init: a service (a scope's init is the shim,
+    forked by the launcher) with a PID namespace, where it was chosen."""
+    return spec.catatonit is not None and spec.private_pids and not spec.scope
+
+
+def needs_ambient_sys_admin(spec: JobSpec, features: Features) -> bool:
+    """systemd < 257 makes no PID namespace: the init's unshare and /proc
+    mount need CAP_SYS_ADMIN, which a user's job gets as an ambient capability."""
+    return (
+        spec.private_pids
+        and not spec.scope
+        and not features.private_pids
+        and spec.user not in (None, ROOT)
+    )
+
+
 def shim_argv(spec: JobSpec, features: Features) -> list[str]:
     """The PID-namespace init in front of the command, if isolation is on.
 
     On systemd >= 257 systemd makes the namespace (PrivatePIDs=yes) and the
-    shim is its PID 1; on older systemd, and in a scope (which systemd does
-    not exec), the shim makes the namespace itself (--unshare).
+    init is its PID 1; on older systemd, and in a scope (which systemd does
+    not exec), the init's namespace is made in front of it: by pidshim
+    itself (--unshare), or for catatonit by util-linux's unshare, with a
+    user job's capabilities emptied by setpriv before catatonit runs.
     """
     if not spec.private_pids:
         return []
+    if uses_catatonit(spec):
+        assert spec.catatonit is not None
+        catatonit = [spec.catatonit, "--"]
+        if features.private_pids:
+            return catatonit
+        drop = SETPRIV_NO_CAPS if needs_ambient_sys_admin(spec, features) else []
+        return [*UNSHARE_INIT, *drop, *catatonit]
     argv = [spec.python, "-I", "-S", PIDSHIM]
     if spec.scope or not features.private_pids:
         argv.append("--unshare")
@@ -136,21 +176,28 @@ def exec_argv(spec: JobSpec, features: Features) -> list[str]:
     """The full command line the unit runs.
 
     The job's environment goes on an env(1) in front of the job's own
-    command, after the shim: never into the unit's Environment=, which would
-    also reach the recorder (root), nor in front of the shim, which on 252
-    holds CAP_SYS_ADMIN until it forks the job: a job must choose neither
-    root's nor a capable process's LD_PRELOAD. The shim passes its own
+    command, after the init: never into the unit's Environment=, which would
+    also reach the recorder (root), nor in front of the init, which on 252
+    holds CAP_SYS_ADMIN until the job is started: a job must choose neither
+    root's nor a capable process's LD_PRELOAD. The init passes its own
     environment on, so the inner env(1) runs without capabilities and sets
     the job's variables for its exec alone.
 
-    In a service, an outer env(1) also starts the shim with every signal
-    blocked (shim_argv says so with --started-blocked): a stop that comes
-    while the interpreter starts then stays pending, where the kernel would
-    discard it for a PID-namespace init. The shim unblocks them for the job.
-    A scope's processes are the launcher's own children, and it stops them.
+    Signals sent while the init starts: the kernel discards a signal of
+    default disposition sent to a PID-namespace init, so a stop then would
+    be lost. pidshim (an interpreter, milliseconds to start) is started by an
+    outer env(1) with every signal blocked (shim_argv's --started-blocked);
+    it unblocks them for the job. catatonit blocks every signal as its first
+    act and is started without: an outer env(1) would only move that moment
+    to its own start on 257, and on 252 it would make unshare's whole start a
+    time when a SIGTERM stays pending in unshare, never reaching the
+    namespace forked after it (seen in the test bed; README: the start-up
+    window). A scope's processes are the launcher's own children, and it
+    stops them.
     """
     shim = shim_argv(spec, features)
     argv: list[str] = []
+    catatonit = uses_catatonit(spec)
     if "--started-blocked" in shim:
         argv += [ENV_PROGRAM, "--block-signal"]
     argv += shim
@@ -158,35 +205,96 @@ def exec_argv(spec: JobSpec, features: Features) -> list[str]:
     environment = [*spec.environment]
     if spec.scratch_dir is not None:
         environment.append(f"{SCRATCH_VARIABLE}={spec.scratch_dir}")
-    if environment:
+    if catatonit:
+        argv += [*JOB_ENV_UNDER_CATATONIT, *environment]
+    elif environment or spec.command[:1] == (ENV_PROGRAM,):
         # "--": the end of env's options, as a mark of slotmgr's own env too.
+        # Also in front of a command that is env itself, so that
+        # command_from_exec_argv takes exactly one env away.
         argv += [ENV_PROGRAM, "--", *environment]
     return argv + list(spec.command)
 
 
-def _strip_env(rest: list[str]) -> list[str]:
-    """`env [OPTIONS] [--] [NAME=VALUE...] CMD` -> CMD."""
+def _split_env(rest: list[str]) -> tuple[list[str], list[str]]:
+    """`env [OPTIONS] [--] [NAME=VALUE...] CMD` -> (CMD, the assignments)."""
     rest = rest[1:]
     while rest and rest[0].startswith("-"):
         option, rest = rest[0], rest[1:]
         if option == "--":
             break
+    assignments: list[str] = []
     while rest and "=" in rest[0] and rest[0][0] != "/":
+        assignments.append(rest[0])
         rest = rest[1:]
-    return rest
+    return rest, assignments
+
+
+@dataclass(frozen=True)
+class ExecLine:
+    """A unit's or a process's command line, read back (parse_exec_argv)."""
+
+    init: str  # "catatonit", "pidshim", or "" (none)
+    init_flags: tuple[str, ...]  # pidshim's options
+    environment: tuple[str, ...]  # the job's own NAME=VALUE (and slotmgr's scratch)
+    command: tuple[str, ...]  # the job's own command
+
+
+def _is_pidshim(argv: Sequence[str]) -> bool:
+    return len(argv) >= 4 and list(argv[1:3]) == ["-I", "-S"] and argv[3].endswith("pidshim.py")
+
+
+def _is_catatonit(argv: Sequence[str]) -> bool:
+    # Followed by the job's env(1), as exec_argv always writes it.
+    return (
+        len(argv) >= 2
+        and argv[0] in CATATONIT_PATHS
+        and argv[1] == "--"
+        and list(argv[2:4]) == JOB_ENV_UNDER_CATATONIT[:2]
+    )
+
+
+def _strip_catatonit_prefix(rest: list[str]) -> list[str] | None:
+    """[unshare...] [setpriv...] catatonit -- REST -> REST; None if not that."""
+    if rest[: len(UNSHARE_INIT)] == UNSHARE_INIT:
+        rest = rest[len(UNSHARE_INIT) :]
+    if rest[: len(SETPRIV_NO_CAPS)] == SETPRIV_NO_CAPS:  # also as the namespace's PID 1
+        rest = rest[len(SETPRIV_NO_CAPS) :]
+    return rest[2:] if _is_catatonit(rest) else None
+
+
+def parse_exec_argv(argv: Sequence[str]) -> ExecLine:
+    """The inverse of exec_argv, for every form it writes (and the earlier
+    layout's `env --block-signal NAME=VALUE... shim`)."""
+    rest = list(argv)
+    environment: list[str] = []
+    if rest and rest[0] == ENV_PROGRAM:
+        after, assignments = _split_env(rest)
+        if not (_is_pidshim(after) or _strip_catatonit_prefix(after) is not None):
+            return ExecLine("", (), tuple(assignments), tuple(after))  # the job's own env
+        rest, environment = after, assignments
+    init, flags = "", tuple[str, ...]()
+    if _is_pidshim(rest):
+        end = rest.index("--") if "--" in rest else 4
+        init, flags, rest = "pidshim", tuple(rest[4:end]), rest[end + 1 :]
+    elif (inner := _strip_catatonit_prefix(rest)) is not None:
+        init, rest = "catatonit", inner
+    if init and rest and rest[0] == ENV_PROGRAM:
+        rest, environment = _split_env(rest)
+    return ExecLine(init, flags, tuple(environment), tuple(rest))
+
+
+def is_init_argv(argv: Sequence[str]) -> bool:
+    """Is this process slotmgr's PID-namespace init (either one), or a part of
+    it (252's unshare outside the namespace, pidshim's outer half)? pidshim
+    only at this installation's path: a process of the job's may be named so."""
+    init = parse_exec_argv(argv).init
+    return init == "catatonit" or (init == "pidshim" and PIDSHIM in argv[3:4])
 
 
 def command_from_exec_argv(argv: Sequence[str]) -> list[str]:
     """The inverse of exec_argv: the job's own command, wrappers removed
-    (the outer env, the shim, the env that sets the job's variables)."""
-    rest = list(argv)
-    if rest and rest[0] == ENV_PROGRAM:
-        rest = _strip_env(rest)
-    if len(rest) >= 4 and rest[1:3] == ["-I", "-S"] and rest[3].endswith("pidshim.py"):
-        rest = rest[rest.index("--") + 1 :] if "--" in rest else rest[4:]
-        if rest and rest[0] == ENV_PROGRAM:
-            rest = _strip_env(rest)
-    return rest
+    (the outer env, the init, the env that sets the job's variables)."""
+    return list(parse_exec_argv(argv).command)
 
 
 def command_of_unit(props: Mapping[str, Any]) -> list[str]:
@@ -358,12 +466,16 @@ def unit_properties(
     if spec.private_pids and features.private_pids:
         props += build_property("PrivatePIDs", "yes", features)
     elif spec.private_pids:
-        # The shim outside the namespace forwards SIGTERM to the job once;
-        # control-group would also signal every process in it directly.
-        props.append(Property("KillMode", "s", "mixed"))
-        if spec.user not in (None, ROOT):
-            # The shim's unshare and mount need CAP_SYS_ADMIN; it drops every
-            # capability before the job is forked (pidshim.drop_capabilities).
+        if not uses_catatonit(spec):
+            # The shim outside the namespace forwards SIGTERM to the job once;
+            # control-group would also signal every process in it directly.
+            # unshare(1) forwards nothing (it blocks SIGTERM while it waits):
+            # catatonit's job keeps control-group, as on 257.
+            props.append(Property("KillMode", "s", "mixed"))
+        if needs_ambient_sys_admin(spec, features):
+            # For the namespace and /proc only: pidshim drops every capability
+            # before the job is forked (pidshim.drop_capabilities), setpriv
+            # before catatonit runs (SETPRIV_NO_CAPS).
             props.append(Property("AmbientCapabilities", "t", 1 << CAP_SYS_ADMIN))
     if spec.working_directory:
         # "-": should the job remove its directory, the root recorder, which
@@ -459,9 +571,21 @@ def expand_output_name(template: str, *, job_id: str, user: str) -> str:
     return "".join(parts)
 
 
+def init_line(spec: JobSpec) -> str | None:
+    """Which init the job got, and for pidshim why (where it is known)."""
+    if not spec.private_pids:
+        return None
+    if uses_catatonit(spec):
+        return "init: catatonit"
+    why = spec.init_why or (
+        INIT_WHY_LANDLOCK if spec.landlock_scope else INIT_WHY_SCOPE if spec.scope else ""
+    )
+    return f"init: pidshim ({why})" if why else "init: pidshim"
+
+
 def isolation_lines(spec: JobSpec) -> list[str]:
-    """What the job was isolated by, for the summary: one line, and one
-    more when abstract unix sockets stayed shared with the node."""
+    """What the job was isolated by, for the summary: one line, one more when
+    abstract unix sockets stayed shared with the node, and the init's."""
     shim = spec.private_pids
     made = [
         ("pids", shim),
@@ -477,7 +601,8 @@ def isolation_lines(spec: JobSpec) -> list[str]:
     lines = [f"isolation: {', '.join(names) or 'none'}"]
     if not spec.landlock_scope and not spec.private_network:
         lines.append(f"abstract sockets: shared, {spec.landlock_missing or 'not scoped'}")
-    return lines
+    init = init_line(spec)
+    return lines if init is None else [*lines, init]
 
 
 def _unit_argv(props: Mapping[str, Any]) -> list[str]:
@@ -492,44 +617,36 @@ def isolation_of_unit(
 ) -> list[str]:
     """isolation_lines for a running unit, from its properties (GetAll) and,
     for a scope (whose shim no property records), its processes' argv."""
-    argvs = [_unit_argv(props), *process_argvs]
-    shim = next((argv for argv in argvs if any(a.endswith("pidshim.py") for a in argv)), [])
-    shim = shim[: shim.index("--")] if "--" in shim else shim
-    scope = "PIDs" in props or not _unit_argv(props)
+    unit_argv = _unit_argv(props)
+    lines = [parse_exec_argv(argv) for argv in [unit_argv, *process_argvs]]
+    init = next((line for line in lines if line.init), ExecLine("", (), (), ()))
+    flags = init.init_flags
+    scope = "PIDs" in props or not unit_argv
     temporary = {str(entry[0]) for entry in props.get("TemporaryFileSystem") or []}
 
     def by_unit_or_shim(prop: str, flag: str) -> bool:
-        return bool(props.get(prop)) if not scope else flag in shim
+        return bool(props.get(prop)) if not scope else flag in flags
 
-    assignments: list[str] = []  # those of the job's own `env -- NAME=VALUE...` (exec_argv)
-    unit_argv = argvs[0]
-    for at in range(len(unit_argv) - 1):
-        if unit_argv[at : at + 2] == [ENV_PROGRAM, "--"]:
-            for arg in unit_argv[at + 2 :]:
-                if "=" not in arg or arg[0] == "/":
-                    break
-                assignments.append(arg)
-            break
+    # The last one: exec_argv puts slotmgr's own after the job's -E.
+    scratch = [
+        a.partition("=")[2]
+        for a in lines[0].environment
+        if a.startswith(f"{SCRATCH_VARIABLE}=") and props.get("BindPaths")
+    ]
+    catatonit = next((path for path in CATATONIT_PATHS if path in unit_argv), None)
     spec = JobSpec(
         command=(),
         job_id="",
         unit="",
         scope=scope,
-        private_pids=bool(shim) or props.get("PrivatePIDs") == "yes",
+        private_pids=bool(init.init) or props.get("PrivatePIDs") == "yes",
         private_tmp=by_unit_or_shim("PrivateTmp", "--private-tmp"),
         private_ipc=by_unit_or_shim("PrivateIPC", "--private-ipc"),
-        private_shm="/dev/shm" in temporary or (scope and "--private-shm" in shim),
+        private_shm="/dev/shm" in temporary or (scope and "--private-shm" in flags),
         private_network=bool(props.get("PrivateNetwork")),
-        landlock_scope="--landlock-scope" in shim,
+        landlock_scope="--landlock-scope" in flags,
         landlock_missing="not scoped by Landlock for this job; use --private-network",
-        # The last one: exec_argv puts slotmgr's own after the job's -E.
-        scratch_dir=next(
-            (
-                a.partition("=")[2]
-                for a in reversed(assignments)
-                if a.startswith(f"{SCRATCH_VARIABLE}=") and props.get("BindPaths")
-            ),
-            None,
-        ),
+        catatonit=catatonit if init.init == "catatonit" else None,
+        scratch_dir=scratch[-1] if scratch else None,
     )
     return isolation_lines(spec)

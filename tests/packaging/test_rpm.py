@@ -58,6 +58,8 @@ EXPECTED_REQUIRES = {
     "python{py}dist(click) >= 7.1",  # generated from setup.cfg install_requires
     "python{py}dist(jeepney) >= 0.7",
     "systemd >= 252",
+    "catatonit",  # the jobs' PID-namespace init (RHEL 9/10 AppStream)
+    "util-linux",  # unshare and setpriv, catatonit's namespace on systemd 252
 }
 
 # rpmlint warnings that are kept (not filtered in packaging/rpm/slotmgr.rpmlintrc,

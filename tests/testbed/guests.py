@@ -22,6 +22,7 @@ PACKAGES = (
     "psmisc",
     "iproute2",
     "kmod",
+    "catatonit",  # the jobs' compiled PID-namespace init (pidshim is the fallback)
 )
 
 

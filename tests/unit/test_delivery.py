@@ -143,3 +143,23 @@ def test_without_private_pids_nothing_is_left_out():
 def test_parse_ppid_with_a_hostile_name():
     assert procs.parse_ppid("123 (a) 7 (b) S 45 123 123 0 -1") == 45
     assert procs.parent_pid(os.getpid()) == os.getppid()
+
+
+CATATONIT = ["/usr/libexec/catatonit/catatonit", "--"]
+JOB_ENV = ["/usr/bin/env", "--default-signal", "--", "A=1"]
+UNSHARE = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
+
+
+def test_257_catatonit_is_left_out_and_its_job_signalled():
+    table = {300: (1, [*CATATONIT, *JOB_ENV, "sh", "-c", "x"]), 301: (300, ["sh", "-c", "x"]),
+             302: (301, ["sleep", "9"])}
+    assert delivery.not_to_signal(table, 300) == {300}
+
+
+def test_252_unshare_and_catatonit_are_left_out():
+    outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]
+    table = {200: (1, outer), 201: (200, [*CATATONIT, *JOB_ENV, "job"]), 202: (201, ["job"])}
+    assert delivery.not_to_signal(table, 200) == {200, 201}
+    # Before catatonit has forked the job, catatonit gets it (and forwards it).
+    assert delivery.not_to_signal({200: (1, outer), 201: (200, outer[len(UNSHARE):])},
+                                  200) == {200}

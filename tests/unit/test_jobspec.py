@@ -25,6 +25,7 @@ from slotmgr.jobspec import (
 )
 from slotmgr.naming import job_id_of_unit
 
+CATATONIT = "/usr/libexec/catatonit/catatonit"
 V252 = features_from_version("252")
 V257 = features_from_version("257")
 
@@ -141,16 +142,18 @@ def test_scratch_is_removed_by_the_unit_with_rm_unless_kept():
 def test_isolation_lines_say_what_the_job_got():
     full = spec(scratch_dir=SCRATCH, landlock_scope=True)
     assert isolation_lines(full) == [
-        "isolation: pids, tmp, ipc, shm, scratch, abstract-sockets(landlock), signals(landlock)"]
+        "isolation: pids, tmp, ipc, shm, scratch, abstract-sockets(landlock), signals(landlock)",
+        "init: pidshim (Landlock scope)"]
     old_kernel = spec(landlock_missing="kernel lacks Landlock ABI 6 (has 3); use "
-                      "--private-network")
+                      "--private-network", catatonit=CATATONIT)
     assert isolation_lines(old_kernel) == [
         "isolation: pids, tmp, ipc, shm",
-        "abstract sockets: shared, kernel lacks Landlock ABI 6 (has 3); use --private-network"]
-    assert isolation_lines(spec(private_network=True)) == [
-        "isolation: pids, tmp, ipc, shm, network"]
+        "abstract sockets: shared, kernel lacks Landlock ABI 6 (has 3); use --private-network",
+        "init: catatonit"]
+    assert isolation_lines(spec(private_network=True, init_why="no catatonit installed")) == [
+        "isolation: pids, tmp, ipc, shm, network", "init: pidshim (no catatonit installed)"]
     bare = spec(scope=True, private_pids=False)
-    assert isolation_lines(bare)[0] == "isolation: none"
+    assert isolation_lines(bare) == ["isolation: none", "abstract sockets: shared, not scoped"]
 
 
 def test_accounting_is_always_on_and_the_recorder_is_privileged():
@@ -350,8 +353,112 @@ def test_status_reads_the_isolation_back_from_the_unit(features):
     props = {name: p.value for name, p in props_of(bare, features).items()}
     assert isolation_of_unit(props) == [
         "isolation: pids, tmp",
-        "abstract sockets: shared, not scoped by Landlock for this job; use --private-network"]
+        "abstract sockets: shared, not scoped by Landlock for this job; use --private-network",
+        "init: pidshim"]
+    # catatonit, with the job's variables and scratch directory after it.
+    caught = spec(catatonit=CATATONIT, scratch_dir=SCRATCH, environment=("A=1",), user="nobody")
+    props = {name: p.value for name, p in props_of(caught, features).items()}
+    assert isolation_of_unit(props) == [
+        "isolation: pids, tmp, ipc, shm, scratch",
+        "abstract sockets: shared, not scoped by Landlock for this job; use --private-network",
+        "init: catatonit"]
     # A scope: its shim's argv, as its process shows it.
     scoped = spec(scope=True, unit="slotmgr-ab12.scope", private_tmp=False)
     props = {name: p.value for name, p in props_of(scoped, features, scope_pids=[7]).items()}
     assert isolation_of_unit(props, [exec_argv(scoped, features)])[0] == "isolation: pids, ipc, shm"
+
+
+# -- catatonit as the init ---------------------------------------------------------------
+
+UNSHARE = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
+SETPRIV = ["/usr/bin/setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--"]
+
+
+def test_257_runs_catatonit_as_pid_1_with_the_jobs_env_after_it():
+    props = props_of(spec(catatonit=CATATONIT, environment=("A=1",), user="nobody"), V257)
+    assert props["ExecStartEx"].value[0][1] == [
+        CATATONIT, "--", "/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
+    assert props["PrivatePIDs"].value == "yes"
+    assert "KillMode" not in props and "AmbientCapabilities" not in props
+
+
+def test_252_makes_catatonits_namespace_with_unshare_and_empties_a_users_capabilities():
+    props = props_of(spec(catatonit=CATATONIT, environment=("A=1",), user="nobody"), V252)
+    argv = props["ExecStart"].value[0][1]
+    assert argv == [*UNSHARE, *SETPRIV, CATATONIT, "--",
+                    "/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
+    # Not in front of a capable process: only the job's own env(1) sets variables.
+    assert not any("=" in arg and not arg.startswith("--") for arg in argv[:argv.index("A=1")])
+    assert props["AmbientCapabilities"].value == 1 << 21
+    # unshare(1) forwards no SIGTERM: systemd signals the whole cgroup, as on 257.
+    assert "KillMode" not in props and "PrivatePIDs" not in props
+    root = props_of(spec(catatonit=CATATONIT, user="root"), V252)
+    assert root["ExecStart"].value[0][1] == [*UNSHARE, CATATONIT, "--", "/usr/bin/env",
+                                             "--default-signal", "--", "sleep", "1"]
+    assert "AmbientCapabilities" not in root
+
+
+def test_a_scope_and_a_job_without_pid_namespace_never_run_catatonit():
+    argv = exec_argv(spec(catatonit=CATATONIT, scope=True), V257)
+    assert PIDSHIM in argv and CATATONIT not in argv
+    assert exec_argv(spec(catatonit=CATATONIT, private_pids=False), V252) == ["sleep", "1"]
+
+
+def inverse_cases():
+    commands = [("sleep", "1"), ("sh", "-c", "echo -- $HOME"), ("/usr/bin/env", "-i", "X=1", "id"),
+                ("env", "--", "A=1"), ("--", "x"), (CATATONIT, "--", "true"),
+                ("/usr/bin/unshare", "--pid", "true")]
+    shapes = [{}, {"environment": ("X=y", "B=2")}, {"scratch_dir": SCRATCH}, {"user": "nobody"},
+              {"user": "root"}, {"private_pids": False}, {"landlock_scope": True},
+              {"scope": True, "unit": "slotmgr-ab12.scope"}]
+    for command in commands:
+        for shape in shapes:
+            for init in (None, CATATONIT):
+                yield spec(command=command, catatonit=init, **shape)
+
+
+@pytest.mark.parametrize("features", [V252, V257])
+def test_command_from_exec_argv_inverts_every_form(features):
+    for s in inverse_cases():
+        argv = exec_argv(s, features)
+        assert command_from_exec_argv(argv) == list(s.command), argv
+
+
+@pytest.mark.parametrize("features", [V252, V257])
+def test_the_unit_reads_back_as_the_jobs_own_command(features):
+    for s in inverse_cases():
+        props = {name: p.value for name, p in props_of(s, features).items()}
+        if "ExecStart" in props:  # systemd shows it as ExecStartEx too, without flags
+            path, argv, _ignore = props["ExecStart"][0]
+            props["ExecStartEx"] = [(path, argv, [])]
+        if not s.scope:
+            assert command_of_unit(props) == list(s.command)
+
+
+def test_the_init_processes_are_told_from_the_jobs():
+    from slotmgr.jobspec import is_init_argv
+
+    job = ["/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
+    outer = [*UNSHARE, *SETPRIV, CATATONIT, "--", *job]
+    assert is_init_argv(outer)  # 252: unshare outside the namespace
+    assert is_init_argv(outer[len(UNSHARE):])  # setpriv, about to exec catatonit
+    assert is_init_argv([CATATONIT, "--", *job])  # the namespace's PID 1
+    assert is_init_argv(["/usr/bin/env", "--block-signal", *outer])
+    assert not is_init_argv(job) and not is_init_argv(["sleep", "1"])
+    assert not is_init_argv([CATATONIT, "--", "sleep", "1"])  # not slotmgr's form
+    assert is_init_argv(["/usr/bin/python3", "-I", "-S", PIDSHIM, "--", "x"])
+    assert not is_init_argv(["/usr/bin/python3", "-I", "-S", "/home/u/pidshim.py", "--", "x"])
+
+
+def test_status_says_which_init_ran():
+    from slotmgr.jobspec import isolation_of_unit
+
+    for features in (V252, V257):
+        for s, line in ((spec(catatonit=CATATONIT), "init: catatonit"),
+                        (spec(), "init: pidshim"),
+                        (spec(landlock_scope=True), "init: pidshim (Landlock scope)"),
+                        (spec(private_pids=False), None)):
+            props = {name: p.value for name, p in props_of(s, features).items()}
+            lines = isolation_of_unit(props)
+            assert (lines[-1] if line else lines[-1][:5]) == (line or lines[-1][:5])
+            assert line is not None or not any(x.startswith("init:") for x in lines)
