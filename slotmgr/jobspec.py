@@ -140,18 +140,15 @@ def shim_argv(spec: JobSpec, features: Features) -> list[str]:
     On systemd >= 257 systemd makes the namespace (PrivatePIDs=yes) and the
     init is its PID 1; on older systemd, and in a scope (which systemd does
     not exec), the init's namespace is made in front of it: by pidshim
-    itself (--unshare), or for catatonit by util-linux's unshare, with a
-    user job's capabilities emptied by setpriv before catatonit runs.
+    itself (--unshare), or for catatonit by util-linux's unshare (exec_argv
+    then empties a user job's capabilities with setpriv, after catatonit).
     """
     if not spec.private_pids:
         return []
     if uses_catatonit(spec):
         assert spec.catatonit is not None
         catatonit = [spec.catatonit, "--"]
-        if features.private_pids:
-            return catatonit
-        drop = SETPRIV_NO_CAPS if needs_ambient_sys_admin(spec, features) else []
-        return [*UNSHARE_INIT, *drop, *catatonit]
+        return catatonit if features.private_pids else [*UNSHARE_INIT, *catatonit]
     argv = [spec.python, "-I", "-S", PIDSHIM]
     if spec.scope or not features.private_pids:
         argv.append("--unshare")
@@ -206,6 +203,14 @@ def exec_argv(spec: JobSpec, features: Features) -> list[str]:
     if spec.scratch_dir is not None:
         environment.append(f"{SCRATCH_VARIABLE}={spec.scratch_dir}")
     if catatonit:
+        # setpriv after catatonit, not before: catatonit must be the
+        # namespace's PID 1 from unshare's exec on, as each exec in between
+        # is a time a stop would be lost (a user's job stopped right after it
+        # started waited for the stop timeout in the 252 guest). So catatonit,
+        # like unshare, keeps the capability; the job cannot ptrace nor read a
+        # process that holds capabilities it lacks, and gets none itself.
+        if needs_ambient_sys_admin(spec, features):
+            argv += SETPRIV_NO_CAPS
         argv += [*JOB_ENV_UNDER_CATATONIT, *environment]
     elif environment or spec.command[:1] == (ENV_PROGRAM,):
         # "--": the end of env's options, as a mark of slotmgr's own env too.
@@ -243,23 +248,25 @@ def _is_pidshim(argv: Sequence[str]) -> bool:
     return len(argv) >= 4 and list(argv[1:3]) == ["-I", "-S"] and argv[3].endswith("pidshim.py")
 
 
+def _without_setpriv(rest: list[str]) -> list[str]:
+    return rest[len(SETPRIV_NO_CAPS) :] if rest[: len(SETPRIV_NO_CAPS)] == SETPRIV_NO_CAPS else rest
+
+
 def _is_catatonit(argv: Sequence[str]) -> bool:
-    # Followed by the job's env(1), as exec_argv always writes it.
+    # Followed by the job's env(1) (after setpriv), as exec_argv always writes it.
     return (
         len(argv) >= 2
         and argv[0] in CATATONIT_PATHS
         and argv[1] == "--"
-        and list(argv[2:4]) == JOB_ENV_UNDER_CATATONIT[:2]
+        and _without_setpriv(list(argv[2:]))[:2] == JOB_ENV_UNDER_CATATONIT[:2]
     )
 
 
 def _strip_catatonit_prefix(rest: list[str]) -> list[str] | None:
-    """[unshare...] [setpriv...] catatonit -- REST -> REST; None if not that."""
+    """[unshare...] catatonit -- [setpriv...] REST -> REST; None if not that."""
     if rest[: len(UNSHARE_INIT)] == UNSHARE_INIT:
         rest = rest[len(UNSHARE_INIT) :]
-    if rest[: len(SETPRIV_NO_CAPS)] == SETPRIV_NO_CAPS:  # also as the namespace's PID 1
-        rest = rest[len(SETPRIV_NO_CAPS) :]
-    return rest[2:] if _is_catatonit(rest) else None
+    return _without_setpriv(rest[2:]) if _is_catatonit(rest) else None
 
 
 def parse_exec_argv(argv: Sequence[str]) -> ExecLine:

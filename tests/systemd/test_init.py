@@ -168,32 +168,41 @@ def test_a_bad_init_setting_is_one_line_and_78(node_init):
         "pidshim"]
 
 
+def record_of(job_id: str) -> dict:
+    out = run_cli("history", "--json")
+    assert out.returncode == 0, out.stderr
+    found = [r for r in json.loads(out.stdout) if r["job_id"] == job_id]
+    assert len(found) == 1, (job_id, found)
+    return found[0]
+
+
 @pytest.mark.parametrize("who", ["root", "nobody"])
 def test_a_job_stopped_right_after_it_started_ends_promptly_with_its_record(unique, who):
     """systemd's own stop (systemctl stop) at moments from the unit's first
     appearance on: a SIGTERM the namespace's init missed would leave the job to
-    the 90 s stop timeout. Each must end within seconds, with its record."""
+    the 90 s stop timeout's SIGKILL. Each must end well before, with its record
+    (the stop includes the recorder, an interpreter: seconds under emulation)."""
     took = []
     for round_, delay in enumerate((0, 0, 0.05, 0.1, 0.2, 0.4)):
         job_id = f"{unique[:20]}{who[0]}{round_}"
         unit = f"slotmgr-{job_id}.service"
-        record = WORK / f"{job_id}.json"
         job = start_cli("run", "--job-id", job_id, "--uid", who, "--working-directory", "/",
-                        "--no-landlock", "--json", str(record), "--", "sleep", "300")
+                        "--no-landlock", "--", "sleep", "300")
         try:
             wait_until(lambda u=unit: systemctl_show(u, "LoadState")["LoadState"] == "loaded",
                        timeout=60, interval=0.01, what=unit)
             time.sleep(delay)
             started = time.monotonic()
             subprocess.run(["systemctl", "stop", unit], check=True, timeout=150)
-            job.communicate(timeout=150)
+            _out, err = job.communicate(timeout=150)
             took.append(round(time.monotonic() - started, 2))
         finally:
             if job.poll() is None:
                 job.kill()
                 job.communicate()
-        rec = json.loads(record.read_text())
+        assert "init: catatonit" in summary_lines(err), err
+        rec = record_of(job_id)
         assert rec["result"] in ("cancelled", "signal", "exit-code"), rec
-        assert took[-1] < 30, (delay, took, rec)
+        assert rec["command"] == ["sleep", "300"], rec
+        assert took[-1] < 60, (delay, took, rec)
     print(f"{who}: stop to launcher exit, s:", took)
-

@@ -7,7 +7,7 @@ Forms:
             namespace someone else made)
   252       unshare --pid --fork --mount-proc --kill-child -- catatonit -- env ... CMD
   252-user  the same as user nobody holding CAP_SYS_ADMIN only as an ambient capability
-            (what systemd 252 gives a --uid job), with setpriv emptying it first
+            (what systemd 252 gives a --uid job), with setpriv emptying it before the job
 """
 
 from __future__ import annotations
@@ -122,12 +122,18 @@ def test_the_job_starts_with_no_signal_blocked_or_ignored(form, catatonit):
 
 @pytest.mark.parametrize("form", FORMS)
 def test_the_jobs_variables_reach_the_job_and_not_the_init(form, catatonit):
-    job = ["sh", "-c", "echo $SLOTMGR_T_VAR; tr '\\0' '\\n' < /proc/1/environ"]
-    out = run(argv_of(form, catatonit, job, environment=("SLOTMGR_T_VAR=job's own",)))
-    assert out.returncode == 0, out.stderr
-    first, *init_environ = out.stdout.splitlines()
-    assert first == "job's own"
-    assert not any(line.startswith("SLOTMGR_T_VAR=") for line in init_environ)
+    job = ["sh", "-c", "echo $SLOTMGR_T_VAR; read _"]
+    proc = subprocess.Popen(argv_of(form, catatonit, job, environment=("SLOTMGR_T_VAR=own",)),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
+                            env=UNIT_ENV)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "own\n"
+        for pid in (proc.pid, the_init(proc.pid, catatonit)):  # unshare (or its stand-in), init
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert not any(item.startswith(b"SLOTMGR_T_VAR=") for item in environ), pid
+    finally:
+        proc.communicate("\n", timeout=TIMEOUT)
+    assert proc.returncode == 0
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -166,15 +172,24 @@ def caps(pid: int | str) -> dict[str, int]:
             for line in text.splitlines() if line.startswith("Cap")}
 
 
-def test_a_user_jobs_init_and_job_hold_no_capability(catatonit):
-    job = ["sh", "-c", "grep ^Cap /proc/self/status; echo init; grep ^Cap /proc/1/status"]
+def test_a_user_jobs_processes_hold_no_capability(catatonit):
+    job = ["sh", "-c", "grep ^Cap /proc/self/status; echo child; sh -c 'grep ^Cap /proc/$$/status'"]
     out = run(argv_of("252-user", catatonit, job))
     assert out.returncode == 0, out.stderr
-    job_part, init_part = out.stdout.split("init\n")
-    for name, text in (("job", job_part), ("init", init_part)):
+    job_part, child_part = out.stdout.split("child\n")
+    for name, text in (("job", job_part), ("its child", child_part)):
         status = {line.split(":")[0]: int(line.split()[1], 16) for line in text.splitlines()}
         assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == 0, (name, status)
         assert status["CapInh"] == 0, (name, status)
+
+
+def test_a_user_jobs_init_cannot_be_read_or_traced_by_the_job(catatonit):
+    # catatonit keeps the capability unshare needed (as unshare does, outside):
+    # the job, which has none, may neither read its memory nor its environment.
+    job = ["sh", "-c", "grep ^CapEff /proc/1/status; head -c1 /proc/1/environ && echo readable"]
+    out = run(argv_of("252-user", catatonit, job))
+    assert int(out.stdout.split()[1], 16) == 1 << 21, out.stdout
+    assert "readable" not in out.stdout and "Permission denied" in out.stderr, out
 
 
 def test_without_setpriv_the_capability_would_reach_the_job(catatonit):

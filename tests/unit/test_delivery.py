@@ -157,7 +157,7 @@ def test_257_catatonit_is_left_out_and_its_job_signalled():
 
 
 def test_252_unshare_and_catatonit_are_left_out():
-    outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]
+    outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]  # a root job's: no setpriv
     table = {200: (1, outer), 201: (200, [*CATATONIT, *JOB_ENV, "job"]), 202: (201, ["job"])}
     assert delivery.not_to_signal(table, 200) == {200, 201}
     # Before catatonit has forked the job, catatonit gets it (and forwards it).

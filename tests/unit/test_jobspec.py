@@ -385,7 +385,9 @@ def test_257_runs_catatonit_as_pid_1_with_the_jobs_env_after_it():
 def test_252_makes_catatonits_namespace_with_unshare_and_empties_a_users_capabilities():
     props = props_of(spec(catatonit=CATATONIT, environment=("A=1",), user="nobody"), V252)
     argv = props["ExecStart"].value[0][1]
-    assert argv == [*UNSHARE, *SETPRIV, CATATONIT, "--",
+    # catatonit right after unshare (each exec before it is a time a stop would be
+    # lost); setpriv empties the capabilities before the job's own env(1).
+    assert argv == [*UNSHARE, CATATONIT, "--", *SETPRIV,
                     "/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
     # Not in front of a capable process: only the job's own env(1) sets variables.
     assert not any("=" in arg and not arg.startswith("--") for arg in argv[:argv.index("A=1")])
@@ -439,11 +441,11 @@ def test_the_init_processes_are_told_from_the_jobs():
     from slotmgr.jobspec import is_init_argv
 
     job = ["/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
-    outer = [*UNSHARE, *SETPRIV, CATATONIT, "--", *job]
+    outer = [*UNSHARE, CATATONIT, "--", *SETPRIV, *job]
     assert is_init_argv(outer)  # 252: unshare outside the namespace
-    assert is_init_argv(outer[len(UNSHARE):])  # setpriv, about to exec catatonit
-    assert is_init_argv([CATATONIT, "--", *job])  # the namespace's PID 1
-    assert is_init_argv(["/usr/bin/env", "--block-signal", *outer])
+    assert is_init_argv(outer[len(UNSHARE):])  # the namespace's PID 1
+    assert is_init_argv([CATATONIT, "--", *job])  # 257's, or a root job's
+    assert not is_init_argv([*SETPRIV, *job])  # the job's first process, about to exec it
     assert not is_init_argv(job) and not is_init_argv(["sleep", "1"])
     assert not is_init_argv([CATATONIT, "--", "sleep", "1"])  # not slotmgr's form
     assert is_init_argv(["/usr/bin/python3", "-I", "-S", PIDSHIM, "--", "x"])
