@@ -41,7 +41,7 @@ UNIT_TYPES = frozenset(
 )
 ENV_PROGRAM = "/usr/bin/env"
 # The compiled init (slotmgr.jobinit finds it) and, on systemd < 257, util-linux's
-# tools that make its namespace and empty a user job's capabilities before it runs.
+# tools that make its namespace and empty a user job's capabilities before the job.
 CATATONIT_PATHS = ("/usr/libexec/catatonit/catatonit", "/usr/bin/catatonit")
 UNSHARE_INIT = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
 SETPRIV_NO_CAPS = ["/usr/bin/setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--"]
@@ -175,7 +175,8 @@ def exec_argv(spec: JobSpec, features: Features) -> list[str]:
     The job's environment goes on an env(1) in front of the job's own
     command, after the init: never into the unit's Environment=, which would
     also reach the recorder (root), nor in front of the init, which on 252
-    holds CAP_SYS_ADMIN until the job is started: a job must choose neither
+    holds CAP_SYS_ADMIN (pidshim until it forks the job, unshare and catatonit
+    while it runs): a job must choose neither
     root's nor a capable process's LD_PRELOAD. The init passes its own
     environment on, so the inner env(1) runs without capabilities and sets
     the job's variables for its exec alone.
@@ -480,9 +481,10 @@ def unit_properties(
             # catatonit's job keeps control-group, as on 257.
             props.append(Property("KillMode", "s", "mixed"))
         if needs_ambient_sys_admin(spec, features):
-            # For the namespace and /proc only: pidshim drops every capability
-            # before the job is forked (pidshim.drop_capabilities), setpriv
-            # before catatonit runs (SETPRIV_NO_CAPS).
+            # For the namespace and /proc: pidshim drops every capability
+            # before the job is forked (pidshim.drop_capabilities); under
+            # catatonit setpriv empties them in front of the job's own env
+            # (SETPRIV_NO_CAPS), unshare and catatonit keep them.
             props.append(Property("AmbientCapabilities", "t", 1 << CAP_SYS_ADMIN))
     if spec.working_directory:
         # "-": should the job remove its directory, the root recorder, which
