@@ -209,6 +209,21 @@ def refuse_without_systemd(name: str) -> bool:
     return True
 
 
+def failure_lines(failures: Iterable[tuple[int, str]], most: int = 3) -> list[str]:
+    """Why launches failed, most frequent first: each distinct exit status and
+    last stderr line once, with how many times it came."""
+    seen: dict[tuple[int, str], int] = {}
+    for code, stderr in failures:
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        key = (code, lines[-1][:160] if lines else "(no stderr)")
+        seen[key] = seen.get(key, 0) + 1
+    ranked = sorted(seen.items(), key=lambda item: -item[1])
+    shown = [f"    {n} x exit {code}: {line}" for (code, line), n in ranked[:most]]
+    if len(ranked) > most:
+        shown.append(f"    ... and {len(ranked) - most} other kinds of failure")
+    return shown
+
+
 # --- bench/throughput's figures -------------------------------------------
 
 

@@ -124,6 +124,15 @@ def test_throughput_verdict_needs_the_ratio_no_failure_and_no_lost_record():
     assert Throughput(1, 0.0, 0).rate == 0.0
 
 
+def test_failures_are_summed_up_by_exit_status_and_last_line():
+    failures = [(70, "Traceback...\nslotmgr: error: internal\n"), (75, "slotmgr: error: full\n"),
+                (70, "slotmgr: error: internal"), (1, ""), (2, "b"), (3, "c")]
+    assert benchlib.failure_lines(failures) == [
+        "    2 x exit 70: slotmgr: error: internal", "    1 x exit 75: slotmgr: error: full",
+        "    1 x exit 1: (no stderr)", "    ... and 2 other kinds of failure"]
+    assert benchlib.failure_lines([]) == []
+
+
 def test_at_once_verdicts():
     done = AtOnce(durations=(10.0, 30.5, 119.0), failed=0, records=3)
     assert (done.ended_in_time, done.slowest) == (3, 119.0)
@@ -179,7 +188,8 @@ FAKE_SLOTMGR = textwrap.dedent("""
             time.sleep(60)
         with open(os.path.join(where, job), "w") as f:
             json.dump({"job_id": job, "run_id": "run-" + job}, f)
-        sys.exit(1 if job.endswith("-fail") else 0)
+        if job.endswith("-fail"):
+            sys.exit("slotmgr: error: the stand-in fails " + job)
     if sys.argv[1:] == ["history", "--since", "2h", "--json"]:
         print(json.dumps([json.load(open(os.path.join(where, n))) for n in os.listdir(where)]))
 """)
@@ -193,16 +203,18 @@ def test_at_once_times_each_launcher_stops_the_late_and_counts_records(tmp_path,
     records.mkdir()
     monkeypatch.setattr(throughput, "RECORD_GRACE_S", 0.0)
     monkeypatch.setattr(throughput, "STOP_GRACE_S", 5.0)
-    # Job ids are PREFIX + index: the stand-in makes index 'slow' never end.
+    # Job ids are PREFIX + a name: the stand-in never ends 'slow' and fails 'fail'.
     monkeypatch.setattr(throughput, "slotmgr_run", lambda slotmgr, prefix: lambda i: slotmgr.run(
-        "--job-id", prefix + ["0", "1", "slow"][i], "--quiet", "true"))
+        "--job-id", prefix + ["0", "1", "slow", "fail"][i], "--quiet", "true"))
     slotmgr = Slotmgr((sys.executable, str(fake)), sys.executable,
                       dict(os.environ, FAKE_DIR=str(records)))
-    result = throughput.at_once(slotmgr, 3, limit_s=5.0)
-    assert result.started == 3
-    assert result.ended_in_time == 2 and result.slowest is None
-    assert result.failed == 0
-    assert result.records == 2  # the stopped one never wrote its record
+    result, failures = throughput.at_once(slotmgr, 4, limit_s=5.0)
+    assert result.started == 4
+    assert result.ended_in_time == 3 and result.slowest is None
+    assert result.failed == 1
+    assert failures == [(1, f"slotmgr: error: the stand-in fails {failures[0][1].split()[-1]}\n")]
+    assert failures[0][1].split()[-1].endswith("-fail")
+    assert result.records == 3  # the stopped one never wrote its record
     assert result.line().endswith("NOT met)")
 
 
