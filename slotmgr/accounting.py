@@ -10,11 +10,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from slotmgr import history, messages, stopnote
+from slotmgr import history
 from slotmgr.errors import ExitCode, SlotmgrError
 from slotmgr.record import JobRecord, exit_status_from
 from slotmgr.stopnote import StopNote
-from slotmgr.systemd import Manager
 from slotmgr.values import UINT64_MAX
 
 
@@ -86,8 +85,8 @@ def build_record(
         memory_peak, source = None, "unavailable"
 
     if command is None:
-        # Here, not at the top: the recorder (one short process per job)
-        # does not need the rest of jobspec and its property tables.
+        # Here, not at the top: whoever stores a stop hook's record has the
+        # command already, and needs none of jobspec's property tables.
         from slotmgr.jobspec import command_of_unit
 
         command = command_of_unit(props)
@@ -138,7 +137,7 @@ def how_main_ended(env: Mapping[str, str], props: Mapping[str, Any]) -> tuple[st
     PrivatePIDs=), the hook can run before systemd has taken the main
     process's end into account: no $EXIT_CODE, and a $SERVICE_RESULT of
     "success" for a job that was killed. The unit's ExecMainCode=,
-    ExecMainStatus= and Result=, read by the recorder a moment later, have it."""
+    ExecMainStatus= and Result=, which the hook reads a moment later, have it."""
     if env.get("EXIT_CODE"):
         return (env.get("SERVICE_RESULT") or "unknown",
                 exit_status_from(env["EXIT_CODE"], env.get("EXIT_STATUS", "")))
@@ -172,66 +171,11 @@ def stopped_result(result: str, exit_status: int, note: StopNote | None,
     return result, None
 
 
-def pending_job_type(manager: Manager, props: Mapping[str, Any]) -> str | None:
-    """The type of the unit's pending job ("stop", ...), None if there is none."""
-    job = props.get("Job")
-    if not job or not int(job[0]):
-        return None
-    try:
-        (variant,) = manager.conn.call(
-            messages.get_property(str(job[1]), "org.freedesktop.systemd1.Job", "JobType"))
-    except SlotmgrError:
-        return None  # the job finished meanwhile
-    return str(variant[1])
-
-
-def record_from_stop_post(
-    *,
-    job_id: str,
-    run_id: str,
-    unit: str,
-    db_path: str,
-    slot: str | None,
-    user_manager: bool,
-    counters: Mapping[str, int],
-    end_time: float,
-    env: Mapping[str, str],
-) -> JobRecord:
-    """What the recorder does inside ExecStopPost=: systemd tells the hook
-    how the main process ended in $SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS."""
-    manager = Manager.connect(user=user_manager)
-    try:
-        props = manager.unit_properties(unit)
-        version = manager.features.version_string
-        job_type = pending_job_type(manager, props)
-    finally:
-        manager.close()
-    invocation = stopnote.invocation_id(props.get("InvocationID"))
-    note = stopnote.take(invocation, user_manager=user_manager)
-    result, exit_status = how_main_ended(env, props)
-    result, stopped_by = stopped_result(result, exit_status, note, job_type)
-    rec = build_record(
-        job_id=job_id,
-        unit=unit,
-        slot=slot,
-        props=props,
-        counters=counters,
-        result=result,
-        exit_status=exit_status,
-        end_time=end_time,
-        systemd_version=version,
-        run_id=run_id or invocation or os.urandom(16).hex(),
-        stopped_by=stopped_by,
-    )
-    history.store(db_path, rec)
-    return rec
-
-
 def wait_for_record(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobRecord | None:
     """The record of this run: in the database, its spool, or (a caller who
-    is not root, on the system manager) the caller's own copy. The recorder
-    stores it before the unit turns inactive, so it is normally there at
-    once; the wait covers a slow or busy file system."""
+    is not root, on the system manager) the caller's own copy. A service's
+    stop hook has written it to the spool before the unit turns inactive, so
+    it is normally there at once; the wait covers a slow or busy file system."""
     from slotmgr import history_query
 
     sources = [history_query.HistorySource(db_path, own_copy=False)]

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from slotmgr.errors import ExitCode, SlotmgrError, UsageError
-from slotmgr.jobspec import PIDSHIM, RECORDER, JobSpec
+from slotmgr.jobspec import PIDSHIM, JobSpec
+from slotmgr.stophook import HOOK
 
 # A service job gets its own empty /tmp and /var/tmp (PrivateTmp=): nothing
 # slotmgr runs in the job may live there.
@@ -102,13 +103,13 @@ def check_working_directory(spec: JobSpec) -> None:
 def check_install_reachable(spec: JobSpec) -> None:
     """slotmgr's own files that the unit runs must be where the job can run
     them (call within acting_as): the shim's interpreter and pidshim.py as
-    the job's user, and neither they nor the recorder under the job's
+    the job's user, and neither they nor the stop hook under the job's
     private /tmp or /var/tmp. Else the job would die with a bare
     "env: ...python3: No such file or directory" (127)."""
     if spec.scope:
         return  # the launcher itself forks the job, from files it already runs
     interpreter = os.path.abspath(spec.python)
-    paths = [interpreter, os.path.realpath(interpreter), PIDSHIM, RECORDER]
+    paths = [interpreter, os.path.realpath(interpreter), PIDSHIM, HOOK]
     if spec.private_tmp:
         for path in paths:
             hidden = is_under(path, PRIVATE_TMP_DIRS)

@@ -1,24 +1,9 @@
-"""Reading a cgroup's own counters (stdlib only: the recorder imports this
-before anything else, so that reading costs the job next to nothing)."""
+"""Reading a cgroup's own counters (a scope's, which its launcher records;
+a service's are read by its stop hook, slotmgr/stophook.sh)."""
 
 from __future__ import annotations
 
-import os
-import time
-
 CGROUP_ROOT = "/sys/fs/cgroup"
-
-
-def own_cgroup() -> str | None:
-    """This process's cgroup v2 path, e.g. /slotmgr.slice/slotmgr-ab.service."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return line[3:].strip()
-    except OSError:
-        pass
-    return None
 
 
 def _read_int(path: str) -> int | None:
@@ -70,13 +55,3 @@ def read_counters(cgroup: str) -> dict[str, int]:
     except (OSError, ValueError):
         pass
     return counters
-
-
-def own_cpu_counters() -> dict[str, int]:
-    """This process's CPU so far, to subtract when it sits in the cgroup it reads."""
-    times = os.times()
-    return {
-        "own_user_usec": int(times.user * 1e6),
-        "own_system_usec": int(times.system * 1e6),
-        "own_usec": int(time.process_time() * 1e6),
-    }

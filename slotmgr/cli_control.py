@@ -258,12 +258,19 @@ def slots_cmd(obj: Any, as_json: bool) -> None:
 @click.option("--slot", metavar="N", help="Jobs of this slot only.")
 @click.option("--limit", metavar="N", help="The N most recent matching jobs only.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of records.")
+@click.option("--ingest", is_flag=True,
+              help="Only store the records waiting in the spool (those of jobs whose "
+                   "launcher is gone), printing nothing: slotmgr-ingest.timer runs this.")
 @click.pass_obj
 def history_cmd(obj: Any, since: str | None, user_name: str | None, slot: str | None,
-                limit: str | None, as_json: bool) -> None:
+                limit: str | None, as_json: bool, ingest: bool) -> None:
     """Show finished jobs from the history, oldest first.
 
     Non-root users see their own jobs only."""
+    user_mode = bool(obj.user)
+    if ingest:
+        history_query.ingest(user_mode=user_mode)
+        return
     if slot is not None and (not (slot.isascii() and slot.isdigit()) or slot.startswith("0")):
         raise UsageError(f"invalid --slot {slot!r}: use a slot number such as 1")
     if limit is not None and (not (limit.isascii() and limit.isdigit()) or int(limit) < 1):
@@ -274,7 +281,6 @@ def history_cmd(obj: Any, since: str | None, user_name: str | None, slot: str | 
         slot=slot,
         limit=None if limit is None else int(limit),
     )
-    user_mode = bool(obj.user)
     query = history_query.scoped_query(query, caller_uid=os.getuid(), caller_name=_caller_name(),
                                        user_mode=user_mode)
     source = history_query.source_for(caller_uid=os.geteuid(), user_mode=user_mode)

@@ -8,10 +8,10 @@ signal. A frozen process keeps a caught signal pending until the thaw, and
 dies of a fatal one at once.
 
 One rule on top: the unit's main process must not die while the unit is
-frozen. Its end makes systemd start the ExecStopPost= recorder in the
+frozen. Its end makes systemd start the ExecStopPost= stop hook in the
 unit's cgroup, still frozen: systemd 257 then hangs as PID 1 in clone3()
 (it waits for a child that cannot run, seen in the test bed), and 252 leaves
-the recorder frozen, so the record would be lost. So when the signal would
+the stop hook frozen, so the record would be lost. So when the signal would
 end the main process (SIGKILL, or a signal it neither catches nor ignores),
 the other processes get it while the job is frozen, and the main process
 right after the thaw. SIGKILL on systemd >= 257 needs none of this:
@@ -191,7 +191,7 @@ def kill_job(
     """Send `signum` to the job's processes (`whom`: "all" or "main"), at once.
 
     `only_if(state)` is checked while the job is frozen; if it says no,
-    nothing is sent (stop uses it to never hit the recorder of a job that
+    nothing is sent (stop uses it to never hit the stop hook of a job that
     ended meanwhile). `state` reads the unit's (ActiveState, SubState).
     """
     if whom == "main":
@@ -233,7 +233,7 @@ def thaw_job(manager: Manager, unit: str, group: str) -> None:
     A unit whose main process ended on its own while frozen is no longer
     active, and ThawUnit refuses it: StopUnit thaws it first, and for a unit
     that is already stopping does nothing else. If systemd does not answer
-    at all, it may be stuck starting the recorder in the frozen cgroup
+    at all, it may be stuck starting the stop hook in the frozen cgroup
     (257): thawing the cgroup itself lets it go on.
     """
     deadline = time.monotonic() + _THAW_RETRY_S

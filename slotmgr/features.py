@@ -35,7 +35,7 @@ class Features:
         """ExecStartEx=/ExecStopPostEx= of a transient unit survive a
         daemon-reload. 252 writes them to the unit's file under those names,
         which its own parser does not know: after a reload the unit has lost
-        its commands, the recorder included. Seen fixed in 257."""
+        its commands, the stop hook included. Seen fixed in 257."""
         return self.version >= 257
 
     @property

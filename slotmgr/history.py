@@ -1,14 +1,16 @@
 """The durable job history: one SQLite database in WAL mode, root's alone.
 
-Each finished run of a job is one row, inserted once by the recorder (the
-job's ExecStopPost= hook, run by systemd), keyed by the run's own id: a job
-id may be reused (a batch system requeueing a job), a run id never is. So a
-record can neither be lost to a dead launcher, nor written twice, nor taken
-for another run's.
+Each finished run of a job is one row, keyed by the run's own id: a job id
+may be reused (a batch system requeueing a job), a run id never is. A
+service job's record is made from two files in the spool (slotmgr.stophook:
+the launcher's, and the one its ExecStopPost= hook writes), stored by the
+launcher, by `slotmgr history`, or by slotmgr-ingest.timer. So a record can
+neither be lost to a dead launcher, nor written twice, nor taken for
+another run's.
 
 Nobody but the database's owner (root, for the system history) may open or
 lock any of its files: a user who can take a read lock on the database, its
--shm file or the writers' lock file can stall every recorder. So the files
+-shm file or the writers' lock file can stall every writer. So the files
 are 0600 in a directory only the owner writes, opened without following
 symlinks, and their modes are set right on every write (an older install
 made them 0644). Every lock wait has a deadline: a writer that cannot get
@@ -18,7 +20,7 @@ into the database. A database SQLite finds corrupt is moved aside
 (`history.db.corrupt-<time>`) and a new one started.
 
 Users see their own records in a copy of each of their records, appended by
-the root recorder to `users/<uid>.jsonl` beside the database (see
+root to `users/<uid>.jsonl` beside the database (see
 `append_for_user`).
 """
 
@@ -36,7 +38,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from slotmgr.errors import SlotmgrError
 from slotmgr.record import JobRecord
@@ -51,11 +53,12 @@ _USER_COPY_ATTEMPTS = 5  # O_NONBLOCK opens: a lease the user holds must not sta
 _PRIVATE = 0o600
 
 Warn = Callable[[str], None]
+T = TypeVar("T")
 
 
-def _warn_stderr(text: str) -> None:
-    """To the journal, and to stderr: the recorder's stderr is the job's,
-    often the launcher's terminal or pipe, which may be gone."""
+def warn_journal(text: str) -> None:
+    """To the journal, and to stderr: the writer's stderr (a launcher's, or
+    the ingest timer's) may be a terminal or pipe that is gone."""
     import syslog
 
     with contextlib.suppress(OSError):
@@ -69,9 +72,9 @@ def default_db_path(user_mode: bool) -> str:
     """/var/lib/slotmgr for the system manager; the user's state dir for --user.
 
     SLOTMGR_HISTORY_DB is honoured for --user and for a caller that is not
-    root only: as root (the launcher that writes the recorder's command, and
-    the recorder itself) the job's environment must never move where root
-    writes or reads."""
+    root only: as root (the launcher that writes the stop hook's command,
+    and whoever stores records) the job's environment must never move where
+    root writes or reads."""
     override = os.environ.get("SLOTMGR_HISTORY_DB")
     if override and (user_mode or os.geteuid() != 0):
         return override
@@ -322,15 +325,14 @@ def move_aside_corrupt(path: str, warn: Warn) -> str:
     return target
 
 
-def _insert_with_recovery(path: str, rec: JobRecord, warn: Warn) -> bool:
-    """Insert, retrying what SQLite reports as busy; a corrupt database is
-    moved aside once and the record stored in a new one."""
+def _with_recovery(path: str, warn: Warn, action: Callable[[sqlite3.Connection], T]) -> T:
+    """Open the database and do `action` in it, retrying what SQLite reports
+    as busy; a corrupt database is moved aside once and a new one used."""
     moved = False
     for attempt in range(_STORE_ATTEMPTS):
         try:
             with open_db(path) as conn:
-                ingest_spool(path, conn, warn)
-                return insert(conn, rec)
+                return action(conn)
         except sqlite3.DatabaseError as exc:
             if _is_corrupt(exc) and not moved:
                 move_aside_corrupt(path, warn)
@@ -340,7 +342,15 @@ def _insert_with_recovery(path: str, rec: JobRecord, warn: Warn) -> bool:
             if not busy or attempt == _STORE_ATTEMPTS - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
-    raise SlotmgrError(f"cannot store the record of job {rec.job_id} in {path}")
+    raise SlotmgrError(f"cannot store records in {path}")
+
+
+def _insert_with_recovery(path: str, rec: JobRecord, warn: Warn) -> bool:
+    def ingest_and_insert(conn: sqlite3.Connection) -> bool:
+        ingest_spool(path, conn, warn)
+        return insert(conn, rec)
+
+    return _with_recovery(path, warn, ingest_and_insert)
 
 
 # -- the lock, its deadline, and the spool ------------------------------------------
@@ -360,8 +370,10 @@ def lock_with_deadline(fd: int, deadline_s: float) -> bool:
             time.sleep(_LOCK_POLL_S)
 
 
-def spool(path: str, rec: JobRecord) -> str:
-    """Keep a record that could not be stored now, for the next writer."""
+def private_spool_dir(path: str) -> str:
+    """The spool beside the database `path`, made if missing; refused unless
+    it is ours alone (root's hook writes there too)."""
+    _make_directory(os.path.dirname(path) or ".")
     directory = spool_dir(path)
     with contextlib.suppress(FileExistsError):
         os.mkdir(directory, 0o700)  # the umask can only take bits away
@@ -370,12 +382,17 @@ def spool(path: str, rec: JobRecord) -> str:
             or stat.S_IMODE(st.st_mode) & 0o077):
         raise SlotmgrError(f"history spool {directory} is not a private directory of ours: "
                            "refused")
-    name = os.path.join(directory, f"{rec.run_id}.json")
+    return directory
+
+
+def write_whole(name: str, data: bytes) -> str:
+    """Write the file `name` whole or not at all: a private temporary file,
+    flushed to disk, renamed into place."""
     tmp = f"{name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  _PRIVATE)
     try:
-        os.write(fd, rec.to_json().encode())
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -383,8 +400,14 @@ def spool(path: str, rec: JobRecord) -> str:
     return name
 
 
-def spooled(path: str) -> list[tuple[str, JobRecord]]:
-    """The records waiting in the spool, with their files."""
+def spool(path: str, rec: JobRecord) -> str:
+    """Keep a record that could not be stored now, for the next writer."""
+    name = os.path.join(private_spool_dir(path), f"{rec.run_id}.json")
+    return write_whole(name, rec.to_json().encode())
+
+
+def _spooled_records(path: str) -> list[tuple[str, JobRecord]]:
+    """The whole records waiting in the spool (`spool`), with their files."""
     directory = spool_dir(path)
     found = []
     try:
@@ -404,16 +427,59 @@ def spooled(path: str) -> list[tuple[str, JobRecord]]:
     return found
 
 
-def ingest_spool(path: str, conn: sqlite3.Connection, warn: Warn = _warn_stderr) -> int:
+def spooled(path: str) -> list[tuple[str, JobRecord]]:
+    """Every record waiting in the spool, with its file: those kept there
+    by `spool`, and those of the stop hook not yet stored (slotmgr.stophook)."""
+    from slotmgr import stophook
+
+    pairs = [(item.end_file, item.record) for item in stophook.pending(spool_dir(path))]
+    return _spooled_records(path) + pairs
+
+
+def ingest_spool(path: str, conn: sqlite3.Connection, warn: Warn = warn_journal) -> int:
     """Move the spooled records into the database (call with the lock held)."""
     moved = 0
-    for name, rec in spooled(path):
+    for name, rec in _spooled_records(path):
         insert(conn, rec)
         os.unlink(name)
         moved += 1
     if moved:
         warn(f"moved {moved} spooled record(s) into {path}")
-    return moved
+    return moved + _ingest_stop_hook_records(path, conn, warn)
+
+
+def _ingest_stop_hook_records(path: str, conn: sqlite3.Connection, warn: Warn) -> int:
+    """Store what the stop hook left (slotmgr.stophook), each run once: the
+    user's copy first (its readers drop a run seen twice), then the row,
+    then the files and the run's stop note are removed. A crash anywhere in
+    between leaves the pair, stored again later as the same run."""
+    from slotmgr import stophook, stopnote
+
+    found = stophook.pending(spool_dir(path))
+    for item in found:
+        rec = item.record
+        if get_run(conn, rec.run_id) is None:
+            if os.geteuid() == 0 and rec.uid != 0 and not item.user_manager:
+                append_for_user(path, rec, warn)
+            insert(conn, rec)
+        stopnote.discard(item.invocation_id, user_manager=item.user_manager)
+        stophook.remove(item)
+    return len(found)
+
+
+def store_spooled(path: str, *, lock_deadline_s: float = LOCK_DEADLINE_S,
+                  warn: Warn = warn_journal) -> bool:
+    """Store whatever waits in the spool; False if the lock did not come
+    within its deadline (it all stays there, safe, for the next writer)."""
+    _make_directory(os.path.dirname(path) or ".")
+    lock_fd = open_private(path + ".lock")
+    try:
+        if not lock_with_deadline(lock_fd, lock_deadline_s):
+            return False
+        _with_recovery(path, warn, lambda conn: ingest_spool(path, conn, warn))
+        return True
+    finally:
+        os.close(lock_fd)
 
 
 def store(
@@ -421,7 +487,7 @@ def store(
     rec: JobRecord,
     *,
     lock_deadline_s: float = LOCK_DEADLINE_S,
-    warn: Warn = _warn_stderr,
+    warn: Warn = warn_journal,
 ) -> bool:
     """Store a finished run's record, the way every writer does; False if
     this run was already recorded.
@@ -466,7 +532,7 @@ def store(
 # -- the users' own copies ----------------------------------------------------------
 
 
-def append_for_user(path: str, rec: JobRecord, warn: Warn = _warn_stderr) -> bool:
+def append_for_user(path: str, rec: JobRecord, warn: Warn = warn_journal) -> bool:
     """Append the record to `users/<uid>.jsonl` beside the database: the
     job's user reads their own records there, as the database is root's.
 

@@ -3,7 +3,7 @@
 The system history (/var/lib/slotmgr/history.db) is root's alone (0600: a
 reader could otherwise hold SQLite's locks and stall the writers). Root
 reads it directly, together with records still waiting in its spool. A user
-reads the copy of their own records the root recorder appends to
+reads the copy of their own records root appends to
 `users/<uid>.jsonl` beside it (history.append_for_user), which no other user
 can read; so a user sees their own records and nobody else's. A `--user`
 job's history is the user's own database under $XDG_STATE_HOME.
@@ -141,20 +141,35 @@ def _select(found: list[JobRecord], query: HistoryQuery) -> list[JobRecord]:
 def _ingest_spool_now(path: str) -> None:
     """As the database's owner, move what waits in the spool into it, if the
     lock is free at once: `slotmgr history` never waits for a writer."""
-    if not history.spooled(path) or os.stat(path).st_uid != os.geteuid():
+    spool = history.spool_dir(path)
+    if not os.path.isdir(spool) or os.stat(spool).st_uid != os.geteuid():
+        return
+    if not history.spooled(path):
         return
     lock_fd = history.open_private(path + ".lock")
     try:
         if history.lock_with_deadline(lock_fd, 0):
-            with history.open_db(path, create=False) as conn:
+            with history.open_db(path) as conn:
                 history.ingest_spool(path, conn, warn=lambda _text: None)
     finally:
         os.close(lock_fd)
 
 
+def ingest(*, user_mode: bool) -> None:
+    """Store every record waiting in the spool, waiting for the lock as a
+    writer does (`slotmgr history --ingest`): the database's owner only."""
+    path = history.default_db_path(user_mode)
+    if not user_mode and os.geteuid() != 0:
+        raise PermissionDenied(f"--ingest: only root stores records in {path}",
+                               hint="root's slotmgr-ingest.timer does it")
+    if not os.path.exists(history.spool_dir(path)):
+        return
+    if not history.store_spooled(path):
+        raise SlotmgrError(f"{path}.lock was held for more than {history.LOCK_DEADLINE_S:g}s: "
+                           "nothing stored now; the records stay in the spool")
+
+
 def _database_records(path: str, query: HistoryQuery) -> list[JobRecord]:
-    with contextlib.suppress(OSError, sqlite3.Error, SlotmgrError):
-        _ingest_spool_now(path)
     try:
         with open_readonly(path) as conn:
             found = history.query(conn, since=query.since, user=query.user, slot=query.slot,
@@ -178,8 +193,10 @@ def records(source: HistorySource | str, query: HistoryQuery) -> list[JobRecord]
         source = HistorySource(source, own_copy=False)
     if source.own_copy:
         return _select(history.read_user_copy(source.path), query)
+    with contextlib.suppress(OSError, sqlite3.Error, SlotmgrError):
+        _ingest_spool_now(source.path)
     if not os.path.exists(source.path):
-        return []
+        return _select([rec for _name, rec in history.spooled(source.path)], query)
     return _database_records(source.path, query)
 
 
@@ -193,14 +210,15 @@ def _lookup(source: HistorySource | str, key: str, *, by_run: bool) -> JobRecord
     if source.own_copy:
         candidates = [r for r in history.read_user_copy(source.path) if wanted(r)]
     else:
-        if not os.path.exists(source.path):
-            return None
+        # The spool first: a first record waits there before any database exists.
         candidates = [r for _name, r in history.spooled(source.path) if wanted(r)]
-        try:
-            with open_readonly(source.path) as conn:
-                found = history.get_run(conn, key) if by_run else history.get(conn, key)
-        except sqlite3.DatabaseError:
-            found = None
+        found = None
+        if os.path.exists(source.path):
+            try:
+                with open_readonly(source.path) as conn:
+                    found = history.get_run(conn, key) if by_run else history.get(conn, key)
+            except sqlite3.DatabaseError:
+                found = None
         if found is not None:
             candidates.append(found)
     return max(candidates, key=lambda r: r.end_time) if candidates else None

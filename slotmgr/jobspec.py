@@ -18,6 +18,7 @@ from slotmgr.features import Features
 from slotmgr.naming import description_for, marker_field
 from slotmgr.naming import unit_name_for as unit_name_for  # where callers have found it
 from slotmgr.properties import build_property
+from slotmgr.stophook import hook_argv
 from slotmgr.wire import Property
 
 DEFAULT_SLICE = "slotmgr.slice"
@@ -54,7 +55,6 @@ INIT_WHY_LANDLOCK = "Landlock scope"
 INIT_WHY_SCOPE = "scope"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PIDSHIM = os.path.join(PACKAGE_DIR, "pidshim.py")
-RECORDER = os.path.join(PACKAGE_DIR, "recorder.py")
 CAP_SYS_ADMIN = 21
 DEFAULT_STOP_TIMEOUT_USEC = 90_000_000
 RM_PROGRAM = "/usr/bin/rm"
@@ -174,7 +174,7 @@ def exec_argv(spec: JobSpec, features: Features) -> list[str]:
 
     The job's environment goes on an env(1) in front of the job's own
     command, after the init: never into the unit's Environment=, which would
-    also reach the recorder (root), nor in front of the init, which on 252
+    also reach the stop hook (root), nor in front of the init, which on 252
     holds CAP_SYS_ADMIN (pidshim until it forks the job, unshare and catatonit
     while it runs): a job must choose neither
     root's nor a capable process's LD_PRELOAD. The init passes its own
@@ -318,29 +318,15 @@ def command_of_unit(props: Mapping[str, Any]) -> list[str]:
     return command_from_exec_argv(exec_start[0][1]) if exec_start else []
 
 
-def recorder_argv(spec: JobSpec) -> list[str]:
-    """The ExecStopPost= hook. It runs 'privileged' ('+': as root, in the
-    node's PID namespace; in 257's guest still in the job's mount namespace)
-    and 'ignore-failure' ('-': a recorder failure does not fail the job); -I
-    keeps PYTHON* variables out of it."""
-    argv = [
-        spec.python,
-        "-I",
-        RECORDER,
-        "--job-id",
-        spec.job_id,
-        "--run-id",
-        spec.run_id,
-        "--unit",
-        spec.unit,
-        "--db",
-        spec.history_db,
-    ]
-    if spec.slot is not None:
-        argv += ["--slot", spec.slot]
-    if spec.user_manager:
-        argv.append("--user-manager")
-    return argv
+def stop_hook_argv(spec: JobSpec) -> list[str]:
+    """The ExecStopPost= hook that takes the job's record (slotmgr.stophook):
+    a shell script, no interpreter. It runs 'privileged' ('+': as root, in
+    the node's PID namespace; in 257's guest still in the job's mount
+    namespace) and 'ignore-failure' ('-': a hook failure does not fail the job)."""
+    from slotmgr.history import spool_dir
+
+    return hook_argv(spool_dir(spec.history_db), spec.run_id, spec.unit,
+                     user_manager=spec.user_manager)
 
 
 def scratch_removal_argv(spec: JobSpec) -> list[str] | None:
@@ -362,22 +348,22 @@ def _exec_command(argv: Sequence[str], *flags: str) -> tuple[str, list[str], lis
 
 
 def exec_properties(spec: JobSpec, features: Features) -> list[Property]:
-    """The job's command and its recorder, in the form that survives a
+    """The job's command and its stop hook, in the form that survives a
     daemon-reload on this systemd.
 
     From 257: ExecStartEx=/ExecStopPostEx= with flags. Before (252), those
     are lost at a daemon-reload (see Features.exec_ex_survives_reload), so the
     plain ExecStart=/ExecStopPost= are used, and the flags are had another
     way: "$$" is systemd's own escape of a literal "$" (no-env-expand), and
-    PermissionsStartOnly= runs the recorder as root ('privileged'; like '+'
-    it stays in the job's mount namespace, which the recorder does not mind).
+    PermissionsStartOnly= runs the hook as root ('privileged'; like '+'
+    it stays in the job's mount namespace, which the hook does not mind).
     """
     job = exec_argv(spec, features)
-    # The recorder first: it reads the cgroup before anything else runs there,
+    # The stop hook first: it reads the cgroup before anything else runs there,
     # and a large scratch directory's removal must not cost the record (both
     # share the stop timeout). So the launcher may return while rm still runs.
     removal = scratch_removal_argv(spec)
-    stop_post = [recorder_argv(spec)] + ([] if removal is None else [removal])
+    stop_post = [stop_hook_argv(spec)] + ([] if removal is None else [removal])
     if features.exec_ex_survives_reload:
         # no-env-expand: the command reaches the job as given, "$HOME" included.
         return [
@@ -451,7 +437,7 @@ def unit_properties(
     for key, raw in spec.limits:
         props += build_property(key, raw, features)
     if not spec.scope and "TimeoutStopSec" not in dict(spec.limits):
-        # The recorder runs in the stop phase: a node's short DefaultTimeoutStopSec=
+        # The stop hook runs in the stop phase: a node's short DefaultTimeoutStopSec=
         # must not cut it off and lose the record. systemd's stock 90 s, unless asked.
         props.append(Property("TimeoutStopUSec", "t", DEFAULT_STOP_TIMEOUT_USEC))
     if spec.user_manager:
@@ -487,7 +473,7 @@ def unit_properties(
             # (SETPRIV_NO_CAPS), unshare and catatonit keep them.
             props.append(Property("AmbientCapabilities", "t", 1 << CAP_SYS_ADMIN))
     if spec.working_directory:
-        # "-": should the job remove its directory, the root recorder, which
+        # "-": should the job remove its directory, the root stop hook, which
         # systemd starts in it too, still runs (and the record is kept).
         props.append(Property("WorkingDirectory", "s", f"-{spec.working_directory}"))
     if spec.user:  # always on the system manager (cli): root's own jobs say User=root

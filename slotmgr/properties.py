@@ -77,7 +77,7 @@ _PATHS_HIDE = (
 # Keys slotmgr itself owns (ExecStart, Type, Slice, User, Environment, the
 # standard streams...) are absent on purpose: they have their own options, or
 # setting them would break the job's contract. Environment= in particular is
-# never set on the unit, because root's ExecStopPost= recorder would inherit it.
+# never set on the unit, because root's ExecStopPost= stop hook would inherit it.
 # Present but not Setter.JOB: keys a caller may plausibly try, refused with why.
 UNIT_PROPERTIES: dict[str, PropertySpec] = _specs(
     _slotmgr("CPUAccounting", Kind.BOOL, _ACCOUNTED),

@@ -1,8 +1,8 @@
 """A finished job's accounting record: fields, JSON schema, summary text.
 
-The record is written once, by the recorder that systemd runs as the job's
-ExecStopPost= hook (see `slotmgr.recorder`), so it exists even when the
-process that launched the job is gone. `slotmgr run --json` prints the same
+The record is made once, from what the job's ExecStopPost= hook wrote down
+while its cgroup still existed (see `slotmgr.stophook`), so it exists even
+when the process that launched the job is gone. `slotmgr run --json` prints the same
 object; `SCHEMA` documents it.
 """
 

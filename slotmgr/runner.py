@@ -3,8 +3,8 @@
 The order matters and is systemd-run's: subscribe before starting (so the
 JobRemoved of our job cannot be missed), pass our own stdin/stdout/stderr as
 file descriptors (so the job writes straight to the caller's terminal or
-pipe and nothing is lost), then wait for the unit to go inactive and read
-the record the unit's own ExecStopPost= hook stored.
+pipe and nothing is lost), then wait for the unit to go inactive and store
+the record its ExecStopPost= hook completed (slotmgr.stophook).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import grp
 import os
+import pwd
 import signal
 import sys
 import time
@@ -21,8 +22,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-from slotmgr import messages, scope, stopnote
-from slotmgr.accounting import build_record, wait_for_record
+from slotmgr import messages, scope, stophook, stopnote
+from slotmgr.accounting import build_record
 from slotmgr.asuser import (
     Identity,
     acting_as,
@@ -233,9 +234,14 @@ def _start_and_wait(
     try:
         try:
             with admitted as stdio:
+                # No SQLite before the unit exists: one small file, which the
+                # stop hook's file completes into the record (slotmgr.stophook).
+                stophook.write_launch(spec.history_db, launch_of(spec, manager))
                 job = manager.start_transient_unit(spec.unit, props + stdio_properties(stdio))
         except SlotmgrError:
-            drop_unused_scratch(spec)  # refused: no unit, so no hook of it removes it
+            # Refused: no unit, so no hook of it records it or removes the scratch.
+            stophook.discard_launch(spec.history_db, spec.run_id)
+            drop_unused_scratch(spec)
             raise
         if on_start is not None:
             on_start(spec)
@@ -264,9 +270,9 @@ def _start_and_wait(
                 stop_requested = True
                 stop_for_signal(manager, spec, exc.signum)
 
-    rec = wait_for_record(spec.history_db, spec.run_id)
+    rec = stophook.collect(spec.history_db, spec.run_id)
     if rec is None:
-        # The recorder could not run (the unit never started, or it failed):
+        # The stop hook could not run (the unit never started, or it failed):
         # report what the caller knows, and say so.
         print(
             f"slotmgr: job {spec.job_id}: no accounting record was stored in {spec.history_db}"
@@ -289,8 +295,32 @@ def _start_and_wait(
     return rec
 
 
+def launch_of(spec: JobSpec, manager: Manager) -> stophook.Launch:
+    """What the record will say of the job that only the launcher knows."""
+    if spec.user is None:
+        uid = os.getuid()
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+    else:
+        user, uid = spec.user, pwd.getpwnam(spec.user).pw_uid
+    return stophook.Launch(
+        job_id=spec.job_id,
+        run_id=spec.run_id,
+        unit=spec.unit,
+        slice=spec.slice,
+        slot=spec.slot,
+        user=user,
+        uid=uid,
+        command=list(spec.command),
+        systemd_version=manager.features.version_string,
+        user_manager=spec.user_manager,
+    )
+
+
 def stop_for_signal(manager: Manager, spec: JobSpec, signum: int) -> None:
-    """Stop the job because its launcher got a signal; tell the recorder so."""
+    """Stop the job because its launcher got a signal; say so in its record."""
     with contextlib.suppress(SlotmgrError, Interrupted):
         stopnote.leave_for_unit(manager, spec.unit, stopnote.launcher_signalled(signum),
                                 user_manager=spec.user_manager)

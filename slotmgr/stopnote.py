@@ -1,20 +1,21 @@
-"""What stopped a job: a small note slotmgr's own stoppers leave for the recorder.
+"""What stopped a job: a small note slotmgr's own stoppers leave for its record.
 
 A job that `slotmgr stop` or `slotmgr kill` ended, or whose launcher was
 signalled, must be recorded as stopped, not as a job that exited 143 by
-itself. systemd cannot tell the recorder: `slotmgr stop` and `kill` signal
-the job (KillUnit), and the job then simply ends. So the stopper first
-leaves a note, keyed by the unit's InvocationID (unique to this run: a
-requeued job of the same unit name never finds an old note), in a directory
-only root reads (`/run/slotmgr/stops`, 0700; for `--user` jobs,
-`$XDG_RUNTIME_DIR/slotmgr/stops`). The recorder takes the note (reads and
-removes it). A stop by anybody else through systemd (`systemctl stop`, a
-batch system's StopUnit) is seen by the recorder another way: while the
+itself. systemd cannot say so: `slotmgr stop` and `kill` signal the job
+(KillUnit), and the job then simply ends. So the stopper first leaves a
+note, keyed by the unit's InvocationID (unique to this run: a requeued job
+of the same unit name never finds an old note), in a directory only root
+reads (`/run/slotmgr/stops`, 0700; for `--user` jobs,
+`$XDG_RUNTIME_DIR/slotmgr/stops`). Whoever makes the record from the stop
+hook's file (slotmgr.stophook) reads the note, and removes it once the
+record is stored. A stop by anybody else through systemd (`systemctl
+stop`, a batch system's StopUnit) is seen another way: while the
 ExecStopPost= hook runs after a StopUnit the unit has a pending stop job,
-and none when the main process ended by itself (see `accounting`).
+which the hook writes down, and none when the main process ended by itself.
 
-A note that no recorder takes (a scope, whose launcher reads it itself, or
-a job whose recorder could not run) is in /run, which is emptied at boot.
+A note nobody removes (a scope, whose launcher reads it itself, or a job
+whose hook could not run) is in /run, which is emptied at boot.
 """
 
 from __future__ import annotations
@@ -108,12 +109,18 @@ def leave(invocation: str, note: StopNote, *, user_manager: bool) -> bool:
         return False
 
 
-def take(invocation: str, *, user_manager: bool) -> StopNote | None:
-    """The note left for the run `invocation`, removed; None if there is none."""
+def _note_file(invocation: str, user_manager: bool) -> str | None:
     directory = notes_dir(user_manager)
     if not invocation or directory is None or not invocation.isalnum():
         return None
-    name = os.path.join(directory, invocation)
+    return os.path.join(directory, invocation)
+
+
+def read(invocation: str, *, user_manager: bool) -> StopNote | None:
+    """The note left for the run `invocation`, left in place; None if there is none."""
+    name = _note_file(invocation, user_manager)
+    if name is None:
+        return None
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
@@ -124,13 +131,26 @@ def take(invocation: str, *, user_manager: bool) -> StopNote | None:
             return None
         data = json.loads(os.read(fd, 4096))
         signum = data.get("signal")
-        note = StopNote(by=str(data["by"]), signal=int(signum) if signum is not None else None)
+        return StopNote(by=str(data["by"]), signal=int(signum) if signum is not None else None)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     finally:
         os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(name)
+
+
+def discard(invocation: str, *, user_manager: bool) -> None:
+    """Remove the run's note: its record is stored."""
+    name = _note_file(invocation, user_manager)
+    if name is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def take(invocation: str, *, user_manager: bool) -> StopNote | None:
+    """The note left for the run `invocation`, removed; None if there is none."""
+    note = read(invocation, user_manager=user_manager)
+    if note is not None:
+        discard(invocation, user_manager=user_manager)
     return note
 
 

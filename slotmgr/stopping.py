@@ -14,8 +14,8 @@ from slotmgr.errors import RemoteError
 from slotmgr.systemd import Manager
 
 # A service's SubStates once its own processes are gone: the ExecStopPost=
-# recorder runs ('stop-post') or the unit is being cleaned up. Past these no
-# escalation may happen, or it would kill the recorder and lose the record.
+# stop hook runs ('stop-post') or the unit is being cleaned up. Past these no
+# escalation may happen, or it would kill the stop hook and lose the record.
 _AFTER_MAIN = frozenset(
     ("stop-post", "final-sigterm", "final-sigkill", "final-watchdog", "dead", "failed",
      "auto-restart", "cleaning")
@@ -46,7 +46,7 @@ def is_finished(state: tuple[str, str] | None) -> bool:
 
 def processes_gone(state: tuple[str, str] | None) -> bool:
     """The job's own processes are gone (what runs now is systemd's clean-up
-    or the recorder)."""
+    or the stop hook)."""
     return is_finished(state) or (state is not None and state[1] in _AFTER_MAIN)
 
 
@@ -97,12 +97,12 @@ def stop_job(manager: Manager, unit: str, *, grace: float, timeout: float | None
              before_signal: Callable[[], object] | None = None) -> StopOutcome:
     """SIGTERM to every process of the job; after `grace` seconds SIGKILL to
     whatever is left of the job's own processes; then wait until the unit is
-    inactive or gone, its ExecStopPost= recorder included. `before_signal`
+    inactive or gone, its ExecStopPost= stop hook included. `before_signal`
     runs just before the SIGTERM, once the job is known to be still running
-    (it leaves the recorder a note of who stopped it, slotmgr.stopnote).
+    (it leaves a note of who stopped it, slotmgr.stopnote).
 
     Not StopUnit: its SIGKILL comes after the unit's TimeoutStopSec=, which is
-    fixed when the unit starts, and the same timeout bounds the recorder, so a
+    fixed when the unit starts, and the same timeout bounds the stop hook, so a
     short grace would cut the record short too.
     """
     subscribe_to(manager, unit)

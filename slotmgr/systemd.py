@@ -161,7 +161,11 @@ class Manager:
                 raise TimeoutError(name)
             if sig.member == "UnitRemoved":
                 return None
-            changed = sig.body[1] if sig.body[0] == messages.UNIT_IFACE else {}
+            if sig.body[0] != messages.UNIT_IFACE:
+                # The Service interface's change (ExecMain*) comes first, on
+                # 252 and 257; the Unit's, with ActiveState, follows it.
+                continue
+            changed = sig.body[1]
             if "ActiveState" in changed:
                 state = str(changed["ActiveState"][1])
             else:

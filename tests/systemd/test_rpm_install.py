@@ -4,9 +4,13 @@ the test command, before the guests boot."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
+
+import pytest
 
 from .conftest import REPO, systemctl_show, unit_active, wait_until
 
@@ -18,16 +22,22 @@ def built_rpm() -> str:
     return str(rpms[-1])
 
 
-def test_installed_slotmgr_runs_a_job_in_the_installed_slice(unique):
+@pytest.fixture(scope="module")
+def installed() -> dict[str, str]:
+    """The RPM installed into the guest; the environment that runs the
+    installed command, not the source tree (no PYTHONPATH)."""
     check = subprocess.run(["sh", str(REPO / "tests/packaging/guest_install_check.sh"),
                             built_rpm()], capture_output=True, text=True,
                            env=dict(os.environ, SLOTMGR_GUEST="1"))
     assert check.returncode == 0, check.stderr
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def test_installed_slotmgr_runs_a_job_in_the_installed_slice(unique, installed):
     fragment = systemctl_show("slotmgr.slice", "FragmentPath")["FragmentPath"]
     # Debian 12 names it through the merged-/usr /lib symlink: the same file.
     assert os.path.realpath(fragment) == "/usr/lib/systemd/system/slotmgr.slice"
-    # The installed command, not the source tree: no PYTHONPATH.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = installed
     installed = subprocess.run(["/usr/bin/slotmgr", "--version"], capture_output=True,
                                text=True, env=env, cwd="/")
     assert installed.returncode == 0 and installed.stdout.startswith("slotmgr ")
@@ -46,7 +56,48 @@ def test_installed_slotmgr_runs_a_job_in_the_installed_slice(unique):
         # the catatonit the package requires.
         assert ("site-packages/slotmgr/pidshim.py" in exec_start
                 or "catatonit -- /usr/bin/env --default-signal" in exec_start), exec_start
+        # The stop hook is the installed shell script (package data of the wheel).
+        stop_post = systemctl_show(unit, "ExecStopPost")["ExecStopPost"]
+        assert "site-packages/slotmgr/stophook.sh" in stop_post, stop_post
     finally:
         job.send_signal(signal.SIGTERM)
         _out, err = job.communicate(timeout=120)
     assert job.returncode == 143, err
+    history = subprocess.run(["/usr/bin/slotmgr", "history", "--json"], capture_output=True,
+                             text=True, env=env, cwd="/")
+    assert history.returncode == 0, history.stderr
+    runs = [r for r in json.loads(history.stdout) if r["job_id"] == unique]
+    assert [(r["result"], r["exit_status"]) for r in runs] == [("cancelled", 143)]
+
+
+def test_installed_ingest_timer_is_enabled_and_stores_what_a_dead_launcher_left(unique,
+                                                                                  installed):
+    # What %post does on a first install (the crude install runs no scriptlets).
+    preset = subprocess.run(["systemctl", "preset", "slotmgr-ingest.timer"],
+                            capture_output=True, text=True)
+    assert preset.returncode == 0, preset.stderr
+    enabled = subprocess.run(["systemctl", "is-enabled", "slotmgr-ingest.timer"],
+                             capture_output=True, text=True)
+    assert enabled.stdout.strip() == "enabled"
+    # A launcher killed while its job runs: the job's record waits in the spool.
+    unit = f"slotmgr-{unique}.service"
+    job = subprocess.Popen(["/usr/bin/slotmgr", "run", "--job-id", unique, "--", "sleep", "3"],
+                           env=installed, cwd="/", stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    wait_until(lambda: unit_active(unit), what=unit)
+    job.kill()
+    job.wait()
+    spool = "/var/lib/slotmgr/history.db.spool"
+    wait_until(lambda: any(n.endswith(".end") for n in os.listdir(spool)), timeout=60,
+               what="the stop hook's file")
+    # The timer's service stores it, with the installed command.
+    ingest = subprocess.run(["systemctl", "start", "slotmgr-ingest.service"],
+                            capture_output=True, text=True)
+    assert ingest.returncode == 0, ingest.stderr
+    shown = systemctl_show("slotmgr-ingest.service", "Result", "ExecMainStatus",
+                           "ConditionResult")
+    assert shown == {"Result": "success", "ExecMainStatus": "0", "ConditionResult": "yes"}
+    assert [n for n in os.listdir(spool) if n.endswith((".end", ".start"))] == []
+    with sqlite3.connect("file:/var/lib/slotmgr/history.db?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT result FROM jobs WHERE job_id = ?", (unique,)).fetchall()
+    assert rows == [("success",)]

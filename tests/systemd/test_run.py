@@ -137,7 +137,7 @@ def test_a_stop_at_the_very_start_of_a_job_is_not_lost(unique):
     # init is still starting: the stop must end the job, by SIGTERM (143) or, on 257 when
     # the init is not up yet, by systemd's SIGKILL (137), and be reported as such; not be
     # lost until the stop timeout (124), nor be reported as a success (0: systemd ran the
-    # recorder before it had taken the main process's end in).
+    # stop hook before it had taken the main process's end in).
     for attempt in range(3):
         job_id = f"{unique}{attempt}"
         job = start_cli("run", "--job-id", job_id, "--", "sleep", "600")
@@ -321,19 +321,24 @@ def test_dollar_signs_reach_the_job_unexpanded():
     assert out.stdout.strip() == "sh $HOME"
 
 
-def test_environment_cannot_reach_the_root_recorder(unique):
-    # A job's PYTHONPATH must not make the root ExecStopPost= recorder import
-    # the job's code (sitecustomize runs at any interpreter start without -I).
+def test_environment_cannot_reach_the_root_stop_hook(unique):
+    # The job's PATH (and ENV, which some shells read at start) must not make
+    # the root ExecStopPost= hook run the job's own systemctl, sync or mv.
     evil = WORK / unique
     evil.mkdir(parents=True)
     pwned = WORK / f"{unique}-pwned"
-    (evil / "sitecustomize.py").write_text(
-        "import os\n"
-        f"if os.getuid() == 0 and 'recorder' in ' '.join(__import__('sys').argv):\n"
-        f"    open('{pwned}', 'w').close()\n")
-    out = run_cli("run", "--quiet", "-E", f"PYTHONPATH={evil}", "--", "true")
+    for tool in ("systemctl", "sync", "mv", "sh"):
+        (evil / tool).write_text(f"#!/bin/sh\n[ \"$(id -u)\" = 0 ] && touch {pwned}\n")
+        (evil / tool).chmod(0o755)
+    (evil / "env.sh").write_text(f"touch {pwned}\n")
+    out = run_cli("run", "--quiet", "--json", "-", "--job-id", unique,
+                  "-E", f"PATH={evil}:/usr/bin:/bin", "-E", f"ENV={evil}/env.sh", "--", "true")
     assert out.returncode == 0, out.stderr
     assert not pwned.exists()
+    rec = json.loads(out.stdout)
+    # The hook ran systemd's systemctl: its view (the main process's start
+    # and end) is in the record.
+    assert rec["result"] == "success" and rec["wall_time_usec"] > 0
 
 
 def test_scope_job_is_isolated_accounted_and_passes_its_status(unique):

@@ -10,7 +10,6 @@ import pytest
 from slotmgr.features import features_from_version
 from slotmgr.jobspec import (
     PIDSHIM,
-    RECORDER,
     JobSpec,
     check_command,
     command_from_exec_argv,
@@ -19,11 +18,12 @@ from slotmgr.jobspec import (
     exec_argv,
     expand_output_name,
     isolation_lines,
-    recorder_argv,
+    stop_hook_argv,
     unit_name_for,
     unit_properties,
 )
 from slotmgr.naming import job_id_of_unit
+from slotmgr.stophook import HOOK
 
 CATATONIT = "/usr/libexec/catatonit/catatonit"
 V252 = features_from_version("252")
@@ -130,10 +130,10 @@ def test_scratch_is_removed_by_the_unit_with_rm_unless_kept():
     # mount) but the node's PID namespace: the node's directory through PID 1.
     rm = ["/usr/bin/rm", "-rf", "--one-file-system", "--", "/proc/1/root" + SCRATCH]
     props = props_of(spec(scratch_dir=SCRATCH), V257)
-    recorder, removal = props["ExecStopPostEx"].value  # the record first: it must not be lost
-    assert recorder[1][2] == RECORDER
+    hook, removal = props["ExecStopPostEx"].value  # the record first: it must not be lost
+    assert hook[1][:2] == ["/bin/sh", HOOK]
     assert removal == ("/usr/bin/rm", rm, ["privileged", "ignore-failure", "no-env-expand"])
-    _recorder, removal252 = props_of(spec(scratch_dir=SCRATCH), V252)["ExecStopPost"].value
+    _hook, removal252 = props_of(spec(scratch_dir=SCRATCH), V252)["ExecStopPost"].value
     assert removal252 == ("/usr/bin/rm", rm, True)
     kept = props_of(spec(scratch_dir=SCRATCH, keep_scratch=True), V257)
     assert len(kept["ExecStopPostEx"].value) == 1
@@ -156,15 +156,14 @@ def test_isolation_lines_say_what_the_job_got():
     assert isolation_lines(bare) == ["isolation: none", "abstract sockets: shared, not scoped"]
 
 
-def test_accounting_is_always_on_and_the_recorder_is_privileged():
+def test_accounting_is_always_on_and_the_stop_hook_is_privileged():
     props = props_of(spec(slot="3"), V257)
     for key in ("CPUAccounting", "MemoryAccounting", "IOAccounting", "TasksAccounting",
                 "IPAccounting"):
         assert props[key].value is True
     _path, argv, flags = props["ExecStopPostEx"].value[0]
     assert set(flags) == {"privileged", "ignore-failure", "no-env-expand"}
-    assert argv[:2] == ["/usr/bin/python3", "-I"]
-    assert argv[argv.index("--slot") + 1] == "3"
+    assert argv[:2] == ["/bin/sh", HOOK]  # no interpreter of slotmgr's in the job's stop
     assert props["ExecStartEx"].value[0][2] == ["no-env-expand"]
     assert props["CollectMode"].value == "inactive-or-failed"
 
@@ -179,8 +178,8 @@ def test_252_commands_survive_a_daemon_reload():
     assert (path, ignore_failure) == ("/usr/bin/env", False)
     assert argv[-3:] == ["sh", "-c", "echo $$HOME $${X} $$$$"]  # "$$" is a literal "$"
     path, argv, ignore_failure = props["ExecStopPost"].value[0]
-    assert ignore_failure is True and argv[argv.index("--slot") + 1] == "3"
-    assert props["PermissionsStartOnly"].value is True  # the recorder runs as root
+    assert ignore_failure is True and argv == stop_hook_argv(s)
+    assert props["PermissionsStartOnly"].value is True  # the stop hook runs as root
     # What systemd reports back is turned into the job's own command again.
     reported = {"ExecStartEx": [(path, props["ExecStart"].value[0][1], [], 0, 0, 0, 0, 0, 0, 0)]}
     assert command_of_unit(reported) == ["sh", "-c", "echo $HOME ${X} $$"]
@@ -320,26 +319,19 @@ def test_check_command(tmp_path):
         check_command(["plain"], path=str(tmp_path))
 
 
-def test_stop_timeout_protects_the_recorder_unless_given():
+def test_stop_timeout_protects_the_stop_hook_unless_given():
     assert props_of(spec(), V252)["TimeoutStopUSec"].value == 90_000_000
     given = props_of(spec(limits=(("TimeoutStopSec", "5min"),)), V252)
     assert given["TimeoutStopUSec"].value == 300_000_000
     assert "TimeoutStopUSec" not in props_of(spec(scope=True, unit="x.scope"), V252)
 
 
-def test_the_recorder_reads_back_the_arguments_slotmgr_gives_it():
-    from slotmgr import recorder
-
+def test_the_stop_hook_gets_the_spool_the_run_and_the_manager():
     s = spec(slot="3", user_manager=True)
-    argv = recorder_argv(s)
-    assert argv[2] == RECORDER
-    args = recorder.parse_args(argv[3:])
-    assert args == {"--job-id": s.job_id, "--run-id": s.run_id, "--unit": s.unit,
-                    "--db": s.history_db, "--slot": "3", "--user-manager": ""}
+    assert stop_hook_argv(s) == ["/bin/sh", HOOK, s.history_db + ".spool", s.run_id, s.unit,
+                                 "user"]
+    assert stop_hook_argv(spec())[-1] == "system"
     assert len(s.run_id) == 32 and s.run_id != spec(slot="3").run_id  # 128 bits, each run
-    assert recorder.parse_args(argv[3:] + ["--bogus"]) is None
-    assert recorder.parse_args(["--unit", "u.service", "--db", "x.db"]) is None  # no job id
-    assert recorder.parse_args(["--job-id"]) is None  # no value
 
 
 @pytest.mark.parametrize("features", [V252, V257])

@@ -182,7 +182,7 @@ def test_bad_control_input_is_one_line_and_exit_64(tmp_path, args, message, slot
 
 def test_the_run_path_imports_no_job_control():
     """`slotmgr run` starts every job: it must not pay for list/status/kill code."""
-    code = ("import sys, slotmgr.cli, slotmgr.runner, slotmgr.scope, slotmgr.recorder\n"
+    code = ("import sys, slotmgr.cli, slotmgr.runner, slotmgr.scope, slotmgr.stophook\n"
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('slotmgr'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": REPO}, check=True)
