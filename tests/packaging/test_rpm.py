@@ -37,6 +37,9 @@ EXPECTED_FILES = {
     "/etc/slotmgr/slots.conf",
     "/usr/bin/slotmgr",
     "/usr/lib/systemd/system/slotmgr.slice",
+    "/usr/lib/systemd/system/slotmgr-ingest.service",
+    "/usr/lib/systemd/system/slotmgr-ingest.timer",
+    "/usr/lib/systemd/system-preset/50-slotmgr.preset",
     "/usr/share/bash-completion/completions/slotmgr",
     "/usr/share/licenses/slotmgr",
     "/usr/share/licenses/slotmgr/LICENSE",
@@ -152,6 +155,7 @@ def test_file_list(built: dict[str, Path]) -> None:
         "slotmgr/__init__.py",
         "slotmgr/cli.py",
         "slotmgr/errors.py",
+        "slotmgr/stophook.sh",  # the jobs' ExecStopPost= hook, package data
         f"slotmgr-{version}.dist-info/METADATA",
         f"slotmgr-{version}.dist-info/entry_points.txt",
     ):
