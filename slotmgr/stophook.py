@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -153,13 +154,24 @@ _CGROUP_COUNTERS = {
 }
 
 
+# `times`: the shell's user and system time, "0m0.230000s 0m0.004000s" (dash)
+# or "0m0.002s 0m0.000s" (bash, RHEL's /bin/sh).
+_TIMES = re.compile(r"(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s")
+
+
 def counters_of(end: Mapping[str, str]) -> dict[str, int]:
-    """The cgroup's counters, named as cgroup.read_counters names them."""
+    """The cgroup's counters, named as cgroup.read_counters names them, and
+    the hook's own CPU (own_*_usec, which accounting.build_record subtracts)."""
     counters = {}
     for key, name in _CGROUP_COUNTERS.items():
         value = _int(end.get(key))
         if value is not None:
             counters[name] = value
+    times = _TIMES.match(end.get("hook.times", ""))
+    if times:
+        user = int((int(times[1]) * 60 + float(times[2])) * 1e6)
+        system = int((int(times[3]) * 60 + float(times[4])) * 1e6)
+        counters.update(own_user_usec=user, own_system_usec=system, own_usec=user + system)
     return counters
 
 

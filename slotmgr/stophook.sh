@@ -7,7 +7,8 @@
 # of its processes were killed, while the unit's cgroup still exists; as
 # root for the system manager ('+'). No interpreter, no database, no lock:
 # the cgroup's counters are read first, with the shell's own builtins, so
-# nothing but this shell has run in the cgroup on top of the job; then
+# nothing but this shell has run in the cgroup on top of the job (and its
+# own CPU time, `times`, is written down to be subtracted); then
 # systemd's view of the unit (one systemctl, two if a job is pending on it);
 # then the file is flushed to disk and appears whole, by rename. Nothing of
 # the job's reaches it: its environment is systemd's, its arguments slotmgr's.
@@ -66,6 +67,12 @@ fi
 tmp=$spool/$run.end.tmp
 {
     printf '%s' "$out"
+    # This shell's own CPU so far (a builtin, no fork): it includes what
+    # systemd's forked child spent setting the hook up before the exec (on
+    # 252 a mount namespace of its own, tenths of a second under emulation),
+    # charged to the job's cgroup; slotmgr subtracts it from the job's CPU.
+    printf 'hook.times='
+    times
     # What only systemd knows: when the main process started and ended, how
     # (for a stop that caught it at its very start, $EXIT_CODE is empty),
     # its IP counters, and whether a stop job is pending (stopped by others).

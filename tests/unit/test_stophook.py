@@ -83,6 +83,7 @@ def test_the_hook_writes_how_the_job_ended_and_systemds_view_then_the_pair_is_on
         assert stat.S_IMODE(name.stat().st_mode) == 0o600
     fields = stophook.parse_end((spool / f"{RUN}.end").read_text())
     assert fields["exit_code"] == "exited" and fields["invocation_id"] == INVOCATION
+    assert "own_usec" in stophook.counters_of(fields), fields["hook.times"]
     # No job pending: one systemctl, show, for the unit named as an argument.
     calls = (tmp_path / "bin" / "calls").read_text().splitlines()
     assert len(calls) == 1 and calls[0].startswith("--system show --timestamp=us+utc")
@@ -102,13 +103,17 @@ def test_the_hook_writes_how_the_job_ended_and_systemds_view_then_the_pair_is_on
 
 def test_counters_and_systemds_fallbacks_are_read_from_the_hooks_lines():
     end = stophook.parse_end(
-        "cgroup.memory.peak=4096\ncgroup.usage_usec=15\ncgroup.user_usec=10\n"
-        "cgroup.system_usec=5\ncgroup.oom_kill=0\ncgroup.io_read=7\ncgroup.io_write=8\n"
+        "cgroup.memory.peak=4096\ncgroup.usage_usec=15000\ncgroup.user_usec=10000\n"
+        "cgroup.system_usec=5000\ncgroup.oom_kill=0\ncgroup.io_read=7\ncgroup.io_write=8\n"
+        "hook.times=0m0.005000s 0m0.002000s\n0m0.000000s 0m0.000000s\n"
         "exit_code=killed\nexit_status=KILL\nservice_result=signal\n"
         + "".join(f"systemd.{line}\n" for line in SHOWN.format(job="").splitlines()))
     rec = stophook.record_of(launch(), {"systemd.X": "1", **end}, end_time=1.0)
     assert (rec.memory_peak_bytes, rec.memory_peak_source) == (4096, "cgroup memory.peak")
-    assert (rec.cpu_usage_usec, rec.cpu_user_usec, rec.cpu_system_usec) == (15, 10, 5)
+    # The hook's own CPU (systemd's set-up of it included) is not the job's.
+    assert (rec.cpu_usage_usec, rec.cpu_user_usec, rec.cpu_system_usec) == (8000, 5000, 3000)
+    bash = stophook.counters_of({"hook.times": "1m0.002s 0m0.000s"})
+    assert (bash["own_user_usec"], bash["own_system_usec"]) == (60_002_000, 0)
     assert (rec.io_read_bytes, rec.io_write_bytes) == (7, 8)
     assert (rec.result, rec.exit_status) == ("signal", 137)
     # Without the cgroup's counters: systemd's, where it has them.
