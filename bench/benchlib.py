@@ -145,23 +145,24 @@ class Slotmgr:
     argv: tuple[str, ...]
     interpreter: str
     env: Mapping[str, str]
+    run_flags: tuple[str, ...] = ()  # given to every `slotmgr run` (--run-flag)
 
     @classmethod
-    def choose(cls, installed: str | None) -> Slotmgr:
+    def choose(cls, installed: str | None, run_flags: Sequence[str] = ()) -> Slotmgr:
         """The repository's slotmgr on this interpreter (PYTHONPATH), or an
         installed `slotmgr` script as a user would run it."""
         if installed is None:
             return cls((sys.executable, "-m", "slotmgr"), sys.executable,
-                       dict(os.environ, PYTHONPATH=REPO))
+                       dict(os.environ, PYTHONPATH=REPO), tuple(run_flags))
         interpreter = interpreter_of(installed)
         if interpreter is None:
             raise SystemExit(f"--slotmgr {installed!r}: not a '#!' script (give the path of "
                              "an installed slotmgr, e.g. /usr/bin/slotmgr)")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        return cls((installed,), interpreter, env)
+        return cls((installed,), interpreter, env, tuple(run_flags))
 
     def run(self, *args: str) -> list[str]:
-        return [*self.argv, "run", *args]
+        return [*self.argv, "run", *self.run_flags, *args]
 
 
 def history_records(slotmgr: Slotmgr) -> list[dict[str, object]]:

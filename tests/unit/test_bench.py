@@ -110,6 +110,8 @@ def test_the_repositorys_slotmgr_runs_on_this_interpreter():
     assert slotmgr.run("--quiet", "true") == [sys.executable, "-m", "slotmgr", "run",
                                               "--quiet", "true"]
     assert slotmgr.env["PYTHONPATH"] == str(REPO)
+    landlock_off = Slotmgr.choose(None, ["--no-landlock"])
+    assert landlock_off.run("--quiet", "true")[-4:] == ["run", "--no-landlock", "--quiet", "true"]
 
 
 def test_throughput_verdict_needs_the_ratio_no_failure_and_no_lost_record():
