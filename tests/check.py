@@ -138,8 +138,9 @@ def total_line(chosen: list[Stage]) -> tuple[str, bool]:
     if passed == 0:
         failed = max(failed, 1)  # no test ran: that is not a pass
     line = f"{passed} passed, {failed} failed"
-    if total.get("skipped"):
-        line += f", {total['skipped']} skipped"
+    for kind in ("skipped", "xfailed", "xpassed"):  # never counted as passed
+        if total.get(kind):
+            line += f", {total[kind]} {kind}"
     return line, ok
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def test_every_failed_stage_counts() -> None:
 def test_all_passed() -> None:
     line, ok = check.total_line([_stage("demo", 0), _stage("unit", 0, passed=3, skipped=1)])
     assert (line, ok) == ("3 passed, 0 failed, 1 skipped", True)
+    line, ok = check.total_line([_stage("guest-257", 0, passed=3, xfailed=1)])
+    assert (line, ok) == ("3 passed, 0 failed, 1 xfailed", True)
 
 
 def test_no_test_ran_is_not_a_pass() -> None:
