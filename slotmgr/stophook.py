@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from slotmgr.record import JobRecord
+from slotmgr.stopnote import StopNote
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 HOOK = os.path.join(PACKAGE_DIR, "stophook.sh")
@@ -189,7 +190,7 @@ def properties_of(launch: Launch, end: Mapping[str, str]) -> dict[str, Any]:
 
 
 def record_of(launch: Launch, end: Mapping[str, str], *, end_time: float,
-              note: Any = None) -> JobRecord:
+              note: StopNote | None = None) -> JobRecord:
     """The run's record: how its main process ended, and whether it was
     stopped (a note of slotmgr's, `note`, or a stop job pending in systemd)."""
     from slotmgr.accounting import build_record, how_main_ended, stopped_result
