@@ -2,7 +2,7 @@
 
 Messages are built by `slotmgr.messages` (pure); this module connects,
 authenticates, sends them, and turns replies into Python values or typed
-errors. It uses jeepney's sans-I/O pieces (Parser, Message) and does its
+errors. It uses jeepney's sans-I/O pieces (Header, Message) and does its
 own socket work (the SASL exchange included, see `_authenticate`), because
 jeepney's blocking connection always says Hello, which systemd's private
 socket (a direct peer, no bus daemon) does not answer.
@@ -24,18 +24,23 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from jeepney import HeaderFields, Message, MessageType, Parser
+from jeepney import HeaderFields, Message, MessageType
+from jeepney.low_level import Header, calc_msg_size
 
 from slotmgr import messages
 from slotmgr.errors import BusTimeout, BusUnavailable, RemoteError
+from slotmgr.messages import SignalMatch
 
 SYSTEMD_PRIVATE_SOCKET = "/run/systemd/private"
 SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
-DEFAULT_TIMEOUT = 25.0  # seconds; sd-bus's own default method call timeout
+# Seconds; sd-bus (and systemctl) wait 25. A node that starts many jobs at once
+# keeps PID 1 busy for longer, and a batch system would rather have its job
+# start late than fail: so systemd's own DefaultTimeoutStartSec=.
+DEFAULT_TIMEOUT = 90.0
 _MAX_FDS = 16
 
 TESTBED_HINT = (
@@ -83,7 +88,8 @@ class Connection:
         self.timeout = timeout
         self.is_direct = not say_hello
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self._parser = Parser()
+        self._stream = _MessageStream()
+        self._kept: list[SignalMatch] = []  # the signals asked for (Manager.subscribe)
         self._serial = 0
         self._pending_signals: deque[Signal] = deque()
         # Read end of a signal.set_wakeup_fd() pipe: a waiting call returns
@@ -129,7 +135,14 @@ class Connection:
                 text = line.decode(errors="replace")
                 raise BusUnavailable(f"{self.path} refused authentication: {text}")
         if buffer:
-            self._parser.add_data(buffer)
+            self._stream.add_data(buffer)
+
+    def keep_signals(self, matches: Iterable[SignalMatch]) -> None:
+        """Keep the signals these match from now on; any other is dropped."""
+        self._kept.extend(matches)
+
+    def _wanted(self, header: Header) -> bool:
+        return is_wanted(header, self._kept)
 
     def close(self) -> None:
         self._sock.close()
@@ -159,7 +172,7 @@ class Connection:
 
     def _receive(self, deadline: float | None) -> Message:
         while True:
-            msg = self._parser.get_next_message()
+            msg = self._stream.next_message(self._wanted)
             if msg is not None:
                 return msg
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -186,7 +199,7 @@ class Connection:
             if not data:
                 raise BusUnavailable(f"systemd closed the connection on {self.path}")
             fds = _fds_from_ancdata(ancdata)
-            self._parser.add_data(data, fds=fds)
+            self._stream.add_data(data, fds)
 
     def call(self, msg: Message, *, timeout: float | None = None) -> tuple[Any, ...]:
         """Send a method call and return the reply's body; signals that
@@ -236,6 +249,47 @@ class Connection:
         """Drain the signals received so far without waiting."""
         while self._pending_signals:
             yield self._pending_signals.popleft()
+
+
+def is_wanted(header: Header, kept: Iterable[SignalMatch]) -> bool:
+    """Pure: a reply or error always; a signal when one of `kept` accepts it."""
+    if header.message_type != MessageType.signal:
+        return True
+    fields = header.fields
+    interface = str(fields.get(HeaderFields.interface, ""))
+    member = str(fields.get(HeaderFields.member, ""))
+    path = str(fields.get(HeaderFields.path, ""))
+    return any(match.accepts(interface, member, path) for match in kept)
+
+
+class _MessageStream:
+    """Whole messages out of the bytes read from the socket (as jeepney's
+    Parser, whose pieces it uses). A message that `wanted` refuses on its
+    header alone is dropped before its body is parsed: systemd's private
+    socket sends every client every unit's PropertiesChanged, and parsing
+    those bodies cost each of many launchers more than its own job's."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._fds: list[int] = []
+
+    def add_data(self, data: bytes, fds: Iterable[int] = ()) -> None:
+        self._buffer += data
+        self._fds.extend(fds)
+
+    def next_message(self, wanted: Callable[[Header], bool]) -> Message | None:
+        while len(self._buffer) >= 16:  # the first 16 bytes give the message's size
+            size = calc_msg_size(bytes(self._buffer[:16]))
+            if len(self._buffer) < size:
+                return None
+            raw = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            header, _ = Header.from_buffer(raw)
+            n_fds = int(header.fields.get(HeaderFields.unix_fds, 0))
+            fds, self._fds = self._fds[:n_fds], self._fds[n_fds:]
+            if wanted(header):
+                return Message.from_buffer(raw, fds=fds)
+        return None
 
 
 def _to_signal(msg: Message) -> Signal:

@@ -173,10 +173,30 @@ def _deliver(manager: Manager, unit: str, group: str, signum: int) -> int:
     forward it, and not yet the main process when it would end it. Returns
     the main process's PID if it is still to be signalled, else 0."""
     main = _main_pid(manager, unit)
-    skip = not_to_signal(_job_table(group), main) if signum in FORWARDED else set()
-    later = main if main and main not in skip and _fatal_to(main, signum) else 0
-    signal_all_but(group, skip | {later}, signum)
+    left_out, later = delivery_plan(_job_table(group), main, signum, _fatal_to)
+    signal_all_but(group, left_out, signum)
     return later
+
+
+def delivery_plan(
+    table: Mapping[int, tuple[int, list[str]]],
+    main_pid: int,
+    signum: int,
+    fatal_to: Callable[[int, int], bool],
+) -> tuple[set[int], int]:
+    """Pure: the PIDs left out while the job is frozen, and the main process
+    to signal after the thaw (0: none). `fatal_to(pid, signum)` says whether
+    the signal would end that process."""
+    if signum == signal.SIGKILL and main_pid:
+        # The shims end with the job, and the main process dies of its own
+        # SIGKILL after the thaw. A namespace init killed first would make 252's
+        # unshare(1) (util-linux 2.38) exit 1 instead of dying of the signal: it
+        # fails to reset SIGKILL's handler before raising it on itself.
+        return shims_of(table, main_pid) | {main_pid}, main_pid
+    skip = not_to_signal(table, main_pid) if signum in FORWARDED else set()
+    fatal = bool(main_pid) and main_pid not in skip and fatal_to(main_pid, signum)
+    later = main_pid if fatal else 0
+    return skip | ({later} if later else set()), later
 
 
 def kill_job(

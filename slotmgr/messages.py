@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from jeepney import DBusAddress, Message, new_method_call
@@ -173,8 +174,29 @@ def add_match(rule: str) -> Message:
     return new_method_call(DBUS_DAEMON, "AddMatch", "s", (rule,))
 
 
-def signal_match_rule(interface: str, member: str, path: str | None = None) -> str:
-    rule = f"type='signal',sender='{SYSTEMD_BUS_NAME}',interface='{interface}',member='{member}'"
-    if path is not None:
-        rule += f",path='{path}'"
-    return rule
+@dataclass(frozen=True)
+class SignalMatch:
+    """Signals of systemd a client asks for. On the system bus the broker
+    filters by `rule`; on systemd's private socket, where systemd sends every
+    signal of every unit to every client, slotmgr.bus drops the others by the
+    same fields as soon as their header is read (see `accepts`)."""
+
+    interface: str
+    member: str
+    path: str | None = None
+
+    @property
+    def rule(self) -> str:
+        rule = (f"type='signal',sender='{SYSTEMD_BUS_NAME}',interface='{self.interface}',"
+                f"member='{self.member}'")
+        if self.path is not None:
+            rule += f",path='{self.path}'"
+        return rule
+
+    def accepts(self, interface: str, member: str, path: str) -> bool:
+        return (interface == self.interface and member == self.member
+                and (self.path is None or path == self.path))
+
+
+def signal_match(interface: str, member: str, path: str | None = None) -> SignalMatch:
+    return SignalMatch(interface, member, path)

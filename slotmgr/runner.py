@@ -32,7 +32,7 @@ from slotmgr.asuser import (
     open_output,
 )
 from slotmgr.bus import Interrupted
-from slotmgr.errors import ExitCode, SlotmgrError, UsageError
+from slotmgr.errors import BusTimeout, ExitCode, SlotmgrError, UsageError
 from slotmgr.jobspec import (
     JobSpec,
     check_command,
@@ -188,9 +188,9 @@ def run(
             raise UsageError(str(exc)) from None
         path = messages.unit_object_path(spec.unit)
         manager.subscribe(
-            messages.signal_match_rule(messages.MANAGER_IFACE, "JobRemoved"),
-            messages.signal_match_rule(messages.MANAGER_IFACE, "UnitRemoved"),
-            messages.signal_match_rule(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
+            messages.signal_match(messages.MANAGER_IFACE, "JobRemoved"),
+            messages.signal_match(messages.MANAGER_IFACE, "UnitRemoved"),
+            messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
         )
         admitted = _admitted(admission, manager, outputs)
         on_start = announce_start if announce else None
@@ -237,7 +237,11 @@ def _start_and_wait(
                 # No SQLite before the unit exists: one small file, which the
                 # stop hook's file completes into the record (slotmgr.stophook).
                 stophook.write_launch(spec.history_db, launch_of(spec, manager))
-                job = manager.start_transient_unit(spec.unit, props + stdio_properties(stdio))
+                job = _start_unit(manager, spec, props + stdio_properties(stdio))
+        except StartUnanswered:
+            # No answer is no refusal: the unit may still be made, and then its
+            # own hook completes the record and removes the scratch.
+            raise
         except SlotmgrError:
             # Refused: no unit, so no hook of it records it or removes the scratch.
             stophook.discard_launch(spec.history_db, spec.run_id)
@@ -293,6 +297,21 @@ def _start_and_wait(
             run_id=spec.run_id,
         )
     return rec
+
+
+class StartUnanswered(SlotmgrError):
+    """StartTransientUnit had no answer in time: the unit may exist yet."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+def _start_unit(manager: Manager, spec: JobSpec, props: list[Property]) -> str:
+    try:
+        return manager.start_transient_unit(spec.unit, props)
+    except BusTimeout as exc:
+        raise StartUnanswered(
+            f"{exc.message}; the job may still start (see: systemctl status {spec.unit})"
+        ) from None
 
 
 def launch_of(spec: JobSpec, manager: Manager) -> stophook.Launch:

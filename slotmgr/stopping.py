@@ -53,8 +53,8 @@ def processes_gone(state: tuple[str, str] | None) -> bool:
 def subscribe_to(manager: Manager, unit: str) -> None:
     path = messages.unit_object_path(unit)
     manager.subscribe(
-        messages.signal_match_rule(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
-        messages.signal_match_rule(messages.MANAGER_IFACE, "UnitRemoved"),
+        messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
+        messages.signal_match(messages.MANAGER_IFACE, "UnitRemoved"),
     )
 
 

@@ -46,11 +46,13 @@ class Manager:
             self._features = features
         return self._features
 
-    def subscribe(self, *match_rules: str) -> None:
-        """Ask for signals before acting, so none is missed."""
+    def subscribe(self, *matches: messages.SignalMatch) -> None:
+        """Ask for signals before acting, so none is missed. Only the signals
+        asked for are kept, on the bus and on the private socket alike."""
+        self.conn.keep_signals(matches)
         if not self.conn.is_direct:
-            for rule in match_rules:
-                self.conn.call(messages.add_match(rule))
+            for match in matches:
+                self.conn.call(messages.add_match(match.rule))
         if not self._subscribed:
             self.conn.call(messages.subscribe())
             self._subscribed = True

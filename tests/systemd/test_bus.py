@@ -34,7 +34,7 @@ def test_transient_service_with_limits_round_trip(want_bus, unique):
     manager = Manager.connect(want_bus=want_bus)
     assert manager.conn.is_direct is (not want_bus)
     try:
-        manager.subscribe(messages.signal_match_rule(messages.MANAGER_IFACE, "JobRemoved"))
+        manager.subscribe(messages.signal_match(messages.MANAGER_IFACE, "JobRemoved"))
         props = [
             Property("ExecStart", "a(sasb)", [("/bin/true", ["/bin/true"], False)]),
             Property("RemainAfterExit", "b", True),  # keep it active to read it back
@@ -68,7 +68,7 @@ def test_leftover_failed_unit_is_reset_and_retried(unique):
                what=f"{unit} to fail")
     manager = Manager.connect()
     try:
-        manager.subscribe()
+        manager.subscribe(messages.signal_match(messages.MANAGER_IFACE, "JobRemoved"))
         props = [Property("ExecStart", "a(sasb)", [("/bin/true", ["/bin/true"], False)])]
         # Without the reset the name is taken: systemd says so.
         with pytest.raises(RemoteError) as info:

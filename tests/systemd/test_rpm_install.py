@@ -57,7 +57,9 @@ def test_installed_slotmgr_runs_a_job_in_the_installed_slice(unique, installed):
         assert ("site-packages/slotmgr/pidshim.py" in exec_start
                 or "catatonit -- /usr/bin/env --default-signal" in exec_start), exec_start
         # The stop hook is the installed shell script (package data of the wheel).
-        stop_post = systemctl_show(unit, "ExecStopPost")["ExecStopPost"]
+        # (One ExecStopPost= line per command: the scratch directory's removal too.)
+        stop_post = subprocess.run(["systemctl", "show", unit, "--property=ExecStopPost"],
+                                   capture_output=True, text=True, check=True).stdout
         assert "site-packages/slotmgr/stophook.sh" in stop_post, stop_post
     finally:
         job.send_signal(signal.SIGTERM)

@@ -163,3 +163,39 @@ def test_252_unshare_and_catatonit_are_left_out():
     # Before catatonit has forked the job, catatonit gets it (and forwards it).
     assert delivery.not_to_signal({200: (1, outer), 201: (200, outer[len(UNSHARE):])},
                                   200) == {200}
+
+
+def _always_fatal(_pid: int, _signum: int) -> bool:
+    return True
+
+
+def test_252_sigkill_spares_unshare_and_catatonit_until_the_main_process_gets_it():
+    """252's unshare(1) exits 1 when the init it waits for dies of SIGKILL: the
+    shims are left out, and the main process (unshare) is killed after the thaw."""
+    outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]
+    table = {200: (1, outer), 201: (200, [*CATATONIT, *JOB_ENV, "job"]), 202: (201, ["job"]),
+             203: (202, ["job", "child"])}
+    left_out, later = delivery.delivery_plan(table, 200, signal.SIGKILL, _always_fatal)
+    assert left_out == {200, 201} and later == 200
+    # Before the command is forked, too: the main process alone ends it all.
+    only_shims = {200: (1, outer), 201: (200, outer[len(UNSHARE):])}
+    assert delivery.delivery_plan(only_shims, 200, signal.SIGKILL, _always_fatal) == ({200, 201},
+                                                                                      200)
+
+
+def test_257_sigkill_to_a_frozen_job_kills_catatonit_only_after_the_thaw():
+    table = {300: (1, [*CATATONIT, *JOB_ENV, "sh"]), 301: (300, ["sh"])}
+    assert delivery.delivery_plan(table, 300, signal.SIGKILL, _always_fatal) == ({300}, 300)
+
+
+def test_a_forwarded_signal_never_reaches_the_shims_nor_later_the_main_process():
+    outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]
+    table = {200: (1, outer), 201: (200, [*CATATONIT, *JOB_ENV, "job"]), 202: (201, ["job"])}
+    assert delivery.delivery_plan(table, 200, signal.SIGTERM, _always_fatal) == ({200, 201}, 0)
+
+
+def test_without_shims_the_main_process_gets_a_fatal_signal_after_the_thaw():
+    table = {400: (1, ["sleep", "9"]), 401: (400, ["sleep", "1"])}
+    assert delivery.delivery_plan(table, 400, signal.SIGTERM, _always_fatal) == ({400}, 400)
+    harmless = delivery.delivery_plan(table, 400, signal.SIGTERM, lambda _p, _s: False)
+    assert harmless == (set(), 0)

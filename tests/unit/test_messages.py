@@ -65,7 +65,17 @@ def test_property_names_are_validated():
 
 
 def test_match_rule_names_sender_interface_member_and_path():
-    rule = messages.signal_match_rule(messages.MANAGER_IFACE, "JobRemoved")
+    rule = messages.signal_match(messages.MANAGER_IFACE, "JobRemoved").rule
     assert rule == ("type='signal',sender='org.freedesktop.systemd1',"
                     "interface='org.freedesktop.systemd1.Manager',member='JobRemoved'")
-    assert messages.signal_match_rule("i", "m", "/p").endswith(",path='/p'")
+    assert messages.signal_match("i", "m", "/p").rule.endswith(",path='/p'")
+
+
+def test_a_match_accepts_what_its_rule_names_and_nothing_else():
+    anywhere = messages.signal_match(messages.MANAGER_IFACE, "JobRemoved")
+    assert anywhere.accepts(messages.MANAGER_IFACE, "JobRemoved", "/org/freedesktop/systemd1")
+    assert not anywhere.accepts(messages.MANAGER_IFACE, "JobNew", "/org/freedesktop/systemd1")
+    assert not anywhere.accepts(messages.UNIT_IFACE, "JobRemoved", "/org/freedesktop/systemd1")
+    ours = messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", "/u/a")
+    assert ours.accepts(messages.PROPERTIES_IFACE, "PropertiesChanged", "/u/a")
+    assert not ours.accepts(messages.PROPERTIES_IFACE, "PropertiesChanged", "/u/ab")
