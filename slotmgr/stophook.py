@@ -105,9 +105,16 @@ def collect(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobRecord | 
     inactive, so the record is normally there at once; another launcher may
     have stored it already. None if it never came (the hook could not run)."""
     from slotmgr import history
-    from slotmgr.accounting import wait_for_record
 
-    rec = wait_for_record(db_path, run_id, timeout=timeout)
+    # Its own pair first, read alone: with many jobs ending at once, reading
+    # every waiting pair to find it would cost each launcher all the others.
+    own = read_pending(history.spool_dir(db_path), run_id)
+    if own is not None:
+        rec: JobRecord | None = own.record
+    else:
+        from slotmgr.accounting import wait_for_record
+
+        rec = wait_for_record(db_path, run_id, timeout=timeout)
     if rec is not None and not history.store_spooled(db_path):
         history.warn_journal(
             f"{db_path}.lock was held for more than {history.LOCK_DEADLINE_S:g}s: the record "

@@ -221,3 +221,25 @@ def test_the_first_record_is_found_and_listed_before_any_database_exists(tmp_pat
     listed = history_query.records(db, history_query.HistoryQuery())
     assert [r.run_id for r in listed] == [RUN] and os.path.exists(db)
     assert os.listdir(history.spool_dir(db)) == []
+
+
+def test_collect_returns_its_own_run_and_stores_every_waiting_pair(tmp_path, db):
+    """The launcher reads its own pair alone, then stores all that wait (one
+    turn at the lock); a run another launcher stored already is found in the
+    database."""
+    other = "f" * 32
+    stophook.write_launch(db, launch(run_id=other, job_id="other"))
+    spool = history.spool_dir(db)
+    Path(spool, f"{other}.end").write_text("service_result=success\nexit_code=exited\n"
+                                          "exit_status=0\n")
+    os.chmod(Path(spool, f"{other}.end"), 0o600)
+    stophook.write_launch(db, launch())
+    run_hook(tmp_path, db, SERVICE_RESULT="exit-code", EXIT_CODE="exited", EXIT_STATUS="3")
+    rec = stophook.collect(db, RUN, timeout=1)
+    assert rec is not None and (rec.run_id, rec.exit_status) == (RUN, 3)
+    assert os.listdir(spool) == []
+    with sqlite3.connect(db) as conn:
+        rows = sorted(conn.execute("SELECT run_id, result FROM jobs").fetchall())
+    assert rows == sorted([(RUN, "exit-code"), (other, "success")])
+    again = stophook.collect(db, other, timeout=1)  # stored by the first: from the database
+    assert again is not None and (again.job_id, again.exit_status) == ("other", 0)
