@@ -42,6 +42,8 @@ SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
 # start late than fail: so systemd's own DefaultTimeoutStartSec=.
 DEFAULT_TIMEOUT = 90.0
 _MAX_FDS = 16
+_BUS_HELLO_S = 5.0  # a broker slower than this to say hello is passed by (bus.connect)
+_NO_ANSWER_ERRORS = ("org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout")
 
 TESTBED_HINT = (
     "slotmgr needs a host whose PID 1 is systemd; developers on other machines: "
@@ -109,7 +111,11 @@ class Connection:
                 f"cannot connect to systemd at {path}: {exc.strerror or exc}"
             ) from exc
         if say_hello:
-            self.call(messages.hello())
+            try:
+                self.call(messages.hello())
+            except BaseException:
+                self._sock.close()
+                raise
 
     def _authenticate(self) -> None:
         """SASL EXTERNAL with fd passing, the whole conversation sent at once as
@@ -219,6 +225,8 @@ class Connection:
                 continue
             if reply.header.message_type == MessageType.error:
                 name = str(reply.header.fields.get(HeaderFields.error_name, "unknown"))
+                if name in _NO_ANSWER_ERRORS:  # the broker gave up waiting for systemd
+                    raise BusTimeout(f"systemd did not answer {method} in time")
                 text = str(reply.body[0]) if reply.body else name
                 raise RemoteError(name, text, method=method)
             return tuple(reply.body)
@@ -314,9 +322,20 @@ def _fds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def connect(
-    *, user: bool = False, want_bus: bool = False, timeout: float = DEFAULT_TIMEOUT
+    *,
+    user: bool = False,
+    want_bus: bool = False,
+    prefer_bus: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Connection:
-    """Open the connection the caller's identity and mode call for."""
+    """Open the connection the caller's identity and mode call for.
+
+    `prefer_bus`: root's system manager through the system bus when it is up,
+    else its private socket. The launcher asks for it: on the private socket
+    systemd writes every unit's every signal to every client, so with many
+    jobs starting at once PID 1 spends its time on signals nobody reads; on
+    the bus systemd sends each once and the broker passes on only what each
+    client's match rules name."""
     if not systemd_is_running():
         raise BusUnavailable(
             f"systemd is not running on this host (PID 1 is {_pid1_name()!r})",
@@ -334,15 +353,35 @@ def connect(
             f"no systemd user manager for uid {os.getuid()} (nothing at {private})",
             hint="log in with a session, or enable lingering: loginctl enable-linger",
         )
-    if os.geteuid() == 0 and not want_bus:
-        try:
-            return Connection(SYSTEMD_PRIVATE_SOCKET, say_hello=False, timeout=timeout)
-        except BusUnavailable as exc:
-            if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno not in (
-                errno.ENOENT,
-                errno.ECONNREFUSED,
-            ):
-                raise
+    if os.geteuid() == 0:
+        # Root talks only to the well-known sockets: never to a bus an
+        # environment variable names (a job's user may have set it).
+        if prefer_bus and not want_bus:
+            # A broker that is down or hung is no reason to fail: PID 1's own
+            # socket serves as well, for one job.
+            try:
+                conn = Connection(SYSTEM_BUS_SOCKET, say_hello=True, timeout=_BUS_HELLO_S)
+            except BusTimeout:
+                pass
+            except BusUnavailable as exc:
+                if not _is_absent(exc):
+                    raise
+            else:
+                conn.timeout = timeout
+                return conn
+        if not want_bus:
+            try:
+                return Connection(SYSTEMD_PRIVATE_SOCKET, say_hello=False, timeout=timeout)
+            except BusUnavailable as exc:
+                if not _is_absent(exc):
+                    raise
+        return Connection(SYSTEM_BUS_SOCKET, say_hello=True, timeout=timeout)
     address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
     path = address[len("unix:path=") :] if address.startswith("unix:path=") else SYSTEM_BUS_SOCKET
     return Connection(path, say_hello=True, timeout=timeout)
+
+
+def _is_absent(exc: BusUnavailable) -> bool:
+    """Nothing listens there (no socket, or no server behind it)."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOENT, errno.ECONNREFUSED)

@@ -176,7 +176,8 @@ def run(
         _check_job(spec)
     # A scope needs AddRef= (kept loaded until we have read it), which
     # systemd grants only to clients of the bus, not of its private socket.
-    manager = Manager.connect(user=spec.user_manager, want_bus=spec.scope)
+    # A service prefers the bus too, where a broker filters the signals (bus.connect).
+    manager = Manager.connect(user=spec.user_manager, want_bus=spec.scope, prefer_bus=True)
     outputs = _Outputs(files, who)
     try:
         features = manager.features

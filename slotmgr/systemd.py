@@ -27,8 +27,10 @@ class Manager:
         self._subscribed = False
 
     @classmethod
-    def connect(cls, *, user: bool = False, want_bus: bool = False) -> Manager:
-        return cls(bus.connect(user=user, want_bus=want_bus))
+    def connect(
+        cls, *, user: bool = False, want_bus: bool = False, prefer_bus: bool = False
+    ) -> Manager:
+        return cls(bus.connect(user=user, want_bus=want_bus, prefer_bus=prefer_bus))
 
     def close(self) -> None:
         self.conn.close()
