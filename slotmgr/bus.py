@@ -33,7 +33,7 @@ from jeepney.low_level import Header, calc_msg_size
 
 from slotmgr import messages
 from slotmgr.errors import BusTimeout, BusUnavailable, RemoteError
-from slotmgr.messages import SignalMatch
+from slotmgr.messages import SYSTEMD_BUS_NAME, SignalMatch
 
 SYSTEMD_PRIVATE_SOCKET = "/run/systemd/private"
 SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
@@ -92,6 +92,11 @@ class Connection:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._stream = _MessageStream()
         self._kept: list[SignalMatch] = []  # the signals asked for (Manager.subscribe)
+        # On a bus: the unique name of the connection that answers for systemd.
+        # Only its signals are believed; anyone on the bus may send a signal
+        # to anyone, so a job's user could otherwise tell a launcher its job
+        # had ended. (On the private socket only PID 1 is at the other end.)
+        self.systemd_sender: str | None = None
         self._serial = 0
         self._pending_signals: deque[Signal] = deque()
         # Read end of a signal.set_wakeup_fd() pipe: a waiting call returns
@@ -148,7 +153,8 @@ class Connection:
         self._kept.extend(matches)
 
     def _wanted(self, header: Header) -> bool:
-        return is_wanted(header, self._kept)
+        sender = None if self.is_direct else (self.systemd_sender or "")
+        return is_wanted(header, self._kept, systemd_sender=sender)
 
     def close(self) -> None:
         self._sock.close()
@@ -223,6 +229,12 @@ class Connection:
                 continue
             if reply.header.fields.get(HeaderFields.reply_serial) != serial:
                 continue
+            if (not self.is_direct
+                    and msg.header.fields.get(HeaderFields.destination) == SYSTEMD_BUS_NAME):
+                # The broker lets through only the callee's reply: whoever
+                # answered a call to systemd's name is systemd (after a
+                # re-exec, under a new unique name).
+                self.systemd_sender = str(reply.header.fields.get(HeaderFields.sender, ""))
             if reply.header.message_type == MessageType.error:
                 name = str(reply.header.fields.get(HeaderFields.error_name, "unknown"))
                 if name in _NO_ANSWER_ERRORS:  # the broker gave up waiting for systemd
@@ -259,11 +271,18 @@ class Connection:
             yield self._pending_signals.popleft()
 
 
-def is_wanted(header: Header, kept: Iterable[SignalMatch]) -> bool:
-    """Pure: a reply or error always; a signal when one of `kept` accepts it."""
+def is_wanted(
+    header: Header, kept: Iterable[SignalMatch], *, systemd_sender: str | None = None
+) -> bool:
+    """Pure: a reply or error always; a signal when one of `kept` accepts it
+    and, on a bus (`systemd_sender` not None), systemd sent it."""
     if header.message_type != MessageType.signal:
         return True
     fields = header.fields
+    if systemd_sender is not None and (
+        not systemd_sender or fields.get(HeaderFields.sender) != systemd_sender
+    ):
+        return False
     interface = str(fields.get(HeaderFields.interface, ""))
     member = str(fields.get(HeaderFields.member, ""))
     path = str(fields.get(HeaderFields.path, ""))

@@ -14,6 +14,8 @@ from slotmgr.errors import BusUnavailable, RemoteError
 from slotmgr.features import MINIMUM_VERSION, Features, features_from_version
 from slotmgr.wire import Property
 
+_RECHECK_S = 20.0  # a unit that sends no signal for this long is asked for its state
+
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
 NO_UNIT_FOR_PID = "org.freedesktop.systemd1.NoUnitForPID"
@@ -159,10 +161,15 @@ class Manager:
                     (s.path == path and s.member == "PropertiesChanged")
                     or (s.member == "UnitRemoved" and s.body[0] == name)
                 ),
-                timeout=remaining,
+                timeout=_RECHECK_S if remaining is None else min(_RECHECK_S, remaining),
             )
             if sig is None:
-                raise TimeoutError(name)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(name)
+                # Quiet for a while: ask. This also learns systemd's new bus
+                # name after a re-exec, whose signals were not believed yet.
+                state = self.unit_active_state(name)
+                continue
             if sig.member == "UnitRemoved":
                 return None
             if sig.body[0] != messages.UNIT_IFACE:

@@ -63,6 +63,10 @@ class StandIn:
             elif self.gives_up:  # as a broker whose wait for systemd ran out
                 client.sendall(new_error(msg, "org.freedesktop.DBus.Error.NoReply",
                                          "s", ("no reply",)).serialise(serial=2))
+            else:  # systemd's answer, stamped by the broker with systemd's unique name
+                reply = new_method_return(msg, "v", (("s", "257.13"),))
+                reply.header.fields[HeaderFields.sender] = ":1.7"
+                client.sendall(reply.serialise(serial=3))
 
     def close(self) -> None:
         self.sock.close()
@@ -135,4 +139,13 @@ def test_a_broker_that_gave_up_waiting_is_no_answer_not_a_refusal(sockets):
     conn = bus.connect(prefer_bus=True)
     with pytest.raises(bus.BusTimeout, match="did not answer StartTransientUnit in time"):
         conn.call(messages.start_transient_unit("slotmgr-ab12.service", []))
+    conn.close()
+
+
+def test_on_the_bus_systemds_unique_name_is_learnt_from_its_answer(sockets):
+    sockets("system_bus_socket", answers=True)
+    conn = bus.connect(prefer_bus=True)
+    assert conn.systemd_sender is None  # no signal is believed before systemd answered
+    assert conn.call(messages.get_version()) == (("s", "257.13"),)
+    assert conn.systemd_sender == ":1.7"
     conn.close()

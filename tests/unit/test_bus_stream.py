@@ -73,3 +73,34 @@ def test_with_nothing_asked_for_no_signal_is_kept():
     stream.add_data(properties_changed(UNIT, "active") + reply_to(4))
     got = drain(stream, kept_by([]))
     assert [m.header.message_type for m in got] == [MessageType.method_return]
+
+
+def with_sender(data: bytes, sender: str) -> bytes:
+    """The message as a broker relays it: with the sender it stamps on it."""
+    stream = bus._MessageStream()
+    stream.add_data(data)
+    msg = stream.next_message(lambda _h: True)
+    assert msg is not None
+    msg.header.fields[HeaderFields.sender] = sender
+    return msg.serialise(serial=msg.header.serial)
+
+
+def test_on_a_bus_only_systemds_own_signals_are_believed():
+    """Anyone on the system bus may send anyone a signal: a job's user could
+    otherwise tell a root launcher that its job had ended."""
+    asked = [messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", UNIT)]
+    stream = bus._MessageStream()
+    stream.add_data(with_sender(properties_changed(UNIT, "inactive"), ":1.66")
+                    + with_sender(properties_changed(UNIT, "active"), ":1.1"))
+
+    def systemd_is(name):
+        return lambda header: bus.is_wanted(header, asked, systemd_sender=name)
+
+    got = drain(stream, systemd_is(":1.1"))
+    assert [m.body[1]["ActiveState"] for m in got] == [("s", "active")]
+    # Before systemd has answered a call its name is not known: nothing is believed.
+    stream.add_data(with_sender(properties_changed(UNIT, "active"), ":1.1"))
+    assert drain(stream, systemd_is("")) == []
+    # On the private socket (no sender field) PID 1 is the only peer.
+    stream.add_data(properties_changed(UNIT, "active"))
+    assert len(drain(stream, lambda header: bus.is_wanted(header, asked))) == 1
