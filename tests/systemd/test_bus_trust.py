@@ -17,7 +17,7 @@ from .conftest import start_cli, unit_active, wait_until
 
 FORGER = textwrap.dedent("""
     import sys
-    from jeepney import DBusAddress, new_signal
+    from jeepney import DBusAddress, HeaderFields, new_signal
     from jeepney.io.blocking import open_dbus_connection
 
     destination, path, job_path, unit = sys.argv[1:5]
@@ -30,7 +30,7 @@ FORGER = textwrap.dedent("""
                           interface="org.freedesktop.systemd1.Manager")
     removed = new_signal(manager, "UnitRemoved", "so", (unit, path))
     for msg in (forged, removed):
-        msg.header.fields[6] = destination  # DESTINATION: this one launcher
+        msg.header.fields[HeaderFields.destination] = destination  # to this launcher alone
         conn.send(msg)
     conn.close()
     print("sent")
