@@ -32,7 +32,7 @@ GUEST_PYTEST = "python3 -m pytest tests/systemd -v -p no:cacheprovider -rfE --du
 # Benchmarks print figures with their goals; they fail the stage only if they
 # cannot run. Small sizes, to stay within a few minutes per guest under
 # emulation; N = 100 is run by hand (README, Benchmarks). Both always run.
-BENCHMARKS = ("s=0; python3 bench/launch --rounds 5 --job-rounds 3 || s=1; "
+BENCHMARKS = ("s=0; python3 bench/launch --rounds 3 --job-rounds 2 || s=1; "
               "python3 bench/throughput --sizes 20 --at-once 50 || s=1; exit $s")
 BENCH_SCRIPTS = "bench/launch bench/throughput"  # extensionless: ruff and mypy skip them
 GUESTS = ("252", "257")
