@@ -42,6 +42,22 @@ TIMEOUT = 20
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pidshim tests run as root")
 
 
+@pytest.fixture(autouse=True)
+def _signals_as_a_login_shell_leaves_them() -> Iterator[None]:
+    """The tests' children start with no signal ignored: a test run started in
+    the background (`cmd &`, nohup) inherits SIGINT, SIGQUIT and SIGHUP
+    ignored, which an exec keeps and the shell cannot trap."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 class Result(NamedTuple):
     returncode: int
     stdout: str
