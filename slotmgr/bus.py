@@ -293,8 +293,8 @@ class _MessageStream:
     """Whole messages out of the bytes read from the socket (as jeepney's
     Parser, whose pieces it uses). A message that `wanted` refuses on its
     header alone is dropped before its body is parsed: systemd's private
-    socket sends every client every unit's PropertiesChanged, and parsing
-    those bodies cost each of many launchers more than its own job's."""
+    socket sends every client every unit's PropertiesChanged, so each of N
+    launchers would otherwise parse the bodies of N units' signals."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()

@@ -179,7 +179,7 @@ def waiting_on(lock: Path, command: list[str]) -> list[str]:
 def test_200_concurrent_jobs_make_200_records_none_lost_none_twice(unique, leftovers):
     # After the barrier the jobs end 0.5 s apart: each one's stop hook asks
     # systemd for the unit (systemctl show), and 200 units stopping at once
-    # keep an emulated PID 1 busy for longer than the 25 s a bus call waits.
+    # keep an emulated PID 1 busy for longer than the 25 s systemctl waits.
     count, spacing = 200, 0.5
     db = WORK / f"{unique}.db"
     prefix = f"{unique}x"
