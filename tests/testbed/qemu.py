@@ -41,6 +41,12 @@ def kernel_cmdline(guest: str, target: str, quiet: bool = False, extra: str | No
         # Under emulation every user/kernel switch costs; the guest runs
         # only trusted test code, so skip the speculation mitigations.
         "mitigations=off",
+        # Under TCG the clocksource watchdog sees read-back delays, marks the
+        # TSC unstable mid-run and flips the sched_clock static key: that
+        # live code patch once panicked a guest ("Oops: int3" in
+        # sched_clock_cpu), and hpet, the fallback, is slow to read. QEMU's
+        # TSC follows the host's monotonic clock on every vCPU.
+        "tsc=reliable",
         f"systemd.unit={target}",
         f"testbed.guest={guest}",
     ]

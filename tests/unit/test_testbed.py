@@ -174,6 +174,7 @@ def test_kernel_cmdline() -> None:
     words = kernel_cmdline("257", "testbed.target", extra="foo=1 bar").split()
     assert "systemd.unit=testbed.target" in words and "testbed.guest=257" in words
     assert "panic=-1" in words and "console=ttyS0" in words
+    assert "tsc=reliable" in words  # no live clocksource switch mid-run (see qemu.py)
     assert words[-2:] == ["foo=1", "bar"]  # appended last, so it overrides
     assert "quiet" in kernel_cmdline("252", "x", quiet=True, extra="").split()
 
