@@ -119,8 +119,9 @@ def vm_hwm_bytes(pid: int) -> int:
 
 def count_records(records: Iterable[Mapping[str, object]], prefix: str) -> int:
     """Runs (distinct run ids) among history records whose job id starts with `prefix`."""
-    return len({str(r.get("run_id")) for r in records
-                if str(r.get("job_id", "")).startswith(prefix)})
+    return len(
+        {str(r.get("run_id")) for r in records if str(r.get("job_id", "")).startswith(prefix)}
+    )
 
 
 def interpreter_of(script: str) -> str | None:
@@ -152,12 +153,18 @@ class Slotmgr:
         """The repository's slotmgr on this interpreter (PYTHONPATH), or an
         installed `slotmgr` script as a user would run it."""
         if installed is None:
-            return cls((sys.executable, "-m", "slotmgr"), sys.executable,
-                       dict(os.environ, PYTHONPATH=REPO), tuple(run_flags))
+            return cls(
+                (sys.executable, "-m", "slotmgr"),
+                sys.executable,
+                dict(os.environ, PYTHONPATH=REPO),
+                tuple(run_flags),
+            )
         interpreter = interpreter_of(installed)
         if interpreter is None:
-            raise SystemExit(f"--slotmgr {installed!r}: not a '#!' script (give the path of "
-                             "an installed slotmgr, e.g. /usr/bin/slotmgr)")
+            raise SystemExit(
+                f"--slotmgr {installed!r}: not a '#!' script (give the path of "
+                "an installed slotmgr, e.g. /usr/bin/slotmgr)"
+            )
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         return cls((installed,), interpreter, env, tuple(run_flags))
 
@@ -168,12 +175,18 @@ class Slotmgr:
 def history_records(slotmgr: Slotmgr) -> list[dict[str, object]]:
     """Root's history of the last two hours, as `slotmgr history` shows it (it
     also takes in records still on their way to the database)."""
-    out = subprocess.run([*slotmgr.argv, "history", "--since", "2h", "--json"],
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                         env=dict(slotmgr.env))
+    out = subprocess.run(
+        [*slotmgr.argv, "history", "--since", "2h", "--json"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=dict(slotmgr.env),
+    )
     if out.returncode != 0:
-        print(f"  (slotmgr history failed, exit {out.returncode}: "
-              f"{out.stderr.strip()[-200:]})", file=sys.stderr)
+        print(
+            f"  (slotmgr history failed, exit {out.returncode}: {out.stderr.strip()[-200:]})",
+            file=sys.stderr,
+        )
         return []
     found = json.loads(out.stdout or "[]")
     return found if isinstance(found, list) else []
@@ -191,8 +204,9 @@ def wait_for_records(slotmgr: Slotmgr, prefix: str, expected: int, grace_s: floa
 
 
 def systemd_version() -> str:
-    return subprocess.run(["systemctl", "--version"], capture_output=True, text=True,
-                          check=True).stdout.splitlines()[0]
+    return subprocess.run(
+        ["systemctl", "--version"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[0]
 
 
 def line_buffered() -> None:
@@ -205,8 +219,11 @@ def refuse_without_systemd(name: str) -> bool:
     """True (and why, on stderr) unless root on a host whose PID 1 is systemd."""
     if os.geteuid() == 0 and os.path.isdir("/run/systemd/system"):
         return False
-    print(f"bench/{name}: needs root on a host whose PID 1 is systemd (in the test bed: "
-          f"python3 -m tests.testbed run --guest 257 -- python3 bench/{name})", file=sys.stderr)
+    print(
+        f"bench/{name}: needs root on a host whose PID 1 is systemd (in the test bed: "
+        f"python3 -m tests.testbed run --guest 257 -- python3 bench/{name})",
+        file=sys.stderr,
+    )
     return True
 
 
@@ -242,12 +259,17 @@ class Throughput:
 
 def throughput_line(size: int, ref: Throughput, ours: Throughput) -> str:
     share = ratio(ours.rate, ref.rate)
-    met = (at_least(share, GOAL_THROUGHPUT_RATIO) is True and ours.failed == 0
-           and ours.lost_records == 0)
-    return (f"{size:>6}  {ref.rate:8.2f} jobs/s {ref.seconds:7.1f}s  "
-            f"{ours.rate:8.2f} jobs/s {ours.seconds:7.1f}s  {fmt(share, '5.2f')}  "
-            f"{ref.failed:>9}/{ours.failed:<9}  {fmt(ours.lost_records, '>12')}   "
-            + goal(f"ratio >= {GOAL_THROUGHPUT_RATIO:.2f}, 0 failed, 0 lost", met))
+    met = (
+        at_least(share, GOAL_THROUGHPUT_RATIO) is True
+        and ours.failed == 0
+        and ours.lost_records == 0
+    )
+    return (
+        f"{size:>6}  {ref.rate:8.2f} jobs/s {ref.seconds:7.1f}s  "
+        f"{ours.rate:8.2f} jobs/s {ours.seconds:7.1f}s  {fmt(share, '5.2f')}  "
+        f"{ref.failed:>9}/{ours.failed:<9}  {fmt(ours.lost_records, '>12')}   "
+        + goal(f"ratio >= {GOAL_THROUGHPUT_RATIO:.2f}, 0 failed, 0 lost", met)
+    )
 
 
 @dataclass(frozen=True)
@@ -276,12 +298,21 @@ class AtOnce:
         return max(d for d in self.durations if d is not None)
 
     def line(self) -> str:
-        slowest = (f"slowest {self.slowest:.1f} s" if self.slowest is not None
-                   else f"slowest: not ended after {self.limit_s:.0f} s (stopped)")
-        met = (self.ended_in_time == self.started and self.records == self.started
-               and self.failed == 0)
-        return (f"{self.started} jobs started at once: {self.ended_in_time} of {self.started} "
-                f"ended within {self.limit_s:.0f} s each, {slowest}, failed {self.failed}, "
-                f"records {self.records} of {self.started}   "
-                + goal(f"{self.started} of {self.started} within {self.limit_s:.0f} s, "
-                       f"{self.started} records", met))
+        slowest = (
+            f"slowest {self.slowest:.1f} s"
+            if self.slowest is not None
+            else f"slowest: not ended after {self.limit_s:.0f} s (stopped)"
+        )
+        met = (
+            self.ended_in_time == self.started and self.records == self.started and self.failed == 0
+        )
+        return (
+            f"{self.started} jobs started at once: {self.ended_in_time} of {self.started} "
+            f"ended within {self.limit_s:.0f} s each, {slowest}, failed {self.failed}, "
+            f"records {self.records} of {self.started}   "
+            + goal(
+                f"{self.started} of {self.started} within {self.limit_s:.0f} s, "
+                f"{self.started} records",
+                met,
+            )
+        )

@@ -12,16 +12,16 @@ option, command or exit code:
 tests/unit/test_manpage.py fails while the committed page is out of date. The
 page comes from the code itself:
   - NAME, SYNOPSIS, DESCRIPTION, OPTIONS and COMMANDS come from the top-level click
-    group of `slotmgr.cli` (its `main` if that is a click command, else the one click
+    group of `slotmgr.cli.main` (its `main` if that is a click command, else the one click
     group of the module that is nobody's subcommand) and every visible subcommand,
     nested groups included, with their options and help texts (in the sections
-    of a slotmgr.cli_help.SectionedCommand, as its --help shows them);
+    of a slotmgr.cli.help_sections.SectionedCommand, as its --help shows them);
   - EXIT STATUS comes from `slotmgr.errors.ExitCode`: the preface is the ExitCode
     docstring (else the body of the `slotmgr.errors` module docstring), and each
     code's meaning is, in this order, the member's `description` attribute, a
     docstring set on the member, the comment at the end of its line in the source,
     or its name;
-  - JOB RECORD lists the result values of `slotmgr.record.RESULTS`, each with
+  - JOB RECORD lists the result values of `slotmgr.history.record.RESULTS`, each with
     the comment at the end of its line in the source;
   - ENVIRONMENT lists ENVIRONMENT below and the variables options read (`envvar=`);
   - FILES lists the history database, the config files (paths from the code)
@@ -61,17 +61,28 @@ REGENERATE = ".venv/bin/python packaging/gen-manpage.py -o packaging/slotmgr.1"
 # The environment variables slotmgr reads (tests/unit/test_manpage.py checks
 # that the code reads no other).
 ENVIRONMENT = [
-    ("SLOTMGR_HISTORY_DB", "The history database to write and read instead of the default "
-                           "(see FILES); ignored as root, except with --user."),
-    ("SLOTMGR_SLOTS_CONF", "For a non-root (--user) caller, the slot definitions to read "
-                           "instead of the default (see FILES); ignored as root."),
-    ("XDG_STATE_HOME", "With --user, the history database is $XDG_STATE_HOME/slotmgr/history.db "
-                       "(default ~/.local/state)."),
-    ("XDG_RUNTIME_DIR", "With --user, where the user manager's socket is "
-                        "(default /run/user/UID)."),
-    ("DBUS_SYSTEM_BUS_ADDRESS", "The system bus (a unix:path= address), which slotmgr uses when "
-                                "it is not root and for --scope jobs (default "
-                                "/run/dbus/system_bus_socket)."),
+    (
+        "SLOTMGR_HISTORY_DB",
+        "The history database to write and read instead of the default "
+        "(see FILES); ignored as root, except with --user.",
+    ),
+    (
+        "SLOTMGR_SLOTS_CONF",
+        "For a non-root (--user) caller, the slot definitions to read "
+        "instead of the default (see FILES); ignored as root.",
+    ),
+    (
+        "XDG_STATE_HOME",
+        "With --user, the history database is $XDG_STATE_HOME/slotmgr/history.db "
+        "(default ~/.local/state).",
+    ),
+    ("XDG_RUNTIME_DIR", "With --user, where the user manager's socket is (default /run/user/UID)."),
+    (
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        "The system bus (a unix:path= address), which slotmgr uses when "
+        "it is not root and for --scope jobs (default "
+        "/run/dbus/system_bus_socket).",
+    ),
     ("PATH", "Where slotmgr run looks up a COMMAND given without a slash."),
 ]
 
@@ -93,16 +104,26 @@ DESCRIPTION = [
 ]
 
 EXAMPLES = [
-    ("Run a simulation with 4 GiB of memory, CPUs 0 to 7 and at most 12 hours:",
-     ["slotmgr run --memory-max 4G --cpus 0-7 --runtime-max 12h -- ./simulate input.dat"]),
-    ("Run a job in batch slot 2, with its record as JSON on stdout:",
-     ["slotmgr run --slot 2 --json - -- ./simulate input.dat"]),
-    ("Any other supported unit property, in systemd's syntax:",
-     ["slotmgr run -p MemoryLow=1G -p CPUWeight=50 -- make -j8"]),
-    ("The running jobs, one of them in full, then stop it:",
-     ["slotmgr list", "slotmgr status JOBID", "slotmgr stop JOBID"]),
-    ("The records of the last hour, and what systemd says of one job:",
-     ["slotmgr history --since 1h", "systemctl status slotmgr-JOBID.service"]),
+    (
+        "Run a simulation with 4 GiB of memory, CPUs 0 to 7 and at most 12 hours:",
+        ["slotmgr run --memory-max 4G --cpus 0-7 --runtime-max 12h -- ./simulate input.dat"],
+    ),
+    (
+        "Run a job in batch slot 2, with its record as JSON on stdout:",
+        ["slotmgr run --slot 2 --json - -- ./simulate input.dat"],
+    ),
+    (
+        "Any other supported unit property, in systemd's syntax:",
+        ["slotmgr run -p MemoryLow=1G -p CPUWeight=50 -- make -j8"],
+    ),
+    (
+        "The running jobs, one of them in full, then stop it:",
+        ["slotmgr list", "slotmgr status JOBID", "slotmgr stop JOBID"],
+    ),
+    (
+        "The records of the last hour, and what systemd says of one job:",
+        ["slotmgr history --since 1h", "systemctl status slotmgr-JOBID.service"],
+    ),
 ]
 
 SEE_ALSO = [
@@ -117,6 +138,7 @@ SEE_ALSO = [
 
 
 # ---------------------------------------------------------------- roff helpers
+
 
 def esc(text):
     """Escape plain text for roff (not for use at the start of a request line)."""
@@ -142,8 +164,12 @@ def usage_words(pieces):
     out = []
     for piece in pieces:
         parts = re.split(r"([\[\]|.\s]+)", piece)
-        out.append("".join(esc(p) if re.fullmatch(r"[\[\]|.\s]+", p) or not p
-                           else "\\fI" + esc(p) + "\\fR" for p in parts))
+        out.append(
+            "".join(
+                esc(p) if re.fullmatch(r"[\[\]|.\s]+", p) or not p else "\\fI" + esc(p) + "\\fR"
+                for p in parts
+            )
+        )
     return " ".join(out)
 
 
@@ -196,6 +222,7 @@ def render_blocks(blocks, out, ticks=False):
 
 # ---------------------------------------------------------------- click helpers
 
+
 def is_group(cmd):
     return hasattr(cmd, "list_commands") and hasattr(cmd, "get_command")
 
@@ -235,10 +262,15 @@ def option_groups(cmd, ctx):
     """[(title or None, records)]: a SectionedCommand's sections, else one list."""
     if not hasattr(cmd, "option_sections"):
         return [(None, list(option_records(cmd, ctx, include_help=False)))]
-    help_records = {p.get_help_record(ctx) for p in cmd.get_params(ctx)
-                    if isinstance(p, click.Option) and is_help_option(p, ctx)}
-    groups = [(title, [r for r in rows if r not in help_records])
-              for title, rows in cmd.option_sections(ctx)]
+    help_records = {
+        p.get_help_record(ctx)
+        for p in cmd.get_params(ctx)
+        if isinstance(p, click.Option) and is_help_option(p, ctx)
+    }
+    groups = [
+        (title, [r for r in rows if r not in help_records])
+        for title, rows in cmd.option_sections(ctx)
+    ]
     return [(title, rows) for title, rows in groups if rows]
 
 
@@ -276,12 +308,15 @@ def find_root_command(spec):
     nested = {id(c) for g in groups for c in getattr(g, "commands", {}).values()}
     roots = [g for g in groups if id(g) not in nested]
     if len(roots) != 1:
-        sys.exit(f"gen-manpage: expected one top-level click group in {modname}, found "
-                 f"{len(roots)}; name it as {modname}:OBJECT")
+        sys.exit(
+            f"gen-manpage: expected one top-level click group in {modname}, found "
+            f"{len(roots)}; name it as {modname}:OBJECT"
+        )
     return roots[0]
 
 
 # ---------------------------------------------------------------- exit codes
+
 
 def enum_line_comments(enum_cls):
     """{member name: trailing comment} from the class's source, if it can be read."""
@@ -349,17 +384,21 @@ def sequence_line_comments(module, name):
 
 def record_section(out):
     try:
-        record = importlib.import_module("slotmgr.record")
+        record = importlib.import_module("slotmgr.history.record")
         results = record.RESULTS
     except (ImportError, AttributeError):
         return
     out.append('.SH "JOB RECORD"')
     out.append(".PP")
-    out.append(line("When a job ends, its record goes into the history (see FILES): the job id, "
-                    "unit, slice and slot, user, command, start and end time, result, exit "
-                    "status, wall and CPU time, peak memory and its source, I/O bytes, peak "
-                    "tasks and IP bytes. slotmgr run prints it as a summary on stderr, or as "
-                    "JSON with --json; slotmgr status and slotmgr history show it later."))
+    out.append(
+        line(
+            "When a job ends, its record goes into the history (see FILES): the job id, "
+            "unit, slice and slot, user, command, start and end time, result, exit "
+            "status, wall and CPU time, peak memory and its source, I/O bytes, peak "
+            "tasks and IP bytes. slotmgr run prints it as a summary on stderr, or as "
+            "JSON with --json; slotmgr status and slotmgr history show it later."
+        )
+    )
     out.append(".PP")
     out.append(line("Its result says how the job ended:"))
     comments = sequence_line_comments(record, "RESULTS")
@@ -379,34 +418,48 @@ def code_constant(module_name, attr, default):
 
 
 def files(prog):
-    history_db = code_constant("slotmgr.history", "SYSTEM_DB", "/var/lib/slotmgr/history.db")
-    slots_conf = code_constant("slotmgr.slots", "DEFAULT_CONF", CONFIG_FILE)
-    node_conf = code_constant("slotmgr.config", "DEFAULT_CONF", "/etc/slotmgr/slotmgr.conf")
+    history_db = code_constant("slotmgr.history.store", "SYSTEM_DB", "/var/lib/slotmgr/history.db")
+    slots_conf = code_constant("slotmgr.node.slots", "DEFAULT_CONF", CONFIG_FILE)
+    node_conf = code_constant("slotmgr.node.config", "DEFAULT_CONF", "/etc/slotmgr/slotmgr.conf")
     entries = [
-        (history_db, "The history: one record per run of a job of the system manager "
-                     "(SQLite, written as root by each job's ExecStopPost= hook), root's alone "
-                     "(0600, as are its -wal, -shm and " + history_db + ".lock, on which "
-                     "writers take turns). A writer that cannot get the lock in 15 s leaves "
-                     "its record in " + history_db + ".spool/ for the next one; a corrupt "
-                     "database is moved to " + history_db + ".corrupt-TIME."),
-        (os.path.join(os.path.dirname(history_db), "users", "UID.jsonl"),
-         "A copy of each record of user UID's jobs, which only that user can read: what "
-         "slotmgr history and status show a user who is not root."),
-        ("/run/slotmgr/stops", "Notes slotmgr stop, slotmgr kill and a signalled slotmgr run "
-                               "leave for the recorder, so that a stopped job is recorded as "
-                               "cancelled with what stopped it (root's alone)."),
-        ("~/.local/state/slotmgr/history.db", "The history of --user jobs "
-                                              "($XDG_STATE_HOME/slotmgr/history.db)."),
-        (slots_conf, "Slot definitions: an INI file with one [slotN] section per slot and "
-                     "resource-control keys such as MemoryMax, AllowedCPUs, IOWeight and "
-                     "TasksMax, which apply to the slot's slice and so bound all its jobs "
-                     "together, and jobs = N, how many jobs it holds at a time (default 1). "
-                     "As root only this file counts, and only while root alone may write it. "
-                     "Installed fully commented out."),
+        (
+            history_db,
+            "The history: one record per run of a job of the system manager "
+            "(SQLite, written as root by each job's ExecStopPost= hook), root's alone "
+            "(0600, as are its -wal, -shm and " + history_db + ".lock, on which "
+            "writers take turns). A writer that cannot get the lock in 15 s leaves "
+            "its record in " + history_db + ".spool/ for the next one; a corrupt "
+            "database is moved to " + history_db + ".corrupt-TIME.",
+        ),
+        (
+            os.path.join(os.path.dirname(history_db), "users", "UID.jsonl"),
+            "A copy of each record of user UID's jobs, which only that user can read: what "
+            "slotmgr history and status show a user who is not root.",
+        ),
+        (
+            "/run/slotmgr/stops",
+            "Notes slotmgr stop, slotmgr kill and a signalled slotmgr run "
+            "leave for the recorder, so that a stopped job is recorded as "
+            "cancelled with what stopped it (root's alone).",
+        ),
+        (
+            "~/.local/state/slotmgr/history.db",
+            "The history of --user jobs ($XDG_STATE_HOME/slotmgr/history.db).",
+        ),
+        (
+            slots_conf,
+            "Slot definitions: an INI file with one [slotN] section per slot and "
+            "resource-control keys such as MemoryMax, AllowedCPUs, IOWeight and "
+            "TasksMax, which apply to the slot's slice and so bound all its jobs "
+            "together, and jobs = N, how many jobs it holds at a time (default 1). "
+            "As root only this file counts, and only while root alone may write it. "
+            "Installed fully commented out.",
+        ),
     ]
-    if importlib.util.find_spec("slotmgr.config") is not None:
-        entries.append((node_conf, "The node's own settings for " + prog + ", owned by root "
-                                   "(INI)."))
+    if importlib.util.find_spec("slotmgr.node.config") is not None:
+        entries.append(
+            (node_conf, "The node's own settings for " + prog + ", owned by root (INI).")
+        )
     entries.append((STATE_DIR, f"State directory of {prog}."))
     for unit, desc in unit_descriptions():
         entries.append((UNIT_DIR + unit, desc or "systemd unit shipped with " + prog + "."))
@@ -414,6 +467,7 @@ def files(prog):
 
 
 # ---------------------------------------------------------------- the page
+
 
 def unit_descriptions():
     units = []
@@ -433,8 +487,7 @@ def command_section(name, cmd, parent_ctx, out, envvars):
     ctx = make_ctx(cmd, name, parent_ctx)
     out.append(".SS " + quoted_arg(ctx.command_path))
     out.append(".PP")
-    out.append("\\fB" + esc(ctx.command_path) + "\\fR "
-               + usage_words(usage_pieces(cmd, ctx)))
+    out.append("\\fB" + esc(ctx.command_path) + "\\fR " + usage_words(usage_pieces(cmd, ctx)))
     if getattr(cmd, "deprecated", False):
         out.append(".PP")
         out.append("(Deprecated.)")
@@ -479,8 +532,9 @@ def render(root, prog, version, date, summary_fallback):
     for name, cmd in commands:
         sub_ctx = make_ctx(cmd, name, ctx)
         out.append(".br")
-        out.append("\\fB" + esc(sub_ctx.command_path) + "\\fR "
-                   + usage_words(usage_pieces(cmd, sub_ctx)))
+        out.append(
+            "\\fB" + esc(sub_ctx.command_path) + "\\fR " + usage_words(usage_pieces(cmd, sub_ctx))
+        )
     out.append(".SH DESCRIPTION")
     render_blocks(help_blocks(root.help), out)
     for text in DESCRIPTION:
@@ -491,8 +545,13 @@ def render(root, prog, version, date, summary_fallback):
     collect_envvars(root, ctx, envvars)
     out.append(".SH OPTIONS")
     out.append(".PP")
-    out.append(line("These options go before the command name. Every command also takes "
-                    + "/".join(ctx.help_option_names) + "."))
+    out.append(
+        line(
+            "These options go before the command name. Every command also takes "
+            + "/".join(ctx.help_option_names)
+            + "."
+        )
+    )
     for opts, text in option_records(root, ctx, include_help=True):
         out.append(".TP")
         out.append(option_label(opts))
@@ -553,12 +612,18 @@ def release_date():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("command", nargs="?", default="slotmgr.cli",
-                        help="MODULE[:OBJECT] holding the click group (default: slotmgr.cli)")
-    parser.add_argument("-o", "--output", metavar="FILE",
-                        help="write the page to FILE (default: stdout)")
-    parser.add_argument("--date",
-                        help="date for the page footer (default: the spec's newest %%changelog)")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="slotmgr.cli.main",
+        help="MODULE[:OBJECT] holding the click group (default: slotmgr.cli.main)",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="FILE", help="write the page to FILE (default: stdout)"
+    )
+    parser.add_argument(
+        "--date", help="date for the page footer (default: the spec's newest %%changelog)"
+    )
     parser.add_argument("--prog", default="slotmgr", help="program name (default: slotmgr)")
     args = parser.parse_args()
     sys.path.append(os.path.dirname(HERE))  # the source tree, after PYTHONPATH
@@ -573,6 +638,7 @@ def main():
             f.write(page)
     else:
         sys.stdout.write(page)
+
 
 if __name__ == "__main__":
     main()

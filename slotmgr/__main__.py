@@ -1,3 +1,3 @@
-from slotmgr.cli import main
+from slotmgr.cli.main import main
 
 main()

@@ -143,7 +143,11 @@ class Options:
     """The command line: its flags, and CMD."""
 
     FLAGS = (
-        "unshare", "private-tmp", "private-ipc", "private-shm", "landlock-scope",
+        "unshare",
+        "private-tmp",
+        "private-ipc",
+        "private-shm",
+        "landlock-scope",
         "started-blocked",
     )
     NEED_UNSHARE = ("private-tmp", "private-ipc", "private-shm")

@@ -1,5 +1,5 @@
 # slotmgr's ExecStopPost= hook: how a job ended and what it used, into the
-# history's spool, for slotmgr to store (slotmgr/stophook.py reads it back).
+# history's spool, for slotmgr to store (slotmgr/history/hook.py reads it back).
 #
 #   sh stophook.sh SPOOL RUN_ID UNIT system|user
 #

@@ -32,8 +32,10 @@ GUEST_PYTEST = "python3 -m pytest tests/systemd -v -p no:cacheprovider -rfE --du
 # Benchmarks print figures with their goals; they fail the stage only if they
 # cannot run. Small sizes, to stay within a few minutes per guest under
 # emulation; N = 100 is run by hand (README, Benchmarks). Both always run.
-BENCHMARKS = ("s=0; python3 bench/launch --rounds 3 --job-rounds 2 || s=1; "
-              "python3 bench/throughput --sizes 20 --at-once 50 || s=1; exit $s")
+BENCHMARKS = (
+    "s=0; python3 bench/launch --rounds 3 --job-rounds 2 || s=1; "
+    "python3 bench/throughput --sizes 20 --at-once 50 || s=1; exit $s"
+)
 BENCH_SCRIPTS = "bench/launch bench/throughput"  # extensionless: ruff and mypy skip them
 GUESTS = ("252", "257")
 
@@ -63,8 +65,14 @@ def _pytest_counts(output: str) -> dict[str, int]:
 def _run(stage: Stage) -> None:
     print(f"\n===== {stage.name}: {' '.join(stage.argv)}", flush=True)
     start = time.monotonic()
-    proc = subprocess.Popen(stage.argv, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = subprocess.Popen(
+        stage.argv,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
     assert proc.stdout is not None
     captured: list[str] = []
     for line in proc.stdout:
@@ -80,28 +88,65 @@ def stages(selected: list[str]) -> list[Stage]:
     guest_cmd = f"{GUEST_PYTEST}; status=$?; ({BENCHMARKS}) || status=1; exit $status"
     all_stages = [
         Stage("demo", [str(REPO / "scripts" / "demo")]),
-        Stage("lint", ["sh", "-c", f"{VENV}/ruff check slotmgr tests bench {BENCH_SCRIPTS} && "
-                                   f"{VENV}/mypy slotmgr && {VENV}/mypy --scripts-are-modules "
-                                   f"bench/benchlib.py {BENCH_SCRIPTS}"]),
-        Stage("unit", [str(VENV / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                       "tests/unit", "tests/packaging"]),
-        Stage("unit-3.9", [str(VENV39 / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/unit"]),
+        Stage(
+            "lint",
+            [
+                "sh",
+                "-c",
+                f"{VENV}/ruff check slotmgr tests bench {BENCH_SCRIPTS} && "
+                f"{VENV}/mypy slotmgr && {VENV}/mypy --scripts-are-modules "
+                f"bench/benchlib.py {BENCH_SCRIPTS}",
+            ],
+        ),
+        Stage(
+            "unit",
+            [
+                str(VENV / "python"),
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/unit",
+                "tests/packaging",
+            ],
+        ),
+        Stage(
+            "unit-3.9",
+            [str(VENV39 / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit"],
+        ),
         # The guests install this RPM's files (tests/systemd/test_rpm_install.py).
         Stage("rpm", ["make", "rpm"]),
     ]
     for guest in GUESTS:
-        all_stages.append(Stage(f"guest-{guest}", [
-            str(VENV / "python"), "-m", "tests.testbed", "run", "--guest", guest,
-            "--timeout", "2700", "--", "sh", "-c", guest_cmd]))
+        all_stages.append(
+            Stage(
+                f"guest-{guest}",
+                [
+                    str(VENV / "python"),
+                    "-m",
+                    "tests.testbed",
+                    "run",
+                    "--guest",
+                    guest,
+                    "--timeout",
+                    "2700",
+                    "--",
+                    "sh",
+                    "-c",
+                    guest_cmd,
+                ],
+            )
+        )
     if not selected:
         return all_stages
     return [s for s in all_stages if s.name in selected]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("stage", nargs="*", help="only these stages (default: all)")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
@@ -142,6 +187,7 @@ def total_line(chosen: list[Stage]) -> tuple[str, bool]:
         if total.get(kind):
             line += f", {total[kind]} {kind}"
     return line, ok
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: builds or installs something real (seconds to minutes); "
-        "deselect with -m 'not slow'")
+        "markers",
+        "slow: builds or installs something real (seconds to minutes); deselect with -m 'not slow'",
+    )

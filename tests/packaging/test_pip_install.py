@@ -22,15 +22,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(*cmd: str | Path, **kw) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300,
-                          **kw)
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300, **kw)
     assert proc.returncode == 0, f"{cmd}: {proc.stdout}{proc.stderr}"
     return proc
 
 
 def _tracked_copy(dest: Path) -> Path:
-    files = _run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard",
-                 cwd=REPO).stdout.split("\0")
+    files = _run(
+        "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=REPO
+    ).stdout.split("\0")
     for name in filter(None, files):
         src = REPO / name
         if src.is_file():
@@ -43,13 +43,33 @@ def test_pip_install_puts_the_man_page_where_man_finds_it(tmp_path: Path) -> Non
     for tool in ("man", "groff"):
         assert shutil.which(tool), f"{tool} is missing: apt-get install man-db groff-base"
     source = _tracked_copy(tmp_path / "src")
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "--disable-pip-version-check", "-w", tmp_path / "wheels", source)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "--disable-pip-version-check",
+        "-w",
+        tmp_path / "wheels",
+        source,
+    )
     wheel = next((tmp_path / "wheels").glob("slotmgr-*.whl"))
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", venv)
-    _run(venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-         "--disable-pip-version-check", wheel)
+    _run(
+        venv / "bin" / "python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        "--disable-pip-version-check",
+        wheel,
+    )
 
     found = _run("man", "-M", venv / "share" / "man", "-w", "slotmgr").stdout.strip()
     assert Path(found) == venv / "share" / "man" / "man1" / "slotmgr.1"

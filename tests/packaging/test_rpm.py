@@ -153,7 +153,7 @@ def test_file_list(built: dict[str, Path]) -> None:
     for path in (
         "slotmgr",
         "slotmgr/__init__.py",
-        "slotmgr/cli.py",
+        "slotmgr/cli/main.py",
         "slotmgr/errors.py",
         "slotmgr/stophook.sh",  # the jobs' ExecStopPost= hook, package data
         f"slotmgr-{version}.dist-info/METADATA",
@@ -166,7 +166,7 @@ def test_file_list(built: dict[str, Path]) -> None:
     # Only the slotmgr package and its dist-info; no pip leftovers.
     for f in files:
         if f.startswith(sitelib + "/"):
-            top = f[len(sitelib) + 1:].split("/")[0]
+            top = f[len(sitelib) + 1 :].split("/")[0]
             assert top in ("slotmgr", f"slotmgr-{version}.dist-info"), f
     assert not [f for f in files if f.endswith(("/RECORD", "/REQUESTED", "/direct_url.json"))]
 
@@ -181,9 +181,11 @@ def test_requires(built: dict[str, Path]) -> None:
 
 
 def test_file_attributes(built: dict[str, Path]) -> None:
-    out = _query(built["rpm"], "--qf",
-                 "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags}"
-                 " %{FILENAMES}\n]")
+    out = _query(
+        built["rpm"],
+        "--qf",
+        "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]",
+    )
     attrs = {}
     for line in out.splitlines():
         perms, owner, flags, path = line.split(" ", 3)
@@ -209,11 +211,9 @@ def test_scriptlets_never_restart_the_slice(built: dict[str, Path]) -> None:
 def test_rpmlint(built: dict[str, Path]) -> None:
     # The RPM, the SRPM and the spec in one run: rpmlint reports a filter of the
     # rpmlintrc that matched nothing as an error, so unused filters fail too.
-    proc = _run("rpmlint", "-c", RPMLINT_CONFIG, "-r", RPMLINTRC,
-                built["rpm"], built["srpm"], SPEC)
+    proc = _run("rpmlint", "-c", RPMLINT_CONFIG, "-r", RPMLINTRC, built["rpm"], built["srpm"], SPEC)
     report = proc.stdout + proc.stderr
-    findings = re.findall(r"^slotmgr(?:\.noarch|\.src|\.spec): ([EW]): (\S+)", report,
-                          re.MULTILINE)
+    findings = re.findall(r"^slotmgr(?:\.noarch|\.src|\.spec): ([EW]): (\S+)", report, re.MULTILINE)
     errors = [name for kind, name in findings if kind == "E"]
     warnings = {name for kind, name in findings if kind == "W"}
     assert not errors, report
@@ -242,22 +242,34 @@ def installed_root(built: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 def test_installed_slotmgr_runs(built: dict[str, Path], installed_root: Path) -> None:
     py = _python_version(built["rpm"])
     python = str(built["python"])  # the python3 that build.sh built with
-    proc = _run(python, "-c",
-                "import sys, os, click, jeepney; print('%d.%d' % sys.version_info[:2]);"
-                "print(os.path.dirname(os.path.dirname(click.__file__)));"
-                "print(os.path.dirname(os.path.dirname(jeepney.__file__)))")
+    proc = _run(
+        python,
+        "-c",
+        "import sys, os, click, jeepney; print('%d.%d' % sys.version_info[:2]);"
+        "print(os.path.dirname(os.path.dirname(click.__file__)));"
+        "print(os.path.dirname(os.path.dirname(jeepney.__file__)))",
+    )
     assert proc.returncode == 0, proc.stderr
     host_py, click_dir, jeepney_dir = proc.stdout.split("\n")[:3]
     assert host_py == py, f"{python} is python{host_py}, the RPM was built for python{py}"
 
     root_sitelib = installed_root / f"usr/lib/python{py}/site-packages"
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
-               PYTHONPATH=os.pathsep.join([str(root_sitelib), click_dir, jeepney_dir]))
+    env = dict(
+        os.environ,
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPATH=os.pathsep.join([str(root_sitelib), click_dir, jeepney_dir]),
+    )
     script = installed_root / "usr/bin/slotmgr"
     assert script.read_text().splitlines()[0] == "#!/usr/bin/python3 -s"
 
-    proc = _run(python, "-s", "-c", "import slotmgr.cli; print(slotmgr.cli.__file__)",
-                env=env, cwd=installed_root)
+    proc = _run(
+        python,
+        "-s",
+        "-c",
+        "import slotmgr.cli.main; print(slotmgr.cli.main.__file__)",
+        env=env,
+        cwd=installed_root,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith(str(root_sitelib)), "imported slotmgr from elsewhere"
 
@@ -277,15 +289,21 @@ def test_installed_slotmgr_runs(built: dict[str, Path], installed_root: Path) ->
 def test_installed_man_page(installed_root: Path) -> None:
     page = gzip.decompress((installed_root / "usr/share/man/man1/slotmgr.1.gz").read_bytes())
     text = page.decode()
-    assert text.startswith(".\\\"") and "\n.TH SLOTMGR 1 " in text
-    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", '"EXIT STATUS"', "FILES",
-                    '"SEE ALSO"'):
+    assert text.startswith('.\\"') and "\n.TH SLOTMGR 1 " in text
+    for section in (
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "COMMANDS",
+        '"EXIT STATUS"',
+        "FILES",
+        '"SEE ALSO"',
+    ):
         assert f"\n.SH {section}\n" in text, section
     for ref in ("systemd-run (1)", "systemctl (1)", "systemd.resource-control (5)"):
         assert f".BR {ref}" in text, ref
     assert "\\fB64\\fR (USAGE)" in text  # from slotmgr.errors.ExitCode
-    proc = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z"], input=page,
-                          capture_output=True)
+    proc = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z"], input=page, capture_output=True)
     assert proc.returncode == 0 and not proc.stderr, proc.stderr.decode()
 
 

@@ -59,17 +59,32 @@ def user_env(user: pwd.struct_passwd, **extra: str) -> dict[str, str]:
 
 def as_user(user: pwd.struct_passwd, argv: list[str], **kw) -> dict:
     """subprocess keyword arguments that run `argv` as `user`, no root groups."""
-    return dict(args=argv, user=user.pw_uid, group=user.pw_gid, extra_groups=[],
-                env=kw.pop("env", user_env(user)), cwd="/", **kw)
+    return dict(
+        args=argv,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        env=kw.pop("env", user_env(user)),
+        cwd="/",
+        **kw,
+    )
 
 
-def slotmgr_as(user: pwd.struct_passwd, *args: str, timeout: float = 120,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(**as_user(user, [sys.executable, "-m", "slotmgr", *args],
-                                    env=env or user_env(user)),
-                          capture_output=True, text=True, timeout=timeout)
+def slotmgr_as(
+    user: pwd.struct_passwd, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        **as_user(user, [sys.executable, "-m", "slotmgr", *args], env=env or user_env(user)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_slotmgr_as(user: pwd.struct_passwd, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(**as_user(user, [sys.executable, "-m", "slotmgr", *args]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        **as_user(user, [sys.executable, "-m", "slotmgr", *args]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -37,18 +37,32 @@ def _require_real_systemd() -> None:
 
 def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
     """`slotmgr ARGS` as a subprocess, the way a batch system calls it."""
-    return subprocess.run([sys.executable, "-m", "slotmgr", *args], capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "slotmgr", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def start_cli(*args: str, **kw) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "slotmgr", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "slotmgr", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def systemctl_show(unit: str, *props: str) -> dict[str, str]:
-    out = subprocess.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["systemctl", "show", unit, *(f"--property={p}" for p in props)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 

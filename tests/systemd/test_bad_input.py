@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr.features import parse_version
+from slotmgr.systemd.features import parse_version
 
 from .conftest import run_cli, start_cli, systemctl_show, unit_active, wait_until
 
@@ -66,21 +66,36 @@ CASES = [
     (["frobnicate"], USAGE, "No such command"),
     # What the job's owner may not choose (issue 9, finding 5), and values past what the
     # wire takes (finding 11): refused before any unit is made, in one line.
-    (["run", "-p", "SupplementaryGroups=root", "true"], USAGE,
-     "SupplementaryGroups= is reserved for the node's admin"),
+    (
+        ["run", "-p", "SupplementaryGroups=root", "true"],
+        USAGE,
+        "SupplementaryGroups= is reserved for the node's admin",
+    ),
     (["run", "-p", "Delegate=yes", "true"], USAGE, "Delegate= is reserved for the node's admin"),
     (["run", "-p", "TimeoutStopSec=1us", "true"], USAGE, "TimeoutStopSec= is set by slotmgr"),
     (["run", "-p", "CPUAccounting=no", "true"], USAGE, "CPUAccounting= is set by slotmgr"),
-    (["run", "-p", "InaccessiblePaths=/var/lib/slotmgr", "true"], USAGE,
-     "InaccessiblePaths= is set by slotmgr"),
+    (
+        ["run", "-p", "InaccessiblePaths=/var/lib/slotmgr", "true"],
+        USAGE,
+        "InaccessiblePaths= is set by slotmgr",
+    ),
     (["run", "-p", "ProtectSystem=strict", "true"], USAGE, "use one of yes, no, full"),
-    (["run", "-p", "Nice=-5", "true"], USAGE, "Nice=-5: '-5' is not a valid Nice=: use an "
-     "integer from 0 to 19"),
+    (
+        ["run", "-p", "Nice=-5", "true"],
+        USAGE,
+        "Nice=-5: '-5' is not a valid Nice=: use an integer from 0 to 19",
+    ),
     (["run", "-p", "OOMScoreAdjust=-1000", "true"], USAGE, "use an integer from 0 to 1000"),
-    (["run", "--runtime-max", "12h", "-p", "RuntimeMaxSec=infinity", "true"], USAGE,
-     "RuntimeMaxSec= given twice (--runtime-max 12h and -p RuntimeMaxSec=infinity)"),
-    (["run", "-p", "MemoryMax=1G", "-p", "MemoryMax=2G", "true"], USAGE,
-     "MemoryMax= given twice (-p MemoryMax=1G and -p MemoryMax=2G)"),
+    (
+        ["run", "--runtime-max", "12h", "-p", "RuntimeMaxSec=infinity", "true"],
+        USAGE,
+        "RuntimeMaxSec= given twice (--runtime-max 12h and -p RuntimeMaxSec=infinity)",
+    ),
+    (
+        ["run", "-p", "MemoryMax=1G", "-p", "MemoryMax=2G", "true"],
+        USAGE,
+        "MemoryMax= given twice (-p MemoryMax=1G and -p MemoryMax=2G)",
+    ),
     (["run", "-p", "Nice=99999999999", "true"], USAGE, "from 0 to 19"),
     (["run", "-p", "CPUQuota=1e23%", "true"], USAGE, "'1e23%' is not a CPU quota"),
     (["run", "--cpu-quota", "1" + "0" * 23 + "%", "true"], USAGE, "too large: at most 819200%"),
@@ -115,8 +130,9 @@ def outcomes() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
     return {args: future.result() for args, future in runs.items()}
 
 
-@pytest.mark.parametrize(("args", "code", "message"), CASES,
-                         ids=[" ".join(map(str, c[0]))[:60] for c in CASES])
+@pytest.mark.parametrize(
+    ("args", "code", "message"), CASES, ids=[" ".join(map(str, c[0]))[:60] for c in CASES]
+)
 def test_bad_input_gets_one_line_and_its_code(outcomes, args, code, message):
     out = outcomes[tuple(args)]
     assert out.returncode == code, (out.returncode, out.stderr)
@@ -135,31 +151,70 @@ def test_property_newer_than_this_systemd_names_the_version():
     else:
         assert out.returncode == USAGE
         assert out.stderr.strip().splitlines() == [
-            "slotmgr: error: MemoryZSwapMax= needs systemd 253 or newer; "
-            "this host runs systemd 252"]
+            "slotmgr: error: MemoryZSwapMax= needs systemd 253 or newer; this host runs systemd 252"
+        ]
 
 
 def test_job_safe_values_reach_the_unit_and_the_job(unique):
     """The job-safe set is not refused on the way: each value is on the unit and
     in effect for the job's processes, and the job still gets its record."""
     unit = f"slotmgr-{unique}.service"
-    job = start_cli("run", "--job-id", unique, "--json", "-", "-p", "Nice=5",
-                    "-p", "OOMScoreAdjust=500", "-p", "ProtectSystem=full",
-                    "-p", "ProtectHome=read-only", "-p", "NoNewPrivileges=yes",
-                    "-p", "CPUWeight=50", "-p", "MemoryLow=1M", "-p", "OOMPolicy=continue",
-                    "-p", "SendSIGHUP=yes", "--", "sh", "-c",
-                    "nice; cat /proc/self/oom_score_adj; exec sleep 600")
+    job = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        "--json",
+        "-",
+        "-p",
+        "Nice=5",
+        "-p",
+        "OOMScoreAdjust=500",
+        "-p",
+        "ProtectSystem=full",
+        "-p",
+        "ProtectHome=read-only",
+        "-p",
+        "NoNewPrivileges=yes",
+        "-p",
+        "CPUWeight=50",
+        "-p",
+        "MemoryLow=1M",
+        "-p",
+        "OOMPolicy=continue",
+        "-p",
+        "SendSIGHUP=yes",
+        "--",
+        "sh",
+        "-c",
+        "nice; cat /proc/self/oom_score_adj; exec sleep 600",
+    )
     try:
         wait_until(lambda: unit_active(unit), what=unit)
         assert job.stdout is not None
         assert [job.stdout.readline(), job.stdout.readline()] == ["5\n", "500\n"]
-        shown = systemctl_show(unit, "Nice", "OOMScoreAdjust", "ProtectSystem", "ProtectHome",
-                               "NoNewPrivileges", "CPUWeight", "MemoryLow", "OOMPolicy",
-                               "SendSIGHUP")
-        assert shown == {"Nice": "5", "OOMScoreAdjust": "500", "ProtectSystem": "full",
-                         "ProtectHome": "read-only", "NoNewPrivileges": "yes",
-                         "CPUWeight": "50", "MemoryLow": str(1024**2), "OOMPolicy": "continue",
-                         "SendSIGHUP": "yes"}
+        shown = systemctl_show(
+            unit,
+            "Nice",
+            "OOMScoreAdjust",
+            "ProtectSystem",
+            "ProtectHome",
+            "NoNewPrivileges",
+            "CPUWeight",
+            "MemoryLow",
+            "OOMPolicy",
+            "SendSIGHUP",
+        )
+        assert shown == {
+            "Nice": "5",
+            "OOMScoreAdjust": "500",
+            "ProtectSystem": "full",
+            "ProtectHome": "read-only",
+            "NoNewPrivileges": "yes",
+            "CPUWeight": "50",
+            "MemoryLow": str(1024**2),
+            "OOMPolicy": "continue",
+            "SendSIGHUP": "yes",
+        }
     finally:
         job.send_signal(signal.SIGTERM)
         out, err = job.communicate(timeout=120)
@@ -173,7 +228,8 @@ def test_control_characters_in_the_command_and_environment_reach_the_job():
     """Not refused, because systemd takes them as given: a tab, a newline and
     an escape in an argument and in a -E value arrive unchanged."""
     text = "a\tb\nc\x1bd\x7f"
-    out = run_cli("run", "-q", "-E", f"ODD={text}", "--", "sh", "-c",
-                  'printf "%s|%s" "$1" "$ODD"', "sh", text)
+    out = run_cli(
+        "run", "-q", "-E", f"ODD={text}", "--", "sh", "-c", 'printf "%s|%s" "$1" "$ODD"', "sh", text
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"{text}|{text}"

@@ -6,18 +6,19 @@ import subprocess
 
 import pytest
 
-from slotmgr import messages
-from slotmgr.bus import Connection
 from slotmgr.errors import BusUnavailable, RemoteError
-from slotmgr.systemd import NO_SUCH_UNIT, Manager
-from slotmgr.wire import Property
+from slotmgr.systemd import messages
+from slotmgr.systemd.bus import Connection
+from slotmgr.systemd.manager import NO_SUCH_UNIT, Manager
+from slotmgr.systemd.wire import Property
 
 from .conftest import systemctl_show, wait_until
 
 
 def test_prints_systemd_version_and_features_match_it():
-    first_line = subprocess.run(["systemctl", "--version"], capture_output=True, text=True,
-                                check=True).stdout.splitlines()[0]
+    first_line = subprocess.run(
+        ["systemctl", "--version"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[0]
     print(f"\nguest: {first_line}")
     manager = Manager.connect()
     try:
@@ -52,10 +53,16 @@ def test_transient_service_with_limits_round_trip(want_bus, unique):
         assert service["MemoryMax"] == 64 * 1024**2
         assert service["IOWeight"] == 321
         assert isinstance(service["CPUUsageNSec"], int) and service["CPUUsageNSec"] != 2**64 - 1
-        shown = systemctl_show(unit, "MemoryMax", "IOWeight", "PrivateTmp", "CPUAccounting",
-                               "Transient")
-        assert shown == {"MemoryMax": str(64 * 1024**2), "IOWeight": "321", "PrivateTmp": "yes",
-                         "CPUAccounting": "yes", "Transient": "yes"}
+        shown = systemctl_show(
+            unit, "MemoryMax", "IOWeight", "PrivateTmp", "CPUAccounting", "Transient"
+        )
+        assert shown == {
+            "MemoryMax": str(64 * 1024**2),
+            "IOWeight": "321",
+            "PrivateTmp": "yes",
+            "CPUAccounting": "yes",
+            "Transient": "yes",
+        }
     finally:
         subprocess.run(["systemctl", "stop", unit], check=False)
         manager.close()
@@ -64,8 +71,10 @@ def test_transient_service_with_limits_round_trip(want_bus, unique):
 def test_leftover_failed_unit_is_reset_and_retried(unique):
     unit = f"{unique}.service"
     subprocess.run(["systemd-run", "--quiet", f"--unit={unit}", "/bin/false"], check=True)
-    wait_until(lambda: systemctl_show(unit, "ActiveState")["ActiveState"] == "failed",
-               what=f"{unit} to fail")
+    wait_until(
+        lambda: systemctl_show(unit, "ActiveState")["ActiveState"] == "failed",
+        what=f"{unit} to fail",
+    )
     manager = Manager.connect()
     try:
         manager.subscribe(messages.signal_match(messages.MANAGER_IFACE, "JobRemoved"))
@@ -107,8 +116,10 @@ def test_freeze_thaw_and_kill(unique):
         manager.thaw(unit)
         assert systemctl_show(unit, "FreezerState")["FreezerState"] == "running"
         manager.kill(unit, 9)
-        wait_until(lambda: systemctl_show(unit, "ActiveState")["ActiveState"] != "active",
-                   what=f"{unit} to die")
+        wait_until(
+            lambda: systemctl_show(unit, "ActiveState")["ActiveState"] != "active",
+            what=f"{unit} to die",
+        )
     finally:
         subprocess.run(["systemctl", "reset-failed", unit], check=False)
         manager.close()

@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 
-from slotmgr import messages
+from slotmgr.systemd import messages
 
 from .conftest import start_cli, unit_active, wait_until
 
@@ -38,8 +38,12 @@ FORGER = textwrap.dedent("""
 
 
 def unique_name_of(pid: int) -> str:
-    out = subprocess.run(["busctl", "--system", "list", "--unique", "--no-legend"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["busctl", "--system", "list", "--unique", "--no-legend"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for line in out.splitlines():
         fields = line.split()
         if len(fields) > 1 and fields[1] == str(pid):
@@ -56,10 +60,23 @@ def test_a_forged_end_of_job_from_another_user_changes_nothing(unique):
         assert name.startswith(":"), "the launcher is on the system bus"
         nobody = pwd.getpwnam("nobody")
         forged = subprocess.run(
-            [sys.executable, "-c", FORGER, name, messages.unit_object_path(unit),
-             "/org/freedesktop/systemd1/job/1", unit],
-            user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], cwd="/",
-            capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-c",
+                FORGER,
+                name,
+                messages.unit_object_path(unit),
+                "/org/freedesktop/systemd1/job/1",
+                unit,
+            ],
+            user=nobody.pw_uid,
+            group=nobody.pw_gid,
+            extra_groups=[],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert forged.stdout.strip() == "sent", forged.stderr
         time.sleep(5)
         assert job.poll() is None, job.communicate(timeout=5)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr.features import parse_version
+from slotmgr.systemd.features import parse_version
 
 from .accounts import ensure_user, slotmgr_as, start_slotmgr_as, start_user_manager, user_env
 from .conftest import (
@@ -48,8 +48,20 @@ def record_of(job_id: str) -> dict:
     assert out.returncode == 0, out.stderr
     found = [r for r in json.loads(out.stdout) if r["job_id"] == job_id]
     if len(found) != 1:
-        journal = subprocess.run(["journalctl", "--no-pager", "-o", "cat", "-n", "20", "-u",
-                                  f"slotmgr-{job_id}.service"], capture_output=True, text=True)
+        journal = subprocess.run(
+            [
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "cat",
+                "-n",
+                "20",
+                "-u",
+                f"slotmgr-{job_id}.service",
+            ],
+            capture_output=True,
+            text=True,
+        )
         raise AssertionError(f"{len(found)} records of {job_id}; its journal:\n{journal.stdout}")
     return found[0]
 
@@ -92,8 +104,17 @@ def test_list_status_and_stop_with_its_record(unique):
         assert mine["memory_current_bytes"] > 0 and mine["cpu_usage_usec"] > 0
         assert mine["runtime_usec"] > 0
         table = run_cli("list").stdout.splitlines()
-        assert table[0].split() == ["JOB", "USER", "SLOT", "STATE", "STARTED", "CPU", "MEMORY",
-                                    "TASKS", "COMMAND"]
+        assert table[0].split() == [
+            "JOB",
+            "USER",
+            "SLOT",
+            "STATE",
+            "STARTED",
+            "CPU",
+            "MEMORY",
+            "TASKS",
+            "COMMAND",
+        ]
         row = next(line for line in table[1:] if line.split()[0] == unique)
         assert row.split()[1:4] == ["root", "-", "running"]
         # The command is cut to fit 100 columns (a test's job id is long).
@@ -118,8 +139,11 @@ def test_list_status_and_stop_with_its_record(unique):
         assert not cgroup_dir(unit).exists()
         assert job_processes(unique, job) == []
         record = record_of(unique)
-        assert (record["exit_status"], record["result"], record["stopped_by"]) == \
-            (143, "cancelled", "slotmgr stop by uid 0")
+        assert (record["exit_status"], record["result"], record["stopped_by"]) == (
+            143,
+            "cancelled",
+            "slotmgr stop by uid 0",
+        )
     finally:
         if job.poll() is None:
             job.send_signal(signal.SIGTERM)
@@ -128,9 +152,13 @@ def test_list_status_and_stop_with_its_record(unique):
     # A finished job's status is its whole record, from the history.
     finished = run_cli("status", unique)
     assert finished.returncode == 0 and f"Job {unique} ({unit}) finished" in finished.stdout
-    for line in ("Result:      cancelled, exit status 143", "User:        root (uid 0)",
-                 "Stopped by:  slotmgr stop by uid 0",
-                 f"Command:     sh -c 'sleep 600; : {unique}'", "Slice:       slotmgr.slice"):
+    for line in (
+        "Result:      cancelled, exit status 143",
+        "User:        root (uid 0)",
+        "Stopped by:  slotmgr stop by uid 0",
+        f"Command:     sh -c 'sleep 600; : {unique}'",
+        "Slice:       slotmgr.slice",
+    ):
         assert line in finished.stdout, finished.stdout
     for label in ("Started:", "Ended:", "Wall time:", "CPU time:", "Memory peak:", "IO:"):
         assert f"\n  {label}" in finished.stdout, finished.stdout
@@ -139,23 +167,28 @@ def test_list_status_and_stop_with_its_record(unique):
 def test_stop_escalates_to_sigkill_after_the_grace_period_and_keeps_the_record(unique):
     unit = f"slotmgr-{unique}.service"
     # SIGTERM is ignored by the shell and, inherited, by its sleep.
-    job = start_cli("run", "--job-id", unique, "--", "sh", "-c",
-                    f"trap '' TERM; sleep 600; : {unique}")
+    job = start_cli(
+        "run", "--job-id", unique, "--", "sh", "-c", f"trap '' TERM; sleep 600; : {unique}"
+    )
     try:
         wait_until(lambda: unit_active(unit) and bool(job_processes(unique, job)), what=unit)
         started = time.monotonic()
         stopped = run_cli("stop", unique, "--grace", "3")
         elapsed = time.monotonic() - started
         assert stopped.returncode == 0, stopped.stderr
-        assert stopped.stdout.strip() == (f"job {unique} ({unit}) stopped: killed with SIGKILL "
-                                          "after the 3s grace period")
+        assert stopped.stdout.strip() == (
+            f"job {unique} ({unit}) stopped: killed with SIGKILL after the 3s grace period"
+        )
         assert elapsed >= 3
         assert job_processes(unique, job) == [] and not cgroup_dir(unit).exists()
         record = record_of(unique)  # the recorder ran after the SIGKILL, untouched by it
         # 137 either way: the init is killed itself, or sees its command
         # killed and exits with 128+9 as a shell does; stopped, either way.
-        assert (record["exit_status"], record["result"], record["stopped_by"]) == \
-            (137, "cancelled", "slotmgr stop by uid 0")
+        assert (record["exit_status"], record["result"], record["stopped_by"]) == (
+            137,
+            "cancelled",
+            "slotmgr stop by uid 0",
+        )
     finally:
         job.communicate(timeout=120)
     assert job.returncode == 137
@@ -193,8 +226,20 @@ FORK_LOOP = textwrap.dedent("""
 def test_kill_of_a_fork_loop_leaves_zero_processes(unique, isolation):
     unit = f"slotmgr-{unique}.service"
     ready = WORK / f"{unique}.ready"
-    job = start_cli("run", "--job-id", unique, "--cpu-weight", "1", *isolation, "--",
-                    sys.executable, "-c", FORK_LOOP, unique, str(ready))
+    job = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        "--cpu-weight",
+        "1",
+        *isolation,
+        "--",
+        sys.executable,
+        "-c",
+        FORK_LOOP,
+        unique,
+        str(ready),
+    )
     try:
         wait_until(lambda: ready.exists() and unit_active(unit), what="the fork loop")
         assert forks_per_second() >= 20  # it churns
@@ -204,8 +249,9 @@ def test_kill_of_a_fork_loop_leaves_zero_processes(unique, isolation):
         # 257's KillUnit kills the whole cgroup at once (cgroup.kill); 252's
         # walks the PIDs, which only a frozen job cannot outrun.
         how = "at once (cgroup.kill)" if systemd_version() >= 257 else "while frozen"
-        assert killed.stdout.strip() == (f"sent SIGKILL to every process of job {unique} "
-                                         f"({unit}), {how}")
+        assert killed.stdout.strip() == (
+            f"sent SIGKILL to every process of job {unique} ({unit}), {how}"
+        )
         # Nothing escaped: what is left can only be dying, and is gone at once.
         wait_until(lambda: not job_processes(unique, job), timeout=5, what="no process")
         wait_until(lambda: not cgroup_dir(unit).exists(), timeout=60, what="the unit's end")
@@ -240,19 +286,28 @@ CATCHER = textwrap.dedent("""
 def test_kill_delivers_a_catchable_signal_to_every_process_and_thaws(unique):
     unit = f"slotmgr-{unique}.service"
     out, ready = WORK / f"{unique}.usr1", WORK / f"{unique}.ready"
-    job = start_cli("run", "--job-id", unique, "--", sys.executable, "-c", CATCHER, str(out),
-                    str(ready))
+    job = start_cli(
+        "run", "--job-id", unique, "--", sys.executable, "-c", CATCHER, str(out), str(ready)
+    )
     try:
-        wait_until(lambda: Path(f"{ready}.child").exists() and Path(f"{ready}.parent").exists(),
-                   what="both processes")
+        wait_until(
+            lambda: Path(f"{ready}.child").exists() and Path(f"{ready}.parent").exists(),
+            what="both processes",
+        )
         killed = run_cli("kill", unit, "-s", "USR1")
         assert killed.returncode == 0, killed.stderr
-        assert killed.stdout.strip() == (f"sent SIGUSR1 to every process of job {unique} "
-                                         f"({unit}), while frozen")
-        wait_until(lambda: out.exists() and {"child", "parent"} <= set(out.read_text().split()),
-                   timeout=20, what="SIGUSR1 in both processes")
+        assert killed.stdout.strip() == (
+            f"sent SIGUSR1 to every process of job {unique} ({unit}), while frozen"
+        )
+        wait_until(
+            lambda: out.exists() and {"child", "parent"} <= set(out.read_text().split()),
+            timeout=20,
+            what="SIGUSR1 in both processes",
+        )
         assert systemctl_show(unit, "FreezerState", "ActiveState") == {
-            "FreezerState": "running", "ActiveState": "active"}
+            "FreezerState": "running",
+            "ActiveState": "active",
+        }
     finally:
         run_cli("stop", unique, "--grace", "0")
         job.communicate(timeout=120)
@@ -298,22 +353,39 @@ def test_every_signal_reaches_every_process_exactly_once(unique, init_options):
     namespace in front of it (252)."""
     unit = f"slotmgr-{unique}.service"
     out, ready = WORK / f"{unique}.count", WORK / f"{unique}.ready"
-    job = start_cli("run", "--job-id", unique, *init_options, "--", sys.executable, "-c",
-                    COUNTER, str(out), str(ready))
+    job = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        *init_options,
+        "--",
+        sys.executable,
+        "-c",
+        COUNTER,
+        str(out),
+        str(ready),
+    )
     signals = [signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGRTMIN + 3]
     try:
-        wait_until(lambda: Path(f"{ready}.child").exists() and Path(f"{ready}.parent").exists(),
-                   what="both processes")
+        wait_until(
+            lambda: Path(f"{ready}.child").exists() and Path(f"{ready}.parent").exists(),
+            what="both processes",
+        )
         for done in range(1, ROUNDS + 1):
             for signum in signals:
                 killed = run_cli("kill", unique, "-s", str(int(signum)))
                 assert killed.returncode == 0, killed.stderr
-                wait_until(lambda s=int(signum), n=done: all(
-                    counts(out).get((who, s), 0) >= n for who in ("parent", "child")),
-                    timeout=20, what=f"round {done} of signal {int(signum)}")
+                wait_until(
+                    lambda s=int(signum), n=done: all(
+                        counts(out).get((who, s), 0) >= n for who in ("parent", "child")
+                    ),
+                    timeout=20,
+                    what=f"round {done} of signal {int(signum)}",
+                )
         time.sleep(2)  # a late second copy would show now
-        assert counts(out) == {(who, int(s)): ROUNDS for who in ("parent", "child")
-                               for s in signals}
+        assert counts(out) == {
+            (who, int(s)): ROUNDS for who in ("parent", "child") for s in signals
+        }
         # stop: SIGTERM once to each (they take it and go on), then SIGKILL.
         stopped = run_cli("stop", unique, "--grace", "3")
         assert stopped.returncode == 0 and "killed with SIGKILL" in stopped.stdout, stopped.stdout
@@ -331,21 +403,46 @@ def test_every_signal_reaches_every_process_exactly_once(unique, init_options):
 
 
 def journal_of(job_id: str) -> str:
-    return subprocess.run(["journalctl", "--no-pager", "-o", "cat", f"SLOTMGR_JOB={job_id}"],
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["journalctl", "--no-pager", "-o", "cat", f"SLOTMGR_JOB={job_id}"],
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def test_a_job_is_known_by_its_marker_whatever_its_unit_is_named(unique):
     unit, scope = f"ux-{unique}.service", f"ux-{unique}s.scope"
     fake = f"slotmgr-{unique}f.service"
-    job = start_cli("run", "--unit", unit, "--job-id", unique, "--", "sh", "-c",
-                    f"logger -t slotmgr-test hello-{unique}; exec sleep 600")
-    scoped = start_cli("run", "--scope", "--unit", scope, "--job-id", f"{unique}s", "--",
-                       "sleep", "600")
+    job = start_cli(
+        "run",
+        "--unit",
+        unit,
+        "--job-id",
+        unique,
+        "--",
+        "sh",
+        "-c",
+        f"logger -t slotmgr-test hello-{unique}; exec sleep 600",
+    )
+    scoped = start_cli(
+        "run", "--scope", "--unit", scope, "--job-id", f"{unique}s", "--", "sleep", "600"
+    )
     # A unit that slotmgr did not make, named and described like a job.
-    subprocess.run(["systemd-run", "--quiet", "--unit", fake, "--slice", "slotmgr.slice",
-                    "--description", f"slotmgr job {unique}f: sleep 600", "sleep", "600"],
-                   check=True)
+    subprocess.run(
+        [
+            "systemd-run",
+            "--quiet",
+            "--unit",
+            fake,
+            "--slice",
+            "slotmgr.slice",
+            "--description",
+            f"slotmgr job {unique}f: sleep 600",
+            "sleep",
+            "600",
+        ],
+        check=True,
+    )
     try:
         wait_until(lambda: unit_active(unit) and unit_active(scope), what="both jobs")
         listed = {j["job_id"]: j for j in json.loads(run_cli("list", "--json").stdout)}
@@ -408,8 +505,9 @@ def cgroup_of(pid: int) -> str:
 def test_adopt_moves_the_jobs_users_process_into_the_job(unique, alice):
     unit = f"slotmgr-{unique}.service"
     job = start_cli("run", "--job-id", unique, "--uid", alice.pw_name, "--", "sleep", "600")
-    agent = subprocess.Popen(["sleep", "1000"], user=alice.pw_uid, group=alice.pw_gid,
-                             extra_groups=[])
+    agent = subprocess.Popen(
+        ["sleep", "1000"], user=alice.pw_uid, group=alice.pw_gid, extra_groups=[]
+    )
     try:
         wait_until(lambda: unit_active(unit), what=unit)
         assert unit not in cgroup_of(agent.pid)
@@ -435,23 +533,29 @@ def test_adopt_refuses_others_processes_and_processes_of_other_jobs(unique, alic
     other = f"{unique}o"
     job = start_cli("run", "--job-id", unique, "--uid", alice.pw_name, "--", "sleep", "600")
     other_job = start_cli("run", "--job-id", other, "--uid", alice.pw_name, "--", "sleep", "600")
-    bobs = subprocess.Popen(["sleep", "1000"], user=bob.pw_uid, group=bob.pw_gid,
-                            extra_groups=[])
+    bobs = subprocess.Popen(["sleep", "1000"], user=bob.pw_uid, group=bob.pw_gid, extra_groups=[])
     roots = subprocess.Popen(["sleep", "1000"])
     try:
-        wait_until(lambda: unit_active(unit) and unit_active(f"slotmgr-{other}.service"),
-                   what="both jobs")
+        wait_until(
+            lambda: unit_active(unit) and unit_active(f"slotmgr-{other}.service"), what="both jobs"
+        )
         for pid, owner in ((bobs.pid, "slotbob"), (roots.pid, "root")):
             out = run_cli("adopt", unique, str(pid))
             assert out.returncode == NO_PERMISSION, out.stderr
             assert f"belongs to {owner} (uid " in one_error_line(out)
             assert f"job {unique} to slotalice" in out.stderr
             assert unit not in cgroup_of(pid)
-        in_other = [int(p) for p in
-                    (Path("/sys/fs/cgroup/slotmgr.slice") / f"slotmgr-{other}.service" /
-                     "cgroup.procs").read_text().split()]
-        sleeper = next(p for p in in_other if Path(f"/proc/{p}/comm").read_text().strip()
-                       == "sleep")
+        in_other = [
+            int(p)
+            for p in (
+                Path("/sys/fs/cgroup/slotmgr.slice") / f"slotmgr-{other}.service" / "cgroup.procs"
+            )
+            .read_text()
+            .split()
+        ]
+        sleeper = next(
+            p for p in in_other if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"
+        )
         out = run_cli("adopt", unique, str(sleeper))
         assert out.returncode == NO_PERMISSION
         assert f"is already in slotmgr job {other}" in one_error_line(out)
@@ -460,8 +564,9 @@ def test_adopt_refuses_others_processes_and_processes_of_other_jobs(unique, alic
         out = run_cli("adopt", unique, str(dead.pid))
         assert out.returncode == USAGE and f"no process {dead.pid}" in one_error_line(out)
         # One bad PID among good ones: nothing at all is moved.
-        mine = subprocess.Popen(["sleep", "1000"], user=alice.pw_uid, group=alice.pw_gid,
-                                extra_groups=[])
+        mine = subprocess.Popen(
+            ["sleep", "1000"], user=alice.pw_uid, group=alice.pw_gid, extra_groups=[]
+        )
         out = run_cli("adopt", unique, str(mine.pid), str(bobs.pid))
         assert out.returncode == NO_PERMISSION
         assert unit not in cgroup_of(mine.pid)
@@ -482,11 +587,17 @@ def test_adopt_refuses_others_processes_and_processes_of_other_jobs(unique, alic
 
 def test_non_root_sees_only_their_own_system_jobs_and_may_not_control_them(unique, alice):
     mine, roots = f"{unique}a", f"{unique}r"
-    jobs = [start_cli("run", "--job-id", mine, "--uid", alice.pw_name, "--", "sleep", "600"),
-            start_cli("run", "--job-id", roots, "--", "sleep", "600")]
+    jobs = [
+        start_cli("run", "--job-id", mine, "--uid", alice.pw_name, "--", "sleep", "600"),
+        start_cli("run", "--job-id", roots, "--", "sleep", "600"),
+    ]
     try:
-        wait_until(lambda: unit_active(f"slotmgr-{mine}.service")
-                   and unit_active(f"slotmgr-{roots}.service"), what="both jobs")
+        wait_until(
+            lambda: (
+                unit_active(f"slotmgr-{mine}.service") and unit_active(f"slotmgr-{roots}.service")
+            ),
+            what="both jobs",
+        )
         listed = slotmgr_as(alice, "list", "--json")
         assert listed.returncode == 0, listed.stderr
         ids = {j["job_id"] for j in json.loads(listed.stdout)}
@@ -496,10 +607,15 @@ def test_non_root_sees_only_their_own_system_jobs_and_may_not_control_them(uniqu
 
         out = slotmgr_as(alice, "status", roots)
         assert out.returncode == NO_PERMISSION
-        assert one_error_line(out).endswith(f"job {roots} belongs to root: you may status only "
-                                            "your own jobs")
-        for args in (["stop", mine], ["kill", mine, "-s", "KILL"], ["adopt", mine, "4242"],
-                     ["stop", roots]):
+        assert one_error_line(out).endswith(
+            f"job {roots} belongs to root: you may status only your own jobs"
+        )
+        for args in (
+            ["stop", mine],
+            ["kill", mine, "-s", "KILL"],
+            ["adopt", mine, "4242"],
+            ["stop", roots],
+        ):
             out = slotmgr_as(alice, *args)
             assert out.returncode == NO_PERMISSION, (args, out.stderr)
             line = one_error_line(out)
@@ -520,19 +636,30 @@ def test_user_manager_jobs_are_their_owners_to_control(unique, alice, bob):
     start_user_manager(alice)
     start_user_manager(bob)
     unit = f"slotmgr-{unique}.service"
-    job = start_slotmgr_as(alice, "--user", "run", "--job-id", unique, "--no-private-pids",
-                           "--", "sleep", "600")
+    job = start_slotmgr_as(
+        alice, "--user", "run", "--job-id", unique, "--no-private-pids", "--", "sleep", "600"
+    )
     try:
-        wait_until(lambda: any(j["job_id"] == unique for j in json.loads(
-            slotmgr_as(alice, "--user", "list", "--json").stdout or "[]")), what="alice's job")
+        wait_until(
+            lambda: any(
+                j["job_id"] == unique
+                for j in json.loads(slotmgr_as(alice, "--user", "list", "--json").stdout or "[]")
+            ),
+            what="alice's job",
+        )
         listed = json.loads(slotmgr_as(alice, "--user", "list", "--json").stdout)
         assert [j["user"] for j in listed if j["job_id"] == unique] == ["slotalice"]
         # Not a system job: root's list does not have it.
         assert unique not in run_cli("list").stdout
         out = slotmgr_as(bob, "--user", "stop", unique)
         assert out.returncode == USAGE and "no such job" in one_error_line(out)
-        out = slotmgr_as(bob, "--user", "stop", unique,
-                         env=user_env(bob, XDG_RUNTIME_DIR=f"/run/user/{alice.pw_uid}"))
+        out = slotmgr_as(
+            bob,
+            "--user",
+            "stop",
+            unique,
+            env=user_env(bob, XDG_RUNTIME_DIR=f"/run/user/{alice.pw_uid}"),
+        )
         assert out.returncode == 69
         assert f"/run/user/{alice.pw_uid}/systemd/private" in one_error_line(out)
         killed = slotmgr_as(alice, "--user", "kill", unique, "-s", "USR2")

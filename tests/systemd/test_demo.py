@@ -19,9 +19,14 @@ def _demo(tmp_path: Path, **env: str) -> tuple[int, str]:
     daemon that escaped would hold a pipe open."""
     log = tmp_path / "demo.log"
     with log.open("w") as out:
-        status = subprocess.run(["sh", str(DEMO)], cwd="/", stdout=out, stderr=subprocess.STDOUT,
-                                timeout=300,
-                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env}).returncode
+        status = subprocess.run(
+            ["sh", str(DEMO)],
+            cwd="/",
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env},
+        ).returncode
     return status, log.read_text()
 
 
@@ -50,8 +55,10 @@ def test_demo_contrasts_the_mpd_job_without_and_with_slotmgr(tmp_path):
 def test_demo_fails_when_the_job_escapes(tmp_path):
     # A "slotmgr" that runs the job as a plain process, as if nothing contained it.
     fake = tmp_path / "no-slotmgr"
-    fake.write_text('#!/bin/sh\n[ "$1" = run ] || exit 1\n'
-                    'while [ "$1" != -- ]; do shift; done\nshift\nexec "$@"\n')
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = run ] || exit 1\n'
+        'while [ "$1" != -- ]; do shift; done\nshift\nexec "$@"\n'
+    )
     fake.chmod(0o755)
     try:
         status, out = _demo(tmp_path, SLOTMGR=str(fake))

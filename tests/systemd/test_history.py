@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr import history, stophook
-from slotmgr.jobspec import JobSpec, unit_name_for, unit_properties
-from slotmgr.runner import launch_of
-from slotmgr.systemd import Manager
+from slotmgr.history import hook as stophook
+from slotmgr.history import store as history
+from slotmgr.job.runner import launch_of
+from slotmgr.job.spec import JobSpec, unit_name_for, unit_properties
+from slotmgr.systemd.manager import Manager
 
 from .accounts import as_user, ensure_user, slotmgr_as
 from .conftest import processes_with_marker, run_cli, start_cli, unit_active, wait_until
@@ -75,21 +76,35 @@ def test_sigkilled_launcher_the_job_ends_cleanly_and_its_record_is_right(unique)
     measured, ready = WORK / f"{unique}.cpu", WORK / f"{unique}.ready"
     # Without the PID-namespace init, whose own start-up the job cannot measure:
     # what is compared is exactly the job and its children.
-    launcher = start_cli("run", "--job-id", unique, "--no-private-pids", "--", sys.executable,
-                         "-c", BURN, str(measured), str(ready), unique)
+    launcher = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        "--no-private-pids",
+        "--",
+        sys.executable,
+        "-c",
+        BURN,
+        str(measured),
+        str(ready),
+        unique,
+    )
     wait_until(lambda: ready.exists() and unit_active(unit), what="the job")
     launcher.send_signal(signal.SIGKILL)
     launcher.communicate(timeout=60)
     assert launcher.returncode == -signal.SIGKILL
     # The job goes on without its launcher, ends by itself, and is recorded.
     wait_until(lambda: measured.exists(), timeout=300, what="the job's own figure")
-    wait_until(lambda: any(r["job_id"] == unique for r in history_json()), timeout=120,
-               what="the record")
+    wait_until(
+        lambda: any(r["job_id"] == unique for r in history_json()), timeout=120, what="the record"
+    )
     (record,) = [r for r in history_json() if r["job_id"] == unique]
     assert (record["result"], record["exit_status"]) == ("success", 0)
     own_usec = float(measured.read_text()) * 1e6
-    print(f"\njob measured {own_usec / 1e6:.3f}s CPU, record says "
-          f"{record['cpu_usage_usec'] / 1e6:.3f}s")
+    print(
+        f"\njob measured {own_usec / 1e6:.3f}s CPU, record says "
+        f"{record['cpu_usage_usec'] / 1e6:.3f}s"
+    )
     assert abs(record["cpu_usage_usec"] - own_usec) <= 0.05 * own_usec
     assert processes_with_marker(unique) == []
 
@@ -106,8 +121,14 @@ def start_without_waiting(manager: Manager, job_id: str, command: list[str], db:
     stop hook either way, and stored by whoever ingests the spool (here
     stored_ids, as slotmgr-ingest.timer does on an installed node). No
     PID-namespace init, to keep 200 jobs within the guest's memory."""
-    spec = JobSpec(command=tuple(command), job_id=job_id, unit=unit_name_for(job_id),
-                   history_db=str(db), private_pids=False, limits=STOP_TIMEOUT)
+    spec = JobSpec(
+        command=tuple(command),
+        job_id=job_id,
+        unit=unit_name_for(job_id),
+        history_db=str(db),
+        private_pids=False,
+        limits=STOP_TIMEOUT,
+    )
     stophook.write_launch(spec.history_db, launch_of(spec, manager))
     manager.start_transient_unit(spec.unit, unit_properties(spec, manager.features))
     return spec.unit
@@ -127,22 +148,34 @@ def stored_ids(db: Path) -> list[str]:
 
 
 def live_units(manager: Manager, prefix: str) -> list[str]:
-    return [str(u[0]) for u in manager.list_units([f"slotmgr-{prefix}*.service"])
-            if u[3] in ("active", "activating")]
+    return [
+        str(u[0])
+        for u in manager.list_units([f"slotmgr-{prefix}*.service"])
+        if u[3] in ("active", "activating")
+    ]
 
 
 def wait_for_records(db: Path, expected: list[str], timeout: float) -> None:
     """Wait for every record; on a timeout, say which are missing and why."""
     try:
-        wait_until(lambda: len(stored_ids(db)) >= len(expected), timeout=timeout, interval=1,
-                   what=f"{len(expected)} records")
+        wait_until(
+            lambda: len(stored_ids(db)) >= len(expected),
+            timeout=timeout,
+            interval=1,
+            what=f"{len(expected)} records",
+        )
     except AssertionError:
         missing = sorted(set(expected) - set(stored_ids(db)))
-        journal = subprocess.run(["journalctl", "--no-pager", "-o", "cat", "-n", "15", "-u",
-                                  unit_name_for(missing[0])], capture_output=True, text=True)
-        raise AssertionError(f"{len(missing)} of {len(expected)} records missing, e.g. "
-                             f"{missing[:5]}; journal of {missing[0]}:\n"
-                             f"{journal.stdout}") from None
+        journal = subprocess.run(
+            ["journalctl", "--no-pager", "-o", "cat", "-n", "15", "-u", unit_name_for(missing[0])],
+            capture_output=True,
+            text=True,
+        )
+        raise AssertionError(
+            f"{len(missing)} of {len(expected)} records missing, e.g. "
+            f"{missing[:5]}; journal of {missing[0]}:\n"
+            f"{journal.stdout}"
+        ) from None
 
 
 @pytest.fixture
@@ -150,12 +183,25 @@ def leftovers(unique):
     """After the test, whatever is left of its jobs is killed, so that a failed
     test does not leave a hundred jobs and hooks to slow the next ones."""
     yield
-    subprocess.run(["systemctl", "kill", "--signal=SIGKILL", f"slotmgr-{unique}*.service"],
-                   capture_output=True, check=False)
+    subprocess.run(
+        ["systemctl", "kill", "--signal=SIGKILL", f"slotmgr-{unique}*.service"],
+        capture_output=True,
+        check=False,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        listed = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
-                                 f"slotmgr-{unique}*.service"], capture_output=True, text=True)
+        listed = subprocess.run(
+            [
+                "systemctl",
+                "list-units",
+                "--all",
+                "--plain",
+                "--no-legend",
+                f"slotmgr-{unique}*.service",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if not listed.stdout.strip():
             break
         time.sleep(1)
@@ -194,14 +240,19 @@ def test_200_concurrent_jobs_make_200_records_none_lost_none_twice(unique, lefto
             print(f"\nstarted {count} jobs in {time.monotonic() - began:.1f}s")
             # All 200 run at once: each one is up, waiting at the barrier.
             with contextlib.suppress(AssertionError):
-                wait_until(lambda: len(live_units(manager, prefix)) == count, timeout=300,
-                           interval=1)
+                wait_until(
+                    lambda: len(live_units(manager, prefix)) == count, timeout=300, interval=1
+                )
             running = live_units(manager, prefix)
             if len(running) != count:
-                others = [(u[0], u[3], u[4]) for u in manager.list_units([f"slotmgr-{prefix}*"])
-                          if str(u[0]) not in running]
-                raise AssertionError(f"only {len(running)} of {count} running; the others: "
-                                     f"{others[:5]}")
+                others = [
+                    (u[0], u[3], u[4])
+                    for u in manager.list_units([f"slotmgr-{prefix}*"])
+                    if str(u[0]) not in running
+                ]
+                raise AssertionError(
+                    f"only {len(running)} of {count} running; the others: {others[:5]}"
+                )
             assert stored_ids(db) == []
     finally:
         manager.close()
@@ -210,8 +261,9 @@ def test_200_concurrent_jobs_make_200_records_none_lost_none_twice(unique, lefto
     stored = stored_ids(db)
     assert sorted(stored) == sorted(ids)  # each once: none lost, none twice
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT count(*), count(DISTINCT job_id), "
-                            "sum(result = 'success') FROM jobs").fetchone()
+        rows = conn.execute(
+            "SELECT count(*), count(DISTINCT job_id), sum(result = 'success') FROM jobs"
+        ).fetchone()
         assert rows == (count, count, count)
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
@@ -225,10 +277,15 @@ def test_history_survives_daemon_reload_during_jobs(unique, leftovers):
     try:
         with barrier(unique) as lock:
             for job_id, seconds in sleeps.items():
-                start_without_waiting(manager, job_id, waiting_on(lock, ["sleep", str(seconds)]),
-                                      db)
-            wait_until(lambda: len(live_units(manager, prefix)) == count, timeout=300,
-                       interval=1, what="all jobs up")
+                start_without_waiting(
+                    manager, job_id, waiting_on(lock, ["sleep", str(seconds)]), db
+                )
+            wait_until(
+                lambda: len(live_units(manager, prefix)) == count,
+                timeout=300,
+                interval=1,
+                what="all jobs up",
+            )
         released = time.monotonic()
         reloads = 0
         while time.monotonic() < released + max(sleeps.values()):
@@ -236,8 +293,9 @@ def test_history_survives_daemon_reload_during_jobs(unique, leftovers):
             reloads += 1
             # Every job not yet due is still running after the reload.
             due_later = {j for j, t in sleeps.items() if released + t > time.monotonic() + 3}
-            assert due_later <= {u[len("slotmgr-"):-len(".service")]
-                                 for u in live_units(manager, prefix)}
+            assert due_later <= {
+                u[len("slotmgr-") : -len(".service")] for u in live_units(manager, prefix)
+            }
             time.sleep(2)
         assert reloads >= 3
     finally:
@@ -257,13 +315,16 @@ def test_history_command_filters_and_non_root_sees_only_their_own(unique):
     alice = ensure_user("slotalice")
     mine, theirs = f"{unique}a", f"{unique}r"
     assert run_cli("run", "--quiet", "--job-id", theirs, "--", "true").returncode == 0
-    assert run_cli("run", "--quiet", "--job-id", mine, "--uid", alice.pw_name, "--",
-                   "true").returncode == 0
+    assert (
+        run_cli("run", "--quiet", "--job-id", mine, "--uid", alice.pw_name, "--", "true").returncode
+        == 0
+    )
     everything = {r["job_id"]: r for r in history_json()}
     assert {mine, theirs} <= set(everything)
     assert everything[mine]["user"] == "slotalice"
-    assert [r["job_id"] for r in history_json("--user", "slotalice")
-            if r["job_id"] in (mine, theirs)] == [mine]
+    assert [
+        r["job_id"] for r in history_json("--user", "slotalice") if r["job_id"] in (mine, theirs)
+    ] == [mine]
     assert [r["job_id"] for r in history_json("--limit", "1")] == [mine]
     assert history_json("--since", f"@{time.time() + 60:.0f}") == []
     assert {mine, theirs} <= {r["job_id"] for r in history_json("--since", "10min")}
@@ -272,10 +333,19 @@ def test_history_command_filters_and_non_root_sees_only_their_own(unique):
 
     # Alice may not open the system history (root's alone: she could lock it),
     # and sees her own records, from the copy the root recorder keeps for her.
-    denied = subprocess.run(**as_user(alice, [sys.executable, "-c",
-                                              "import sys; open(sys.argv[1], 'rb')",
-                                              "/var/lib/slotmgr/history.db"]),
-                            capture_output=True, text=True)
+    denied = subprocess.run(
+        **as_user(
+            alice,
+            [
+                sys.executable,
+                "-c",
+                "import sys; open(sys.argv[1], 'rb')",
+                "/var/lib/slotmgr/history.db",
+            ],
+        ),
+        capture_output=True,
+        text=True,
+    )
     assert denied.returncode != 0 and "PermissionError" in denied.stderr
     out = slotmgr_as(alice, "history", "--json")
     assert out.returncode == 0, out.stderr

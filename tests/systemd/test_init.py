@@ -12,15 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr.jobinit import find_catatonit
+from slotmgr.job.init import find_catatonit
 from slotmgr.pidshim import LANDLOCK_SCOPE_ABI, landlock_abi
 
 from .conftest import run_cli, start_cli, systemctl_show, unit_active, wait_until
 
 WORK = Path("/run/slotmgr-tests")  # not /tmp: each job has its own /tmp
 NODE_CONF = Path("/etc/slotmgr/slotmgr.conf")
-SYSTEMD_VERSION = int(subprocess.run(["systemctl", "--version"], capture_output=True,
-                                     text=True, check=True).stdout.split()[1])
+SYSTEMD_VERSION = int(
+    subprocess.run(
+        ["systemctl", "--version"], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+)
 MIB = 2**20
 
 
@@ -64,8 +67,19 @@ def unit_argv(unit: str) -> str:
 def test_the_summary_status_and_unit_say_which_init_ran(unique, catatonit):
     unit = f"slotmgr-{unique}.service"
     record = WORK / f"{unique}.json"
-    job = start_cli("run", "--job-id", unique, "--no-landlock", "--json", str(record),
-                    "-E", "A=1", "--", "sleep", "600")
+    job = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        "--no-landlock",
+        "--json",
+        str(record),
+        "-E",
+        "A=1",
+        "--",
+        "sleep",
+        "600",
+    )
     try:
         wait_until(lambda: unit_active(unit), what=unit)
         assert catatonit in unit_argv(unit) and "pidshim" not in unit_argv(unit)
@@ -111,16 +125,29 @@ def test_a_jobs_memory_peak_is_close_to_systemd_runs(unique, node_init):
     peaks: dict[str, list[int]] = {"systemd-run": [], "catatonit": [], "pidshim": []}
 
     def slotmgr_peak(unit: str) -> int:
-        out = run_cli("run", "--unit", unit, "--no-landlock", "--",
-                      *in_job_peak(unit, "slotmgr.slice"))
+        out = run_cli(
+            "run", "--unit", unit, "--no-landlock", "--", *in_job_peak(unit, "slotmgr.slice")
+        )
         assert out.returncode == 0, out.stderr
         return int(out.stdout)
 
     for round_ in range(3):
         base = f"{unique}b{round_}.service"
-        out = subprocess.run(["systemd-run", "--wait", "--pipe", "--quiet", f"--unit={base}",
-                              "-p", "MemoryAccounting=yes", *in_job_peak(base, "system.slice")],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [
+                "systemd-run",
+                "--wait",
+                "--pipe",
+                "--quiet",
+                f"--unit={base}",
+                "-p",
+                "MemoryAccounting=yes",
+                *in_job_peak(base, "system.slice"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         peaks["systemd-run"].append(int(out.stdout))
         peaks["catatonit"].append(slotmgr_peak(f"{unique}c{round_}.service"))
@@ -142,12 +169,26 @@ def test_a_jobs_memory_peak_is_close_to_systemd_runs(unique, node_init):
 
 def test_the_node_may_choose_pidshim_and_it_still_works(unique, node_init):
     node_init("pidshim")
-    out = run_cli("run", "--verbose", "--uid", "nobody", "--working-directory", "/",
-                  "--no-landlock", "-E", "A=from -E", "--", "sh", "-c", "echo $A; exit 3")
+    out = run_cli(
+        "run",
+        "--verbose",
+        "--uid",
+        "nobody",
+        "--working-directory",
+        "/",
+        "--no-landlock",
+        "-E",
+        "A=from -E",
+        "--",
+        "sh",
+        "-c",
+        "echo $A; exit 3",
+    )
     assert out.returncode == 3, out.stderr
     assert out.stdout == "from -E\n"
-    assert (f"init: pidshim ([node] init = pidshim in {NODE_CONF})"
-            in summary_lines(out.stderr)), out.stderr
+    assert f"init: pidshim ([node] init = pidshim in {NODE_CONF})" in summary_lines(out.stderr), (
+        out.stderr
+    )
 
 
 def test_the_node_may_choose_catatonit_over_a_landlock_scope(unique, node_init, catatonit):
@@ -166,8 +207,8 @@ def test_a_bad_init_setting_is_one_line_and_78(node_init):
     out = run_cli("run", "--", "true")
     assert out.returncode == 78
     assert out.stderr.splitlines() == [
-        f"slotmgr: error: invalid init 'tini' in {NODE_CONF}: use one of auto, catatonit, "
-        "pidshim"]
+        f"slotmgr: error: invalid init 'tini' in {NODE_CONF}: use one of auto, catatonit, pidshim"
+    ]
 
 
 def record_of(job_id: str) -> dict:
@@ -186,9 +227,11 @@ def record_of(job_id: str) -> dict:
 # '!s->exec_fd_event_source' failed, PID 1 frozen: seen with either init), so
 # there the stop waits for the unit to be active. README: the start-up window.
 WINDOW_OPEN = pytest.mark.xfail(
-    SYSTEMD_VERSION >= 257, strict=False,
+    SYSTEMD_VERSION >= 257,
+    strict=False,
     reason="257: PID 1 of the namespace is exec'd unblocked; a SIGTERM before the init's "
-           "first instruction is lost (README: the start-up window)")
+    "first instruction is lost (README: the start-up window)",
+)
 
 
 def up_enough_to_stop(unit: str) -> bool:
@@ -209,8 +252,19 @@ def test_a_job_stopped_right_after_it_started_ends_promptly_with_its_record(uniq
     for round_, delay in enumerate((0, 0, 0.05, 0.1, 0.2, 0.4)):
         job_id = f"{unique[:20]}{who[0]}{round_}"
         unit = f"slotmgr-{job_id}.service"
-        job = start_cli("run", "--job-id", job_id, "--uid", who, "--working-directory", "/",
-                        "--no-landlock", "--", "sleep", "300")
+        job = start_cli(
+            "run",
+            "--job-id",
+            job_id,
+            "--uid",
+            who,
+            "--working-directory",
+            "/",
+            "--no-landlock",
+            "--",
+            "sleep",
+            "300",
+        )
         try:
             wait_until(lambda u=unit: up_enough_to_stop(u), timeout=60, interval=0.01, what=unit)
             time.sleep(delay)
@@ -227,9 +281,13 @@ def test_a_job_stopped_right_after_it_started_ends_promptly_with_its_record(uniq
         assert rec["result"] in ("cancelled", "signal", "exit-code"), rec
         assert rec["command"] == ["sleep", "300"], rec
         if took[-1] >= 60:
-            journal = subprocess.run(["journalctl", "--no-pager", "-o", "short-monotonic",
-                                      "-u", unit], capture_output=True, text=True).stdout
-            fields = {k: rec.get(k) for k in ("result", "exit_status", "stopped_by",
-                                              "wall_time_usec")}
+            journal = subprocess.run(
+                ["journalctl", "--no-pager", "-o", "short-monotonic", "-u", unit],
+                capture_output=True,
+                text=True,
+            ).stdout
+            fields = {
+                k: rec.get(k) for k in ("result", "exit_status", "stopped_by", "wall_time_usec")
+            }
             raise AssertionError(f"delay {delay}: {took} s; {fields}\n{err}\n{journal}")
     print(f"{who}: stop to launcher exit, s:", took)

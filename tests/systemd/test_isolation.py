@@ -23,8 +23,12 @@ from .conftest import run_cli, start_cli, systemctl_show, unit_active, wait_unti
 
 WORK = Path("/run/slotmgr-tests")  # not /tmp: each job has its own /tmp
 SCRATCH_BASE = Path("/var/lib/slotmgr/scratch")  # the default: no slotmgr.conf in the guests
-SYSTEMD_VERSION = int(re.search(r"\d+", subprocess.run(
-    ["systemctl", "--version"], capture_output=True, text=True).stdout or "0").group())
+SYSTEMD_VERSION = int(
+    re.search(
+        r"\d+",
+        subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout or "0",
+    ).group()
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,25 +66,40 @@ def stop(job: subprocess.Popen[str], unique: str) -> tuple[str, str]:
 
 
 def test_a_jobs_user_cannot_freeze_a_sub_cgroup_and_hang_systemd(unique, alice):
-    attack = ("cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup); "
-              "mkdir $cg/.control 2>&1 && echo MKDIR-OK; "
-              "echo 1 > $cg/.control/cgroup.freeze 2>&1; "
-              "echo 1 > $cg/cgroup.freeze 2>&1; "
-              "echo 1 > $cg/cgroup.subtree_control 2>&1; echo DONE")
-    out = run_cli("run", "--quiet", "--job-id", unique, "--uid", alice.pw_name, "--",
-                  "sh", "-c", attack, timeout=120)
+    attack = (
+        "cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup); "
+        "mkdir $cg/.control 2>&1 && echo MKDIR-OK; "
+        "echo 1 > $cg/.control/cgroup.freeze 2>&1; "
+        "echo 1 > $cg/cgroup.freeze 2>&1; "
+        "echo 1 > $cg/cgroup.subtree_control 2>&1; echo DONE"
+    )
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--job-id",
+        unique,
+        "--uid",
+        alice.pw_name,
+        "--",
+        "sh",
+        "-c",
+        attack,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "MKDIR-OK" not in out.stdout
-    assert re.search(r"mkdir: cannot create directory .*\.control.*: Permission denied",
-                     out.stdout), out.stdout
+    assert re.search(
+        r"mkdir: cannot create directory .*\.control.*: Permission denied", out.stdout
+    ), out.stdout
     # The shell reports a refused redirection on its own stderr.
     assert re.search(r"service/cgroup\.freeze: Permission denied", out.stderr), out.stderr
     assert re.search(r"cgroup\.subtree_control: Permission denied", out.stderr), out.stderr
     assert "DONE" in out.stdout
     # systemd still answers at once, and the job was recorded.
     started = time.monotonic()
-    state = subprocess.run(["systemctl", "is-system-running"], capture_output=True, text=True,
-                           timeout=20)
+    state = subprocess.run(
+        ["systemctl", "is-system-running"], capture_output=True, text=True, timeout=20
+    )
     assert time.monotonic() - started < 10 and state.stdout.strip() in ("running", "degraded")
     history = run_cli("history", "--json", "--limit", "5")
     assert unique in history.stdout, history.stderr
@@ -88,8 +107,19 @@ def test_a_jobs_user_cannot_freeze_a_sub_cgroup_and_hang_systemd(unique, alice):
 
 def test_the_unit_is_not_delegated_and_its_record_reads_its_own_cgroup(unique, alice):
     unit = f"slotmgr-{unique}.service"
-    job = start_cli("run", "--job-id", unique, "--uid", alice.pw_name, "--json", "-", "--",
-                    "sh", "-c", "head -c 50000000 /dev/zero | tail -c 1 >/dev/null; sleep 600")
+    job = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        "--uid",
+        alice.pw_name,
+        "--json",
+        "-",
+        "--",
+        "sh",
+        "-c",
+        "head -c 50000000 /dev/zero | tail -c 1 >/dev/null; sleep 600",
+    )
     try:
         wait_until(lambda: unit_active(unit), what=unit)
         assert systemctl_show(unit, "Delegate")["Delegate"] == "no"
@@ -112,14 +142,24 @@ def test_dev_shm_and_sysv_segments_are_the_jobs_own(unique, alice, shared, mode)
     # Two jobs of one user: alice's services; a scope runs as its caller (--uid is refused).
     user = [] if mode else ["--uid", alice.pw_name]
     writer = start_cli(
-        "run", "--quiet", *mode, *user, "--job-id", unique, "--", "sh", "-c",
+        "run",
+        "--quiet",
+        *mode,
+        *user,
+        "--job-id",
+        unique,
+        "--",
+        "sh",
+        "-c",
         f"echo secret > /dev/shm/{unique}; ipcmk -M 4096 | grep -o '[0-9]*$' > {ready}.tmp; "
-        f"mv {ready}.tmp {ready}; while [ ! -e {go} ]; do sleep 0.1; done; ls /dev/shm")
+        f"mv {ready}.tmp {ready}; while [ ! -e {go} ]; do sleep 0.1; done; ls /dev/shm",
+    )
     try:
         shmid = wait_for_file(ready).strip()
         assert shmid.isdigit()
-        reader = run_cli("run", "--quiet", *mode, *user, "--", "sh", "-c",
-                         "ls -a /dev/shm; echo IPCS:; ipcs -m")
+        reader = run_cli(
+            "run", "--quiet", *mode, *user, "--", "sh", "-c", "ls -a /dev/shm; echo IPCS:; ipcs -m"
+        )
         assert reader.returncode == 0, reader.stderr
         listing, segments = reader.stdout.split("IPCS:")
         assert unique not in listing
@@ -136,9 +176,18 @@ def test_dev_shm_and_sysv_segments_are_the_jobs_own(unique, alice, shared, mode)
 
 
 def test_no_private_ipc_and_shm_share_them_again(unique, alice):
-    out = run_cli("run", "--quiet", "--no-private-shm", "--no-private-ipc", "--uid",
-                  alice.pw_name, "--", "sh", "-c",
-                  f"echo x > /dev/shm/{unique}; ipcmk -M 4096 | grep -o '[0-9]*$'")
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--no-private-shm",
+        "--no-private-ipc",
+        "--uid",
+        alice.pw_name,
+        "--",
+        "sh",
+        "-c",
+        f"echo x > /dev/shm/{unique}; ipcmk -M 4096 | grep -o '[0-9]*$'",
+    )
     assert out.returncode == 0, out.stderr
     try:
         assert Path(f"/dev/shm/{unique}").exists()
@@ -176,18 +225,41 @@ def reach_daemon_from_second_job(unique, alice, shared, options) -> tuple[str, s
     B's stdout and A's summary."""
     ready = shared / "ready"
     name = f"slotmgr-mpd-{unique}"
-    daemon = start_cli("run", *options, "--uid", alice.pw_name, "--job-id", unique, "--",
-                       sys.executable, "-c", DAEMON, name, str(ready))
+    daemon = start_cli(
+        "run",
+        *options,
+        "--uid",
+        alice.pw_name,
+        "--job-id",
+        unique,
+        "--",
+        sys.executable,
+        "-c",
+        DAEMON,
+        name,
+        str(ready),
+    )
     try:
         wait_for_file(ready)
-        client = run_cli("run", "--quiet", *options, "--uid", alice.pw_name, "--",
-                         sys.executable, "-c", CLIENT, name)
+        client = run_cli(
+            "run",
+            "--quiet",
+            *options,
+            "--uid",
+            alice.pw_name,
+            "--",
+            sys.executable,
+            "-c",
+            CLIENT,
+            name,
+        )
         assert client.returncode == 0, client.stderr
         # Root on the node, outside every job, still reaches it (Landlock scopes the job's
         # own connections): that is how the daemon itself is shown to be up.
         if "--private-network" not in options:
-            outside = subprocess.run([sys.executable, "-c", CLIENT, name], capture_output=True,
-                                     text=True, timeout=30)
+            outside = subprocess.run(
+                [sys.executable, "-c", CLIENT, name], capture_output=True, text=True, timeout=30
+            )
             assert outside.stdout.startswith("REACHED run-as-me"), outside.stdout
     finally:
         _out, summary = stop(daemon, unique)
@@ -209,10 +281,8 @@ def test_abstract_socket_of_one_job_is_not_reachable_from_another(unique, alice,
     assert "abstract-sockets(landlock), signals(landlock)" in summary, summary
 
 
-def test_private_network_makes_abstract_sockets_and_localhost_the_jobs_own(unique, alice,
-                                                                             shared):
-    client, summary = reach_daemon_from_second_job(unique, alice, shared,
-                                                   ["--private-network"])
+def test_private_network_makes_abstract_sockets_and_localhost_the_jobs_own(unique, alice, shared):
+    client, summary = reach_daemon_from_second_job(unique, alice, shared, ["--private-network"])
     assert client.startswith("REFUSED"), client
     assert "network" in summary.split("isolation:")[1].splitlines()[0]
     assert "abstract sockets: shared" not in summary
@@ -221,23 +291,38 @@ def test_private_network_makes_abstract_sockets_and_localhost_the_jobs_own(uniqu
 # -- the per-job scratch directory -----------------------------------------------------
 
 
-def test_scratch_is_the_users_hidden_from_other_jobs_and_removed_at_the_end(unique, alice,
-                                                                             shared):
+def test_scratch_is_the_users_hidden_from_other_jobs_and_removed_at_the_end(unique, alice, shared):
     ready, go = shared / "ready", shared / "go"
     first = start_cli(
-        "run", "--quiet", "--uid", alice.pw_name, "--job-id", unique, "--", "sh", "-c",
+        "run",
+        "--quiet",
+        "--uid",
+        alice.pw_name,
+        "--job-id",
+        unique,
+        "--",
+        "sh",
+        "-c",
         f'echo "$SLOTMGR_SCRATCH $TMPDIR" > {ready}.tmp; stat -c "%U %a" "$SLOTMGR_SCRATCH" '
         f'>> {ready}.tmp; echo data > "$SLOTMGR_SCRATCH/result"; mv {ready}.tmp {ready}; '
-        f"while [ ! -e {go} ]; do sleep 0.1; done")
+        f"while [ ! -e {go} ]; do sleep 0.1; done",
+    )
     own = SCRATCH_BASE / unique
     try:
         path_line, owner_line = wait_for_file(ready).splitlines()
         assert path_line.split()[0] == str(own)
         assert owner_line == "slotalice 700"
         assert (own / "result").read_text() == "data\n"  # the same directory, on the node
-        second = run_cli("run", "--quiet", "--uid", alice.pw_name, "--", "sh", "-c",
-                         f'ls -a {SCRATCH_BASE}; echo MINE: "$SLOTMGR_SCRATCH"; '
-                         f"cat {own}/result 2>&1")
+        second = run_cli(
+            "run",
+            "--quiet",
+            "--uid",
+            alice.pw_name,
+            "--",
+            "sh",
+            "-c",
+            f'ls -a {SCRATCH_BASE}; echo MINE: "$SLOTMGR_SCRATCH"; cat {own}/result 2>&1',
+        )
         assert second.returncode != 0  # cat found nothing
         listing, mine = second.stdout.split("MINE:")
         names = set(listing.split()) - {".", ".."}
@@ -251,16 +336,38 @@ def test_scratch_is_the_users_hidden_from_other_jobs_and_removed_at_the_end(uniq
 
 
 def test_keep_scratch_keeps_it_and_no_scratch_makes_none(unique, alice):
-    out = run_cli("run", "--quiet", "--keep-scratch", "--uid", alice.pw_name, "--job-id",
-                  unique, "--", "sh", "-c", 'echo kept > "$SLOTMGR_SCRATCH/f"')
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--keep-scratch",
+        "--uid",
+        alice.pw_name,
+        "--job-id",
+        unique,
+        "--",
+        "sh",
+        "-c",
+        'echo kept > "$SLOTMGR_SCRATCH/f"',
+    )
     kept = SCRATCH_BASE / unique
     try:
         assert out.returncode == 0, out.stderr
         assert (kept / "f").read_text() == "kept\n" and kept.stat().st_uid == alice.pw_uid
     finally:
         shutil.rmtree(kept, ignore_errors=True)
-    out = run_cli("run", "--quiet", "--no-scratch", "--uid", alice.pw_name, "--job-id",
-                  f"{unique}n", "--", "sh", "-c", 'echo "[${SLOTMGR_SCRATCH-unset}]"')
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--no-scratch",
+        "--uid",
+        alice.pw_name,
+        "--job-id",
+        f"{unique}n",
+        "--",
+        "sh",
+        "-c",
+        'echo "[${SLOTMGR_SCRATCH-unset}]"',
+    )
     assert out.returncode == 0 and out.stdout.strip() == "[unset]", out.stderr
     assert not (SCRATCH_BASE / f"{unique}n").exists()
 
@@ -297,6 +404,14 @@ def test_summary_and_status_say_which_isolation_the_job_got(unique, alice):
             assert "  Abstract sockets: shared" in status.stdout
     finally:
         stop(job, unique)
-    bare = run_cli("run", "--no-private-pids", "--no-private-tmp", "--no-private-ipc",
-                   "--no-private-shm", "--no-scratch", "--", "true")
+    bare = run_cli(
+        "run",
+        "--no-private-pids",
+        "--no-private-tmp",
+        "--no-private-ipc",
+        "--no-private-shm",
+        "--no-scratch",
+        "--",
+        "true",
+    )
     assert "isolation: none" in bare.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr.record import validate
+from slotmgr.history.record import validate
 
 from .accounts import ensure_user, slotmgr_as
 from .conftest import REPO, run_cli, start_cli, systemctl_show, unit_active, wait_until
@@ -58,8 +58,11 @@ def processes_of(unit: str) -> list[int]:
 
 def capabilities(pid: int) -> dict[str, int]:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {line.split(":")[0]: int(line.split()[1], 16) for line in status
-            if line.startswith(CAP_LINES)}
+    return {
+        line.split(":")[0]: int(line.split()[1], 16)
+        for line in status
+        if line.startswith(CAP_LINES)
+    }
 
 
 # -- identity --------------------------------------------------------------------------
@@ -103,12 +106,31 @@ def test_the_jobs_environment_never_reaches_the_capable_shim(unique):
     after the init."""
     unit = f"slotmgr-{unique}.service"
     mark = f"SLOTMGR_T_{unique}=1"
-    job = start_cli("run", "--job-id", unique, "--uid", "nobody", "--working-directory", "/",
-                    "-E", mark, "-E", "LD_PRELOAD=libc.so.6", "--", "sleep", "600")
+    job = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        "--uid",
+        "nobody",
+        "--working-directory",
+        "/",
+        "-E",
+        mark,
+        "-E",
+        "LD_PRELOAD=libc.so.6",
+        "--",
+        "sleep",
+        "600",
+    )
     try:
         wait_until(lambda: unit_active(unit) and len(processes_of(unit)) >= 2, what=unit)
-        wait_until(lambda: any(Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep")
-                               for p in processes_of(unit)), what="the job's sleep")
+        wait_until(
+            lambda: any(
+                Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep")
+                for p in processes_of(unit)
+            ),
+            what="the job's sleep",
+        )
         seen, seen_env = {}, {}
         for pid in processes_of(unit):
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -135,16 +157,25 @@ def test_the_jobs_environment_never_reaches_the_capable_shim(unique):
 
 def test_the_readme_command_runs_from_the_callers_directory(user_dir):
     simulate = user_dir / "simulate"
-    simulate.write_text("#!/bin/sh\npwd\nid -un\ncat \"$1\"\n")
+    simulate.write_text('#!/bin/sh\npwd\nid -un\ncat "$1"\n')
     simulate.chmod(0o755)
     (user_dir / "input.dat").write_text("data 42\n")
-    out = run_cli("run", "--quiet", "--uid", "nobody", "--", "./simulate", "input.dat",
-                  cwd=str(user_dir))
+    out = run_cli(
+        "run", "--quiet", "--uid", "nobody", "--", "./simulate", "input.dat", cwd=str(user_dir)
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [str(user_dir), "nobody", "data 42"]
     # --working-directory, relative to the caller's, overrides it.
-    out = run_cli("run", "--quiet", "--working-directory", user_dir.name, "--", "./simulate",
-                  "input.dat", cwd=str(user_dir.parent))
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--working-directory",
+        user_dir.name,
+        "--",
+        "./simulate",
+        "input.dat",
+        cwd=str(user_dir.parent),
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == str(user_dir)
 
@@ -161,8 +192,18 @@ def test_the_record_is_kept_when_the_job_removes_its_working_directory(user_dir)
     gone = user_dir / "gone"
     gone.mkdir()
     shutil.chown(gone, "nobody", "nogroup")
-    out = run_cli("run", "--uid", "nobody", "--json", "-", "--working-directory", str(gone),
-                  "--", "rmdir", str(gone))
+    out = run_cli(
+        "run",
+        "--uid",
+        "nobody",
+        "--json",
+        "-",
+        "--working-directory",
+        str(gone),
+        "--",
+        "rmdir",
+        str(gone),
+    )
     assert out.returncode == 0, out.stderr
     assert not gone.exists()
     assert record_of(out)["result"] == "success"
@@ -172,14 +213,25 @@ def test_the_record_is_kept_when_the_job_removes_its_working_directory(user_dir)
 
 
 def test_unit_name_gets_its_suffix_and_the_start_line_names_it(unique):
-    out = run_cli("run", "--verbose", "--job-id", unique, "--unit", f"ux-{unique}", "--json",
-                  "-", "--", "true")
+    out = run_cli(
+        "run",
+        "--verbose",
+        "--job-id",
+        unique,
+        "--unit",
+        f"ux-{unique}",
+        "--json",
+        "-",
+        "--",
+        "true",
+    )
     assert out.returncode == 0, out.stderr
     assert record_of(out)["unit"] == f"ux-{unique}.service"
     first = out.stderr.splitlines()[0]
     assert first == f"Running as unit: ux-{unique}.service; job id: {unique}"
-    out = run_cli("run", "--scope", "--verbose", "--job-id", unique, "--unit", f"ux-{unique}",
-                  "--", "true")
+    out = run_cli(
+        "run", "--scope", "--verbose", "--job-id", unique, "--unit", f"ux-{unique}", "--", "true"
+    )
     assert out.returncode == 0, out.stderr
     assert out.stderr.splitlines()[0] == f"Running as scope: ux-{unique}.scope; job id: {unique}"
     out = run_cli("run", "--verbose", "--quiet", "--", "true")  # --quiet silences it
@@ -193,8 +245,12 @@ def test_the_start_line_is_printed_when_stderr_is_a_terminal(unique):
 
     master, terminal = pty.openpty()
     try:
-        out = subprocess.run([sys.executable, "-m", "slotmgr", "run", "--job-id", unique, "--",
-                              "true"], stdout=subprocess.PIPE, stderr=terminal, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "slotmgr", "run", "--job-id", unique, "--", "true"],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=120,
+        )
         assert out.returncode == 0
         os.close(terminal)
         shown = b""
@@ -225,14 +281,14 @@ def test_json_file_is_not_followed_through_a_symlink_nor_made_before_checks(user
     victim = WORK / f"{user_dir.name}-victim"
     victim.write_text("precious")
     (user_dir / "record.json").symlink_to(victim)
-    out = run_cli("run", "--uid", "nobody", "--json", str(user_dir / "record.json"), "--",
-                  "true")
+    out = run_cli("run", "--uid", "nobody", "--json", str(user_dir / "record.json"), "--", "true")
     assert out.returncode == 64
     assert "symbolic link" in one_error_line(out)
     assert victim.read_text() == "precious"
     # A job that is refused makes no file.
-    out = run_cli("run", "--uid", "nobody", "--json", str(user_dir / "new.json"), "--",
-                  "no-such-command-x")
+    out = run_cli(
+        "run", "--uid", "nobody", "--json", str(user_dir / "new.json"), "--", "no-such-command-x"
+    )
     assert out.returncode == 127 and not (user_dir / "new.json").exists()
     # A record file is made by the job's user.
     out = run_cli("run", "--uid", "nobody", "--json", str(user_dir / "new.json"), "--", "true")
@@ -249,16 +305,44 @@ def pwd_uid(name: str) -> int:
 
 def test_output_and_error_files_get_the_jobs_stdio_directly(user_dir, unique):
     script = "echo out; echo err >&2"
-    out = run_cli("run", "--quiet", "--uid", "nobody", "--job-id", unique, "--output",
-                  "out-%j.txt", "--error", "err-%j.txt", "--", "sh", "-c", script,
-                  cwd=str(user_dir))
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--uid",
+        "nobody",
+        "--job-id",
+        unique,
+        "--output",
+        "out-%j.txt",
+        "--error",
+        "err-%j.txt",
+        "--",
+        "sh",
+        "-c",
+        script,
+        cwd=str(user_dir),
+    )
     assert (out.returncode, out.stdout) == (0, ""), out.stderr
     assert (user_dir / f"out-{unique}.txt").read_text() == "out\n"
     assert (user_dir / f"err-{unique}.txt").read_text() == "err\n"
     assert (user_dir / f"out-{unique}.txt").stat().st_uid == pwd_uid("nobody")
     # --output alone takes both, --append keeps what was there.
-    out = run_cli("run", "--quiet", "--uid", "nobody", "--job-id", unique, "--append",
-                  "--output", "out-%j.txt", "--", "sh", "-c", script, cwd=str(user_dir))
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--uid",
+        "nobody",
+        "--job-id",
+        unique,
+        "--append",
+        "--output",
+        "out-%j.txt",
+        "--",
+        "sh",
+        "-c",
+        script,
+        cwd=str(user_dir),
+    )
     assert out.returncode == 0, out.stderr
     assert (user_dir / f"out-{unique}.txt").read_text() == "out\nout\nerr\n"
     # A file the user may not write is refused before the job runs.
@@ -269,8 +353,17 @@ def test_output_and_error_files_get_the_jobs_stdio_directly(user_dir, unique):
     assert out.returncode == 64 and "Permission denied" in one_error_line(out)
     assert theirs.read_text() == "precious"
     # Scope mode too.
-    out = run_cli("run", "--scope", "--quiet", "--output", str(user_dir / "scope.txt"), "--",
-                  "sh", "-c", script)
+    out = run_cli(
+        "run",
+        "--scope",
+        "--quiet",
+        "--output",
+        str(user_dir / "scope.txt"),
+        "--",
+        "sh",
+        "-c",
+        script,
+    )
     assert out.returncode == 0, out.stderr
     assert (user_dir / "scope.txt").read_text() == "out\nerr\n"
 
@@ -279,8 +372,9 @@ def test_output_and_error_files_get_the_jobs_stdio_directly(user_dir, unique):
 
 
 def copy_of_slotmgr(where: Path) -> dict[str, str]:
-    shutil.copytree(REPO / "slotmgr", where / "slotmgr",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "slotmgr", where / "slotmgr", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return dict(os.environ, PYTHONPATH=str(where), PYTHONDONTWRITEBYTECODE="1")
 
 
@@ -290,9 +384,25 @@ def test_an_install_the_jobs_user_cannot_reach_is_refused_before_the_unit(unique
     hidden.mkdir(mode=0o700)
     try:
         env = copy_of_slotmgr(hidden)
-        out = subprocess.run([sys.executable, "-m", "slotmgr", "run", "--uid", "nobody",
-                              "--working-directory", "/", "--", "true"],
-                             capture_output=True, text=True, env=env, timeout=120, cwd="/")
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "slotmgr",
+                "run",
+                "--uid",
+                "nobody",
+                "--working-directory",
+                "/",
+                "--",
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            cwd="/",
+        )
         assert out.returncode == 78
         line = one_error_line(out)
         assert f"nobody cannot read {hidden}/slotmgr/pidshim.py" in line
@@ -306,9 +416,14 @@ def test_an_install_under_tmp_is_refused_before_the_unit(unique):
     under_tmp.mkdir()
     try:
         env = copy_of_slotmgr(under_tmp)
-        out = subprocess.run([sys.executable, "-m", "slotmgr", "run", "--working-directory",
-                              "/", "--", "true"],
-                             capture_output=True, text=True, env=env, timeout=120, cwd="/")
+        out = subprocess.run(
+            [sys.executable, "-m", "slotmgr", "run", "--working-directory", "/", "--", "true"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            cwd="/",
+        )
         assert out.returncode == 78
         assert f"{under_tmp}/slotmgr/pidshim.py is under /tmp" in one_error_line(out)
     finally:
@@ -326,8 +441,18 @@ def test_a_job_refused_for_a_full_slot_makes_no_output_file(unique, user_dir):
     try:
         wait_until(lambda: unit_active(first_unit), timeout=60, what=first_unit)
         for mode in ((), ("--scope",)):
-            out = run_cli("run", *mode, "--slot", "9", "--output", str(user_dir / "out.txt"),
-                          "--json", str(user_dir / "rec.json"), "--", "true")
+            out = run_cli(
+                "run",
+                *mode,
+                "--slot",
+                "9",
+                "--output",
+                str(user_dir / "out.txt"),
+                "--json",
+                str(user_dir / "rec.json"),
+                "--",
+                "true",
+            )
             assert out.returncode == 75, out.stderr
             assert not (user_dir / "out.txt").exists() and not (user_dir / "rec.json").exists()
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr import history
+from slotmgr.history import store as history
 
 from .accounts import as_user, ensure_user, slotmgr_as
 from .conftest import run_cli, start_cli, unit_active, wait_until
@@ -50,8 +50,9 @@ def runs_of(job_id: str) -> list[dict]:
 
 def slotmgr_journal() -> str:
     """What slotmgr itself logged (syslog identifier slotmgr)."""
-    return subprocess.run(["journalctl", "--no-pager", "-o", "cat", "-t", "slotmgr"],
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["journalctl", "--no-pager", "-o", "cat", "-t", "slotmgr"], capture_output=True, text=True
+    ).stdout
 
 
 NOBODY_TRIES = """
@@ -84,13 +85,21 @@ def test_nobody_can_open_or_lock_any_history_file(unique):
         modes = {n: (os.stat(n).st_uid, oct(os.stat(n).st_mode & 0o777)) for n in names}
         assert set(modes.values()) == {(0, "0o600")}, modes
         nobody = pwd.getpwnam("nobody")
-        tried = subprocess.run(**as_user(nobody, [sys.executable, "-c", NOBODY_TRIES, *names]),
-                               capture_output=True, text=True, timeout=60)
+        tried = subprocess.run(
+            **as_user(nobody, [sys.executable, "-c", NOBODY_TRIES, *names]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert tried.returncode == 0, tried.stderr
         assert tried.stdout.split() == ["denied"] * (2 * len(names))
     # flock(1) as nobody, as the issue tried it: refused at once, not holding anyone up.
-    flock = subprocess.run(**as_user(nobody, ["flock", "-x", "-n", str(DB) + ".lock", "true"]),
-                           capture_output=True, text=True, timeout=60)
+    flock = subprocess.run(
+        **as_user(nobody, ["flock", "-x", "-n", str(DB) + ".lock", "true"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert flock.returncode != 0 and "Permission denied" in flock.stderr
 
 
@@ -105,14 +114,21 @@ def test_an_old_install_with_0644_files_is_fixed_by_the_next_record(unique):
 
 
 def test_a_lock_held_past_the_deadline_loses_no_record(unique):
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import fcntl, os, sys, time\n"
-                               "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-                               "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-                               "print('held', flush=True)\n"
-                               "time.sleep(float(sys.argv[2]))\n",
-                               str(DB) + ".lock", "600"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(float(sys.argv[2]))\n",
+            str(DB) + ".lock",
+            "600",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         began = time.monotonic()
@@ -148,8 +164,10 @@ def test_a_reused_job_id_is_two_runs_each_reported_as_its_own(unique):
     assert (rec1["exit_status"], rec2["exit_status"]) == (3, 5)
     assert rec1["run_id"] != rec2["run_id"] and len(rec2["run_id"]) == 32
     runs = runs_of(unique)
-    assert [(r["run_id"], r["exit_status"]) for r in runs] == \
-        [(rec1["run_id"], 3), (rec2["run_id"], 5)]
+    assert [(r["run_id"], r["exit_status"]) for r in runs] == [
+        (rec1["run_id"], 3),
+        (rec2["run_id"], 5),
+    ]
     table = run_cli("history", "--limit", "2").stdout.splitlines()
     assert [line.split()[0] for line in table[1:]] == [unique, unique]
 
@@ -178,8 +196,9 @@ def test_the_jobs_environment_does_not_move_where_root_writes(unique):
     unit = f"slotmgr-{unique}.service"
     try:
         wait_until(lambda: unit_active(unit), what=unit)
-        shown = subprocess.run(["systemctl", "show", unit, "-p", "ExecStopPost"],
-                               capture_output=True, text=True).stdout
+        shown = subprocess.run(
+            ["systemctl", "show", unit, "-p", "ExecStopPost"], capture_output=True, text=True
+        ).stdout
         assert f"{history.spool_dir(str(DB))} " in shown and str(elsewhere) not in shown
     finally:
         job.send_signal(signal.SIGTERM)
@@ -208,8 +227,11 @@ def stopped_run(unique: str, stop) -> tuple[int, dict, str]:
 def test_slotmgr_stop_is_recorded_as_cancelled_by_slotmgr_stop(unique):
     code, rec, err = stopped_run(unique, lambda unit, _l: run_cli("stop", unit))
     assert code == 143
-    assert (rec["result"], rec["exit_status"], rec["stopped_by"]) == \
-        ("cancelled", 143, "slotmgr stop by uid 0")
+    assert (rec["result"], rec["exit_status"], rec["stopped_by"]) == (
+        "cancelled",
+        143,
+        "slotmgr stop by uid 0",
+    )
     assert "finished: cancelled (slotmgr stop by uid 0), exit status 143" in err
     assert runs_of(unique)[0]["stopped_by"] == "slotmgr stop by uid 0"
 
@@ -243,8 +265,17 @@ def test_a_job_that_exits_143_by_itself_is_not_cancelled(unique):
     # A signal the job catches is not a stop either.
     unit = f"slotmgr-{unique}c.service"
     ready = WORK / f"{unique}.ready"
-    launcher = start_cli("run", "--job-id", f"{unique}c", "--json", "-", "--", "sh", "-c",
-                         f"trap 'exit 0' USR1; touch {ready}; while :; do sleep 0.1; done")
+    launcher = start_cli(
+        "run",
+        "--job-id",
+        f"{unique}c",
+        "--json",
+        "-",
+        "--",
+        "sh",
+        "-c",
+        f"trap 'exit 0' USR1; touch {ready}; while :; do sleep 0.1; done",
+    )
     try:
         wait_until(lambda: unit_active(unit) and ready.exists(), what=unit)
         assert run_cli("kill", "-s", "USR1", unit).returncode == 0
@@ -275,8 +306,7 @@ def test_other_users_never_see_anothers_records(unique):
 @pytest.mark.parametrize("how", ["slotmgr stop", "signal to the launcher"])
 def test_a_stopped_scope_is_recorded_as_cancelled(unique, how):
     unit = f"slotmgr-{unique}.scope"
-    launcher = start_cli("run", "--scope", "--job-id", unique, "--json", "-", "--",
-                         "sleep", "600")
+    launcher = start_cli("run", "--scope", "--job-id", unique, "--json", "-", "--", "sleep", "600")
     try:
         wait_until(lambda: unit_active(unit), what=unit)
         time.sleep(1)
@@ -287,7 +317,6 @@ def test_a_stopped_scope_is_recorded_as_cancelled(unique, how):
     finally:
         out, err = launcher.communicate(timeout=180)
     rec = json.loads(out.splitlines()[-1])
-    expected = ("slotmgr stop by uid 0" if how == "slotmgr stop"
-                else "signal SIGTERM to slotmgr run")
+    expected = "slotmgr stop by uid 0" if how == "slotmgr stop" else "signal SIGTERM to slotmgr run"
     assert (rec["result"], rec["stopped_by"]) == ("cancelled", expected), err
     assert launcher.returncode == rec["exit_status"] == 143

@@ -27,9 +27,12 @@ def built_rpm() -> str:
 def installed() -> dict[str, str]:
     """The RPM installed into the guest; the environment that runs the
     installed command, not the source tree (no PYTHONPATH)."""
-    check = subprocess.run(["sh", str(REPO / "tests/packaging/guest_install_check.sh"),
-                            built_rpm()], capture_output=True, text=True,
-                           env=dict(os.environ, SLOTMGR_GUEST="1"))
+    check = subprocess.run(
+        ["sh", str(REPO / "tests/packaging/guest_install_check.sh"), built_rpm()],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, SLOTMGR_GUEST="1"),
+    )
     assert check.returncode == 0, check.stderr
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
@@ -39,66 +42,88 @@ def test_installed_slotmgr_runs_a_job_in_the_installed_slice(unique, installed):
     # Debian 12 names it through the merged-/usr /lib symlink: the same file.
     assert os.path.realpath(fragment) == "/usr/lib/systemd/system/slotmgr.slice"
     env = installed
-    installed = subprocess.run(["/usr/bin/slotmgr", "--version"], capture_output=True,
-                               text=True, env=env, cwd="/")
+    installed = subprocess.run(
+        ["/usr/bin/slotmgr", "--version"], capture_output=True, text=True, env=env, cwd="/"
+    )
     assert installed.returncode == 0 and installed.stdout.startswith("slotmgr ")
     unit = f"slotmgr-{unique}.service"
-    job = subprocess.Popen(["/usr/bin/slotmgr", "run", "--job-id", unique, "--", "sleep", "600"],
-                           env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+    job = subprocess.Popen(
+        ["/usr/bin/slotmgr", "run", "--job-id", unique, "--", "sleep", "600"],
+        env=env,
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: unit_active(unit), what=unit)
-        status = subprocess.run(["systemctl", "status", "--no-pager", "slotmgr.slice"],
-                                capture_output=True, text=True).stdout
+        status = subprocess.run(
+            ["systemctl", "status", "--no-pager", "slotmgr.slice"], capture_output=True, text=True
+        ).stdout
         assert "lib/systemd/system/slotmgr.slice" in status
         assert unit in status
         exec_start = systemctl_show(unit, "ExecStart")["ExecStart"]
         # The installed package's init: pidshim where a Landlock scope is had, else
         # the catatonit the package requires.
-        assert ("site-packages/slotmgr/pidshim.py" in exec_start
-                or "catatonit -- /usr/bin/env --default-signal" in exec_start), exec_start
+        assert (
+            "site-packages/slotmgr/pidshim.py" in exec_start
+            or "catatonit -- /usr/bin/env --default-signal" in exec_start
+        ), exec_start
         # The stop hook is the installed shell script (package data of the wheel).
         # (One ExecStopPost= line per command: the scratch directory's removal too.)
-        stop_post = subprocess.run(["systemctl", "show", unit, "--property=ExecStopPost"],
-                                   capture_output=True, text=True, check=True).stdout
+        stop_post = subprocess.run(
+            ["systemctl", "show", unit, "--property=ExecStopPost"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "site-packages/slotmgr/stophook.sh" in stop_post, stop_post
     finally:
         job.send_signal(signal.SIGTERM)
         _out, err = job.communicate(timeout=120)
     assert job.returncode == 143, err
-    history = subprocess.run(["/usr/bin/slotmgr", "history", "--json"], capture_output=True,
-                             text=True, env=env, cwd="/")
+    history = subprocess.run(
+        ["/usr/bin/slotmgr", "history", "--json"], capture_output=True, text=True, env=env, cwd="/"
+    )
     assert history.returncode == 0, history.stderr
     runs = [r for r in json.loads(history.stdout) if r["job_id"] == unique]
     assert [(r["result"], r["exit_status"]) for r in runs] == [("cancelled", 143)]
 
 
-def test_installed_ingest_timer_is_enabled_and_stores_what_a_dead_launcher_left(unique,
-                                                                                  installed):
+def test_installed_ingest_timer_is_enabled_and_stores_what_a_dead_launcher_left(unique, installed):
     # What %post does on a first install (the crude install runs no scriptlets).
-    preset = subprocess.run(["systemctl", "preset", "slotmgr-ingest.timer"],
-                            capture_output=True, text=True)
+    preset = subprocess.run(
+        ["systemctl", "preset", "slotmgr-ingest.timer"], capture_output=True, text=True
+    )
     assert preset.returncode == 0, preset.stderr
-    enabled = subprocess.run(["systemctl", "is-enabled", "slotmgr-ingest.timer"],
-                             capture_output=True, text=True)
+    enabled = subprocess.run(
+        ["systemctl", "is-enabled", "slotmgr-ingest.timer"], capture_output=True, text=True
+    )
     assert enabled.stdout.strip() == "enabled"
     # A launcher killed while its job runs: the job's record waits in the spool.
     unit = f"slotmgr-{unique}.service"
-    job = subprocess.Popen(["/usr/bin/slotmgr", "run", "--job-id", unique, "--", "sleep", "3"],
-                           env=installed, cwd="/", stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        ["/usr/bin/slotmgr", "run", "--job-id", unique, "--", "sleep", "3"],
+        env=installed,
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_until(lambda: unit_active(unit), what=unit)
     job.kill()
     job.wait()
     spool = "/var/lib/slotmgr/history.db.spool"
-    wait_until(lambda: any(n.endswith(".end") for n in os.listdir(spool)), timeout=60,
-               what="the stop hook's file")
+    wait_until(
+        lambda: any(n.endswith(".end") for n in os.listdir(spool)),
+        timeout=60,
+        what="the stop hook's file",
+    )
     # The timer's service stores it, with the installed command.
-    ingest = subprocess.run(["systemctl", "start", "slotmgr-ingest.service"],
-                            capture_output=True, text=True)
+    ingest = subprocess.run(
+        ["systemctl", "start", "slotmgr-ingest.service"], capture_output=True, text=True
+    )
     assert ingest.returncode == 0, ingest.stderr
-    shown = systemctl_show("slotmgr-ingest.service", "Result", "ExecMainStatus",
-                           "ConditionResult")
+    shown = systemctl_show("slotmgr-ingest.service", "Result", "ExecMainStatus", "ConditionResult")
     assert shown == {"Result": "success", "ExecMainStatus": "0", "ConditionResult": "yes"}
     # Every pair with an end is stored, and nothing of this job is left. (A
     # lone launch file of another test's job, whose unit never ran, is no

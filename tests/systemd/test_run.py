@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr.record import validate
+from slotmgr.history.record import validate
 
 from .conftest import (
     REPO,
@@ -28,7 +28,6 @@ WORK = Path("/run/slotmgr-tests")  # not /tmp: each job has its own /tmp
 MPD = REPO / "examples" / "mpd_daemon.py"  # double-forks, world-writable socket in /tmp
 
 
-
 @pytest.fixture(scope="module")
 def work() -> Path:
     WORK.mkdir(exist_ok=True)
@@ -36,10 +35,12 @@ def work() -> Path:
 
 
 def mpd_job(marker: str, go_file: Path) -> list[str]:
-    script = (f"{sys.executable} {MPD} {marker}; "
-              f"while [ ! -e /tmp/mpd-{marker}.ready ]; do sleep 0.1; done; "
-              "echo TMP:; ls /tmp; echo PS:; ps -eo pid=,args=; "
-              f"while [ ! -e {go_file} ]; do sleep 0.1; done")
+    script = (
+        f"{sys.executable} {MPD} {marker}; "
+        f"while [ ! -e /tmp/mpd-{marker}.ready ]; do sleep 0.1; done; "
+        "echo TMP:; ls /tmp; echo PS:; ps -eo pid=,args=; "
+        f"while [ ! -e {go_file} ]; do sleep 0.1; done"
+    )
     return ["sh", "-c", script]
 
 
@@ -76,14 +77,19 @@ def test_mpd_case_is_contained_and_cleaned_up(work, unique):
     unit = f"slotmgr-{unique}.service"
     job = start_cli("run", "--job-id", unique, "--", *mpd_job(unique, go))
     try:
-        wait_until(lambda: bool(processes_with_marker(unique)) and unit_active(unit),
-                   what="the job and its daemon")
+        wait_until(
+            lambda: bool(processes_with_marker(unique)) and unit_active(unit),
+            what="the job and its daemon",
+        )
         # A person sees the job with systemctl, with a description that says what it is.
-        status = subprocess.run(["systemctl", "status", "--no-pager", unit],
-                                capture_output=True, text=True).stdout
+        status = subprocess.run(
+            ["systemctl", "status", "--no-pager", unit], capture_output=True, text=True
+        ).stdout
         assert unit in status and f"slotmgr job {unique}" in status and "active (running)" in status
-        assert systemctl_show(unit, "Transient", "Slice") == {"Transient": "yes",
-                                                             "Slice": "slotmgr.slice"}
+        assert systemctl_show(unit, "Transient", "Slice") == {
+            "Transient": "yes",
+            "Slice": "slotmgr.slice",
+        }
 
         # The daemon escaped its parent but not the unit's cgroup.
         daemon = wait_for_ready_daemon(unique)
@@ -104,8 +110,9 @@ def test_mpd_case_is_contained_and_cleaned_up(work, unique):
     # Inside, the job saw only its own processes, with the init as PID 1.
     ps_lines = [line.split(None, 1) for line in out.split("PS:")[1].strip().splitlines()]
     pids = {int(pid): args for pid, args in ps_lines}
-    assert "pidshim.py" in pids[1] or pids[1].startswith(("/usr/bin/catatonit --",
-                                                          "/usr/libexec/catatonit/catatonit --"))
+    assert "pidshim.py" in pids[1] or pids[1].startswith(
+        ("/usr/bin/catatonit --", "/usr/libexec/catatonit/catatonit --")
+    )
     assert all("systemd" not in args and "pytest" not in args for args in pids.values()), pids
     assert len(pids) <= 6, pids
     # When the job ended, nothing of it survived: no process, no cgroup.
@@ -114,19 +121,35 @@ def test_mpd_case_is_contained_and_cleaned_up(work, unique):
     assert "Job " + unique in err and "finished: success" in err
 
 
-@pytest.mark.parametrize(("script", "expected"), [
-    ("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("kill -TERM $$", 143), ("kill -KILL $$", 137),
-])
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("exit 255", 255),
+        ("kill -TERM $$", 143),
+        ("kill -KILL $$", 137),
+    ],
+)
 def test_exit_status_passes_through(script, expected):
     out = run_cli("run", "--quiet", "--", "sh", "-c", script)
     assert out.returncode == expected, out.stderr
 
 
-@pytest.mark.parametrize("isolation", [[], ["--no-private-pids", "--no-private-tmp"]],
-                         ids=["isolated", "plain"])
+@pytest.mark.parametrize(
+    "isolation", [[], ["--no-private-pids", "--no-private-tmp"]], ids=["isolated", "plain"]
+)
 def test_stdio_is_the_callers_own(isolation):
-    out = run_cli("run", "--quiet", *isolation, "--", "sh", "-c",
-                  "cat; echo to-stdout; echo to-stderr >&2", input="from-stdin\n")
+    out = run_cli(
+        "run",
+        "--quiet",
+        *isolation,
+        "--",
+        "sh",
+        "-c",
+        "cat; echo to-stdout; echo to-stderr >&2",
+        input="from-stdin\n",
+    )
     assert out.returncode == 0
     assert out.stdout == "from-stdin\nto-stdout\n"
     assert out.stderr == "to-stderr\n"
@@ -146,13 +169,15 @@ def test_a_stop_at_the_very_start_of_a_job_is_not_lost(unique):
         job.send_signal(signal.SIGTERM)
         _out, err = job.communicate(timeout=120)
         assert job.returncode in (143, 137), err
-        assert (f"finished: cancelled (signal SIGTERM to slotmgr run), exit status "
-                f"{job.returncode}") in err
+        assert (
+            f"finished: cancelled (signal SIGTERM to slotmgr run), exit status {job.returncode}"
+        ) in err
 
 
 def test_sigterm_to_slotmgr_stops_every_process(work, unique):
-    job = start_cli("run", "--job-id", unique, "--", "sh", "-c",
-                    f"{sys.executable} {MPD} {unique}; sleep 600")
+    job = start_cli(
+        "run", "--job-id", unique, "--", "sh", "-c", f"{sys.executable} {MPD} {unique}; sleep 600"
+    )
     unit = f"slotmgr-{unique}.service"
     wait_for_ready_daemon(unique)
     assert unit_active(unit)
@@ -166,8 +191,15 @@ def test_sigterm_to_slotmgr_stops_every_process(work, unique):
 
 def test_signals_are_forwarded_to_the_job_through_the_init(work, unique):
     ready = work / f"{unique}.ready"  # written once the job's trap is set
-    job = start_cli("run", "--job-id", unique, "--", "sh", "-c",
-                    f'trap "exit 42" TERM; touch {ready}; sleep 600 & wait')
+    job = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        "--",
+        "sh",
+        "-c",
+        f'trap "exit 42" TERM; touch {ready}; sleep 600 & wait',
+    )
     wait_until(ready.exists, what="the job's trap")
     job.send_signal(signal.SIGTERM)
     _out, err = job.communicate(timeout=120)
@@ -181,8 +213,17 @@ def json_of(out: subprocess.CompletedProcess[str]) -> dict:
 
 
 def test_memory_max_ends_as_oom_kill():
-    out = run_cli("run", "--memory-max", "48M", "--json", "-", "--", sys.executable, "-c",
-                  "b = bytearray(400 * 1024 * 1024); print(len(b))")
+    out = run_cli(
+        "run",
+        "--memory-max",
+        "48M",
+        "--json",
+        "-",
+        "--",
+        sys.executable,
+        "-c",
+        "b = bytearray(400 * 1024 * 1024); print(len(b))",
+    )
     assert out.returncode == 125, out.stderr
     record = json_of(out)
     assert record["result"] == "oom-kill"
@@ -226,12 +267,12 @@ BURNER = textwrap.dedent("""
 """)
 
 
-
 def test_cpu_time_of_200_short_lived_children_is_accounted():
     # Without the PID-namespace init, whose own start-up the job cannot measure:
     # what is compared is exactly the job and its short-lived children.
-    out = run_cli("run", "--no-private-pids", "--json", "-", "--", sys.executable, "-c", BURNER,
-                  timeout=600)
+    out = run_cli(
+        "run", "--no-private-pids", "--json", "-", "--", sys.executable, "-c", BURNER, timeout=600
+    )
     assert out.returncode == 0, out.stderr
     measured_usec = float(out.stdout.splitlines()[0]) * 1e6
     record = json_of(out)
@@ -243,8 +284,10 @@ def test_cpu_time_of_200_short_lived_children_is_accounted():
 
 def test_block_io_is_accounted(scratch_mount):
     target = scratch_mount / "io-test"
-    script = (f"dd if=/dev/zero of={target} bs=1M count=32 oflag=direct status=none && "
-              f"dd if={target} of=/dev/null bs=1M iflag=direct status=none")
+    script = (
+        f"dd if=/dev/zero of={target} bs=1M count=32 oflag=direct status=none && "
+        f"dd if={target} of=/dev/null bs=1M iflag=direct status=none"
+    )
     out = run_cli("run", "--json", "-", "--", "sh", "-c", script)
     assert out.returncode == 0, out.stderr
     record = json_of(out)
@@ -255,8 +298,19 @@ def test_block_io_is_accounted(scratch_mount):
 
 def test_json_file_and_summary_fields(tmp_path):
     path = tmp_path / "record.json"
-    out = run_cli("run", "--json", str(path), "--cpu-weight", "50", "--tasks-max", "64", "--",
-                  "sh", "-c", "echo hi")
+    out = run_cli(
+        "run",
+        "--json",
+        str(path),
+        "--cpu-weight",
+        "50",
+        "--tasks-max",
+        "64",
+        "--",
+        "sh",
+        "-c",
+        "echo hi",
+    )
     assert out.returncode == 0 and out.stdout == "hi\n"
     record = json.loads(path.read_text())
     assert validate(record) == []
@@ -270,15 +324,52 @@ def test_json_file_and_summary_fields(tmp_path):
 
 def test_limits_reach_the_unit(unique):
     unit = f"slotmgr-{unique}.service"
-    job = start_cli("run", "--job-id", unique, "--memory-max", "300M", "--memory-high", "200M",
-                    "--cpu-quota", "50%", "--cpu-weight", "77", "--cpus", "0", "--io-weight", "33",
-                    "--tasks-max", "99", "--runtime-max", "5min", "-p", "MemoryLow=1M",
-                    "-E", "FOO=bar baz", "--working-directory", "/var", "--", "sleep", "600")
+    job = start_cli(
+        "run",
+        "--job-id",
+        unique,
+        "--memory-max",
+        "300M",
+        "--memory-high",
+        "200M",
+        "--cpu-quota",
+        "50%",
+        "--cpu-weight",
+        "77",
+        "--cpus",
+        "0",
+        "--io-weight",
+        "33",
+        "--tasks-max",
+        "99",
+        "--runtime-max",
+        "5min",
+        "-p",
+        "MemoryLow=1M",
+        "-E",
+        "FOO=bar baz",
+        "--working-directory",
+        "/var",
+        "--",
+        "sleep",
+        "600",
+    )
     try:
         wait_until(lambda: unit_active(unit), what=unit)
-        shown = systemctl_show(unit, "MemoryMax", "MemoryHigh", "CPUQuotaPerSecUSec", "CPUWeight",
-                               "AllowedCPUs", "IOWeight", "TasksMax", "RuntimeMaxUSec",
-                               "MemoryLow", "WorkingDirectory", "Environment")
+        shown = systemctl_show(
+            unit,
+            "MemoryMax",
+            "MemoryHigh",
+            "CPUQuotaPerSecUSec",
+            "CPUWeight",
+            "AllowedCPUs",
+            "IOWeight",
+            "TasksMax",
+            "RuntimeMaxUSec",
+            "MemoryLow",
+            "WorkingDirectory",
+            "Environment",
+        )
         assert shown["MemoryMax"] == str(300 * 1024**2)
         assert shown["MemoryHigh"] == str(200 * 1024**2)
         assert shown["CPUQuotaPerSecUSec"] == "500ms"
@@ -290,11 +381,18 @@ def test_limits_reach_the_unit(unique):
         # The job's own sleep (the shim's command line names it too, and env's
         # before it execs sleep): the shim never gets the job's variables.
         sleeper: list[int] = []
-        wait_until(lambda: sleeper.extend(
-            p for p in processes_with_marker("sleep")
-            if f"slotmgr-{unique}" in Path(f"/proc/{p}/cgroup").read_text()
-            and Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\0")) or sleeper,
-            what="the job's sleep")
+        wait_until(
+            lambda: (
+                sleeper.extend(
+                    p
+                    for p in processes_with_marker("sleep")
+                    if f"slotmgr-{unique}" in Path(f"/proc/{p}/cgroup").read_text()
+                    and Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\0")
+                )
+                or sleeper
+            ),
+            what="the job's sleep",
+        )
         environ = Path(f"/proc/{sleeper[0]}/environ").read_bytes().split(b"\0")
         assert b"FOO=bar baz" in environ
     finally:
@@ -305,8 +403,16 @@ def test_limits_reach_the_unit(unique):
 
 
 def test_uid_runs_the_job_as_that_user_without_capabilities():
-    out = run_cli("run", "--quiet", "--uid", "nobody", "--", "sh", "-c",
-                  "id -un; echo pid=$$; grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status")
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--uid",
+        "nobody",
+        "--",
+        "sh",
+        "-c",
+        "id -un; echo pid=$$; grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status",
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "nobody"
@@ -328,11 +434,23 @@ def test_environment_cannot_reach_the_root_stop_hook(unique):
     evil.mkdir(parents=True)
     pwned = WORK / f"{unique}-pwned"
     for tool in ("systemctl", "sync", "mv", "sh"):
-        (evil / tool).write_text(f"#!/bin/sh\n[ \"$(id -u)\" = 0 ] && touch {pwned}\n")
+        (evil / tool).write_text(f'#!/bin/sh\n[ "$(id -u)" = 0 ] && touch {pwned}\n')
         (evil / tool).chmod(0o755)
     (evil / "env.sh").write_text(f"touch {pwned}\n")
-    out = run_cli("run", "--quiet", "--json", "-", "--job-id", unique,
-                  "-E", f"PATH={evil}:/usr/bin:/bin", "-E", f"ENV={evil}/env.sh", "--", "true")
+    out = run_cli(
+        "run",
+        "--quiet",
+        "--json",
+        "-",
+        "--job-id",
+        unique,
+        "-E",
+        f"PATH={evil}:/usr/bin:/bin",
+        "-E",
+        f"ENV={evil}/env.sh",
+        "--",
+        "true",
+    )
     assert out.returncode == 0, out.stderr
     assert not pwned.exists()
     rec = json.loads(out.stdout)
@@ -343,9 +461,20 @@ def test_environment_cannot_reach_the_root_stop_hook(unique):
 
 def test_scope_job_is_isolated_accounted_and_passes_its_status(unique):
     unit = f"slotmgr-{unique}.scope"
-    out = run_cli("run", "--scope", "--job-id", unique, "--memory-max", "256M", "--json", "-",
-                  "--", "sh", "-c",
-                  f"touch /tmp/{unique}; echo pid=$$; cat /proc/self/cgroup; exit 7")
+    out = run_cli(
+        "run",
+        "--scope",
+        "--job-id",
+        unique,
+        "--memory-max",
+        "256M",
+        "--json",
+        "-",
+        "--",
+        "sh",
+        "-c",
+        f"touch /tmp/{unique}; echo pid=$$; cat /proc/self/cgroup; exit 7",
+    )
     assert out.returncode == 7, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "pid=2"  # under the init, in its own PID namespace

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr import asuser
-from slotmgr.asuser import (
+from slotmgr.errors import ExitCode, SlotmgrError, UsageError
+from slotmgr.job import asuser
+from slotmgr.job.asuser import (
     Identity,
     acting_as,
     check_install_reachable,
     check_working_directory,
     open_output,
 )
-from slotmgr.errors import ExitCode, SlotmgrError, UsageError
-from slotmgr.jobspec import JobSpec
+from slotmgr.job.spec import JobSpec
 
 NOBODY = Identity.of("nobody")
 
@@ -31,8 +31,14 @@ def _as_root() -> None:
 
 
 def spec(**kw) -> JobSpec:
-    base = dict(command=("true",), job_id="ab12", unit="slotmgr-ab12.service",
-                user="nobody", python="/usr/bin/python3", working_directory="/")
+    base = dict(
+        command=("true",),
+        job_id="ab12",
+        unit="slotmgr-ab12.service",
+        user="nobody",
+        python="/usr/bin/python3",
+        working_directory="/",
+    )
     base.update(kw)
     return JobSpec(**base)
 
@@ -162,11 +168,10 @@ def test_identity_takes_group_and_supplementary_groups():
 
 
 def test_output_and_error_naming_one_file_share_one_descriptor(shared):
-    from slotmgr.runner import OutputFiles, _Outputs
+    from slotmgr.job.runner import OutputFiles, _Outputs
 
     path = str(shared / "both")
-    outputs = _Outputs(OutputFiles(stdout=path, stderr=path, json=str(shared / "r.json")),
-                       NOBODY)
+    outputs = _Outputs(OutputFiles(stdout=path, stderr=path, json=str(shared / "r.json")), NOBODY)
     stdin, stdout, stderr = outputs.open()
     try:
         assert stdin == 0 and stdout == stderr > 2

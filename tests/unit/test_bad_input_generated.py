@@ -24,7 +24,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from slotmgr.properties import JOB_SAFE, UNIT_PROPERTIES, Kind, Setter, build_property, shown
+from slotmgr.systemd.properties import (
+    JOB_SAFE,
+    UNIT_PROPERTIES,
+    Kind,
+    Setter,
+    build_property,
+    shown,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEED = 20260909
@@ -64,19 +71,21 @@ def good_size(rng: random.Random) -> str:
 
 
 def bad_size(rng: random.Random) -> str:
-    return rng.choice([
-        lambda: too_big(rng),
-        lambda: f"{rng.randint(17, 10**6)}E",
-        lambda: f"{rng.randint(16385, 10**9)}P",
-        lambda: f"-{good_size(rng)}",
-        lambda: f"{rng.randint(1, 99)}{rng.choice(['X', 'KiB', 'Q', 'EB B', 'k b'])}",
-        lambda: f"{rng.randint(1, 9)}e{rng.randint(1, 30)}",
-        lambda: "9" * rng.randint(31, 600),
-        lambda: spoil(rng, good_size(rng)),
-        lambda: rng.choice(["infinite", "inf", "none", "max", "1.2.3G", "0x10", "G"]),
-        lambda: f"{rng.randint(101, 10**9)}%",
-        lambda: "0%",
-    ])()
+    return rng.choice(
+        [
+            lambda: too_big(rng),
+            lambda: f"{rng.randint(17, 10**6)}E",
+            lambda: f"{rng.randint(16385, 10**9)}P",
+            lambda: f"-{good_size(rng)}",
+            lambda: f"{rng.randint(1, 99)}{rng.choice(['X', 'KiB', 'Q', 'EB B', 'k b'])}",
+            lambda: f"{rng.randint(1, 9)}e{rng.randint(1, 30)}",
+            lambda: "9" * rng.randint(31, 600),
+            lambda: spoil(rng, good_size(rng)),
+            lambda: rng.choice(["infinite", "inf", "none", "max", "1.2.3G", "0x10", "G"]),
+            lambda: f"{rng.randint(101, 10**9)}%",
+            lambda: "0%",
+        ]
+    )()
 
 
 def good_time(rng: random.Random) -> str:
@@ -84,16 +93,18 @@ def good_time(rng: random.Random) -> str:
 
 
 def bad_time(rng: random.Random) -> str:
-    return rng.choice([
-        lambda: f"{too_big(rng)}{rng.choice(['s', 'd', 'w'])}",
-        lambda: f"{rng.randint(2**64 // 10**6 // 604800 + 1, 10**20)}w",
-        lambda: f"{rng.randint(1, 99)} {rng.choice(['parsecs', 'fortnights', 'yrs', 'M'])}",
-        lambda: f"-{good_time(rng)}",
-        lambda: "0",
-        lambda: "9" * rng.randint(31, 500),
-        lambda: spoil(rng, good_time(rng)),
-        lambda: rng.choice(["soon", "forever", "1h30x", "min", "infinity s", "5e3s"]),
-    ])()
+    return rng.choice(
+        [
+            lambda: f"{too_big(rng)}{rng.choice(['s', 'd', 'w'])}",
+            lambda: f"{rng.randint(2**64 // 10**6 // 604800 + 1, 10**20)}w",
+            lambda: f"{rng.randint(1, 99)} {rng.choice(['parsecs', 'fortnights', 'yrs', 'M'])}",
+            lambda: f"-{good_time(rng)}",
+            lambda: "0",
+            lambda: "9" * rng.randint(31, 500),
+            lambda: spoil(rng, good_time(rng)),
+            lambda: rng.choice(["soon", "forever", "1h30x", "min", "infinity s", "5e3s"]),
+        ]
+    )()
 
 
 def good_percent(rng: random.Random) -> str:
@@ -101,16 +112,18 @@ def good_percent(rng: random.Random) -> str:
 
 
 def bad_quota(rng: random.Random) -> str:
-    return rng.choice([
-        lambda: f"{rng.randint(819201, 10**30)}%",
-        lambda: f"{too_big(rng)}%",
-        lambda: "1e23%",
-        lambda: f"{rng.randint(1, 500)}",
-        lambda: "0%",
-        lambda: f"-{good_percent(rng)}",
-        lambda: f"{rng.randint(1, 99)}.{rng.randint(100, 999)}%",
-        lambda: spoil(rng, good_percent(rng)),
-    ])()
+    return rng.choice(
+        [
+            lambda: f"{rng.randint(819201, 10**30)}%",
+            lambda: f"{too_big(rng)}%",
+            lambda: "1e23%",
+            lambda: f"{rng.randint(1, 500)}",
+            lambda: "0%",
+            lambda: f"-{good_percent(rng)}",
+            lambda: f"{rng.randint(1, 99)}.{rng.randint(100, 999)}%",
+            lambda: spoil(rng, good_percent(rng)),
+        ]
+    )()
 
 
 def good_cpus(rng: random.Random) -> str:
@@ -118,14 +131,16 @@ def good_cpus(rng: random.Random) -> str:
 
 
 def bad_cpus(rng: random.Random) -> str:
-    return rng.choice([
-        lambda: str(rng.randint(8192, 10**6)),
-        lambda: f"0-{rng.randint(8192, 10**25)}",
-        lambda: f"{rng.randint(5, 90)}-{rng.randint(0, 4)}",
-        lambda: rng.choice(["a", "0-", "-3", "0,,x", "1:2", "0-3,a", ",", "0x1", " - "]),
-        lambda: spoil(rng, "0-3"),
-        lambda: "٣",
-    ])()
+    return rng.choice(
+        [
+            lambda: str(rng.randint(8192, 10**6)),
+            lambda: f"0-{rng.randint(8192, 10**25)}",
+            lambda: f"{rng.randint(5, 90)}-{rng.randint(0, 4)}",
+            lambda: rng.choice(["a", "0-", "-3", "0,,x", "1:2", "0-3,a", ",", "0x1", " - "]),
+            lambda: spoil(rng, "0-3"),
+            lambda: "٣",
+        ]
+    )()
 
 
 def good_weight(rng: random.Random) -> str:
@@ -133,11 +148,17 @@ def good_weight(rng: random.Random) -> str:
 
 
 def bad_weight(rng: random.Random) -> str:
-    return rng.choice([
-        lambda: "0", lambda: str(rng.randint(10001, 10**30)), lambda: too_big(rng),
-        lambda: f"-{good_weight(rng)}", lambda: "\uff11\uff10\uff10", lambda: spoil(rng, "500"),
-        lambda: rng.choice(["high", "1.5", "1e3", ""]),
-    ])()
+    return rng.choice(
+        [
+            lambda: "0",
+            lambda: str(rng.randint(10001, 10**30)),
+            lambda: too_big(rng),
+            lambda: f"-{good_weight(rng)}",
+            lambda: "\uff11\uff10\uff10",
+            lambda: spoil(rng, "500"),
+            lambda: rng.choice(["high", "1.5", "1e3", ""]),
+        ]
+    )()
 
 
 def good_tasks(rng: random.Random) -> str:
@@ -145,11 +166,18 @@ def good_tasks(rng: random.Random) -> str:
 
 
 def bad_tasks(rng: random.Random) -> str:
-    return rng.choice([
-        lambda: str(rng.randint(2**64 - 1, 2**90)), lambda: "0", lambda: "many",
-        lambda: "9" * rng.randint(21, 5000), lambda: f"{rng.randint(101, 10**6)}%",
-        lambda: spoil(rng, "64"), lambda: "٦٤", lambda: "-1",
-    ])()
+    return rng.choice(
+        [
+            lambda: str(rng.randint(2**64 - 1, 2**90)),
+            lambda: "0",
+            lambda: "many",
+            lambda: "9" * rng.randint(21, 5000),
+            lambda: f"{rng.randint(101, 10**6)}%",
+            lambda: spoil(rng, "64"),
+            lambda: "٦٤",
+            lambda: "-1",
+        ]
+    )()
 
 
 def good_bool(rng: random.Random) -> str:
@@ -161,16 +189,25 @@ def bad_bool(rng: random.Random) -> str:
 
 
 def bad_choice(rng: random.Random, choices: tuple[str, ...]) -> str:
-    return rng.choice([rng.choice(["strict", "explode", "tmpfs", "all", "none"]),
-                       spoil(rng, rng.choice(choices))])
+    return rng.choice(
+        [rng.choice(["strict", "explode", "tmpfs", "all", "none"]), spoil(rng, rng.choice(choices))]
+    )
 
 
 def bad_integer(rng: random.Random, low: int, high: int) -> str:
-    return rng.choice([
-        lambda: str(rng.randint(-(10**12), low - 1)), lambda: str(rng.randint(high + 1, 10**12)),
-        lambda: too_big(rng), lambda: "99999999999", lambda: "٣", lambda: "1_0",
-        lambda: spoil(rng, str(low)), lambda: "ten", lambda: "0x5",
-    ])()
+    return rng.choice(
+        [
+            lambda: str(rng.randint(-(10**12), low - 1)),
+            lambda: str(rng.randint(high + 1, 10**12)),
+            lambda: too_big(rng),
+            lambda: "99999999999",
+            lambda: "٣",
+            lambda: "1_0",
+            lambda: spoil(rng, str(low)),
+            lambda: "ten",
+            lambda: "0x5",
+        ]
+    )()
 
 
 def good_value(rng: random.Random, key: str) -> str | tuple[str, str]:
@@ -182,9 +219,15 @@ def good_value(rng: random.Random, key: str) -> str | tuple[str, str]:
         return good_size(rng) if rng.random() < 0.7 else f"{rng.randint(1, 100)}%"
     if kind is Kind.BANDWIDTH:
         return ("/", good_size(rng))
-    table = {Kind.TIMESPAN: good_time, Kind.CPU_QUOTA: good_percent, Kind.CPU_SET: good_cpus,
-             Kind.WEIGHT: good_weight, Kind.TASKS: good_tasks, Kind.BOOL: good_bool,
-             Kind.YES_NO_STRING: good_bool}
+    table = {
+        Kind.TIMESPAN: good_time,
+        Kind.CPU_QUOTA: good_percent,
+        Kind.CPU_SET: good_cpus,
+        Kind.WEIGHT: good_weight,
+        Kind.TASKS: good_tasks,
+        Kind.BOOL: good_bool,
+        Kind.YES_NO_STRING: good_bool,
+    }
     if kind in table:
         return table[kind](rng)
     assert kind is Kind.INTEGER and spec.bounds, key
@@ -198,8 +241,14 @@ def bad_value(rng: random.Random, key: str) -> str:
         return bad_choice(rng, spec.choices)
     if kind is Kind.MEMORY:
         return bad_size(rng)
-    table = {Kind.TIMESPAN: bad_time, Kind.CPU_QUOTA: bad_quota, Kind.CPU_SET: bad_cpus,
-             Kind.WEIGHT: bad_weight, Kind.TASKS: bad_tasks, Kind.BOOL: bad_bool}
+    table = {
+        Kind.TIMESPAN: bad_time,
+        Kind.CPU_QUOTA: bad_quota,
+        Kind.CPU_SET: bad_cpus,
+        Kind.WEIGHT: bad_weight,
+        Kind.TASKS: bad_tasks,
+        Kind.BOOL: bad_bool,
+    }
     if kind in table:
         return table[kind](rng)
     assert kind is Kind.INTEGER and spec.bounds, key
@@ -213,15 +262,35 @@ def named(value: str) -> str:
 
 # -- command lines -------------------------------------------------------------------
 
-FLAGS = {"--memory-max": "MemoryMax", "--memory-high": "MemoryHigh",
-         "--memory-swap-max": "MemorySwapMax", "--cpu-quota": "CPUQuota",
-         "--cpu-weight": "CPUWeight", "--cpus": "AllowedCPUs", "--io-weight": "IOWeight",
-         "--tasks-max": "TasksMax", "--runtime-max": "RuntimeMaxSec"}
-SCALAR_JOB_KEYS = [k for k in JOB_SAFE if UNIT_PROPERTIES[k].kind is not Kind.BANDWIDTH
-                   and k != "AllowedMemoryNodes"]  # its count is the host's
+FLAGS = {
+    "--memory-max": "MemoryMax",
+    "--memory-high": "MemoryHigh",
+    "--memory-swap-max": "MemorySwapMax",
+    "--cpu-quota": "CPUQuota",
+    "--cpu-weight": "CPUWeight",
+    "--cpus": "AllowedCPUs",
+    "--io-weight": "IOWeight",
+    "--tasks-max": "TasksMax",
+    "--runtime-max": "RuntimeMaxSec",
+}
+SCALAR_JOB_KEYS = [
+    k
+    for k in JOB_SAFE
+    if UNIT_PROPERTIES[k].kind is not Kind.BANDWIDTH and k != "AllowedMemoryNodes"
+]  # its count is the host's
 REFUSED_KEYS = [k for k, s in UNIT_PROPERTIES.items() if s.setter is not Setter.JOB]
-BAD_SIGNALS_FIXED = ["0", "65", "-9", "SIGFOO", "KILLL", "SIG", "9.0", "TERM KILL", "٩",
-                     "\uff11\uff15"]
+BAD_SIGNALS_FIXED = [
+    "0",
+    "65",
+    "-9",
+    "SIGFOO",
+    "KILLL",
+    "SIG",
+    "9.0",
+    "TERM KILL",
+    "٩",
+    "\uff11\uff15",
+]
 
 
 def property_cases(rng: random.Random) -> Iterator[Case]:
@@ -231,8 +300,14 @@ def property_cases(rng: random.Random) -> Iterator[Case]:
     flag = rng.choice(list(FLAGS))
     value = bad_value(rng, FLAGS[flag])
     yield Case(("run", flag, value, "--", "true"), (f"{FLAGS[flag]}=", named(value)))
-    device, rate = rng.choice([("/", bad_size(rng)), (f"/nonexistent{rng.randint(0, 99)}", "1M"),
-                               ("relative", "1M"), (spoil(rng, "/dev/null"), "1M")])
+    device, rate = rng.choice(
+        [
+            ("/", bad_size(rng)),
+            (f"/nonexistent{rng.randint(0, 99)}", "1M"),
+            ("relative", "1M"),
+            (spoil(rng, "/dev/null"), "1M"),
+        ]
+    )
     if rate.endswith("%") or rate.strip() != rate:
         rate = too_big(rng)  # a rate has no percentage form; keep the case bad for a reason
     flag = rng.choice(["--io-read-bandwidth-max", "--io-write-bandwidth-max"])
@@ -243,16 +318,37 @@ def property_cases(rng: random.Random) -> Iterator[Case]:
 def refused_key_cases(rng: random.Random) -> Iterator[Case]:
     key = rng.choice(REFUSED_KEYS)
     spec = UNIT_PROPERTIES[key]
-    value = good_value(rng, key) if spec.kind not in (Kind.STRING, Kind.STRING_LIST) else \
-        rng.choice(["root", "/var/lib/slotmgr", "disk shadow", "x"])
+    value = (
+        good_value(rng, key)
+        if spec.kind not in (Kind.STRING, Kind.STRING_LIST)
+        else rng.choice(["root", "/var/lib/slotmgr", "disk shadow", "x"])
+    )
     assert isinstance(value, str)
     yield Case(("run", "-p", f"{key}={value}", "--", "true"), (f"{key}=", "a job"))
-    name = rng.choice(["User", "Group", "AmbientCapabilities", "Environment", "ExecStart",
-                       "PermissionsStartOnly", "CapabilityBoundingSet", "DynamicUser",
-                       "Slice", "Type", "BindPaths", "RootDirectory", "memorymax",
-                       "Memory-Max", "Memory Max", spoil(rng, "MemoryMax")])
-    yield Case(("run", "-p", f"{name}=1", "--", "true"),
-               ("unknown or unsupported property", shown(repr(name))))
+    name = rng.choice(
+        [
+            "User",
+            "Group",
+            "AmbientCapabilities",
+            "Environment",
+            "ExecStart",
+            "PermissionsStartOnly",
+            "CapabilityBoundingSet",
+            "DynamicUser",
+            "Slice",
+            "Type",
+            "BindPaths",
+            "RootDirectory",
+            "memorymax",
+            "Memory-Max",
+            "Memory Max",
+            spoil(rng, "MemoryMax"),
+        ]
+    )
+    yield Case(
+        ("run", "-p", f"{name}=1", "--", "true"),
+        ("unknown or unsupported property", shown(repr(name))),
+    )
     text = rng.choice(["MemoryLow", "=1G", "", " =x", spoil(rng, "NoEquals")])
     if "=" in text and text.partition("=")[0].strip():
         text = "NoEquals"
@@ -267,54 +363,90 @@ def duplicate_cases(rng: random.Random) -> Iterator[Case]:
     order = [("-p", f"{key}={second}"), (flag, first)]
     rng.shuffle(order)
     args = [part for pair in order for part in pair]
-    yield Case(("run", *args, "--", "true"), (f"{key}= given twice", shown(f"{flag} {first}"),
-                                               shown(f"-p {key}={second}")))
+    yield Case(
+        ("run", *args, "--", "true"),
+        (f"{key}= given twice", shown(f"{flag} {first}"), shown(f"-p {key}={second}")),
+    )
     key = rng.choice(SCALAR_JOB_KEYS)
     one, two = good_value(rng, key), good_value(rng, key)
     assert isinstance(one, str) and isinstance(two, str)
-    yield Case(("run", "-p", f"{key}={one}", "-p", f"{key}={two}", "--", "true"),
-               (f"{key}= given twice", shown(f"-p {key}={one}"), shown(f"-p {key}={two}")))
+    yield Case(
+        ("run", "-p", f"{key}={one}", "-p", f"{key}={two}", "--", "true"),
+        (f"{key}= given twice", shown(f"-p {key}={one}"), shown(f"-p {key}={two}")),
+    )
 
 
 def name_cases(rng: random.Random) -> Iterator[Case]:
     stem = rng.choice(["job", "a.b", "x-1", "slotmgr-abc"])
-    unit = rng.choice([
-        f"{stem} {rng.randint(0, 9)}.service", f"{stem}/x.service", f"{stem}.timer",
-        f"{stem}.service\n", spoil(rng, f"{stem}.service"), f"{'a' * 260}.service",
-        f"{stem}$.service", f"{stem}.scope", f"{rng.choice(UNICODE)}.service", ".service",
-    ])
+    unit = rng.choice(
+        [
+            f"{stem} {rng.randint(0, 9)}.service",
+            f"{stem}/x.service",
+            f"{stem}.timer",
+            f"{stem}.service\n",
+            spoil(rng, f"{stem}.service"),
+            f"{'a' * 260}.service",
+            f"{stem}$.service",
+            f"{stem}.scope",
+            f"{rng.choice(UNICODE)}.service",
+            ".service",
+        ]
+    )
     yield Case(("run", "--unit", unit, "--", "true"), (shown(unit) if len(unit) < 200 else "aaaa",))
-    slice_ = rng.choice([f"{stem}", f"{stem} x.slice", spoil(rng, f"{stem}.slice"),
-                         f"{stem}/.slice", f"{stem}.slice\n"])
+    slice_ = rng.choice(
+        [
+            f"{stem}",
+            f"{stem} x.slice",
+            spoil(rng, f"{stem}.slice"),
+            f"{stem}/.slice",
+            f"{stem}.slice\n",
+        ]
+    )
     yield Case(("run", "--slice", slice_, "--", "true"), ("--slice", shown(slice_)))
-    job_id = rng.choice([f"{stem}/{rng.randint(0, 9)}", f"{stem} x", "a" * 65, "",
-                         spoil(rng, stem), f"{stem}\n", f"{stem}$"])
+    job_id = rng.choice(
+        [
+            f"{stem}/{rng.randint(0, 9)}",
+            f"{stem} x",
+            "a" * 65,
+            "",
+            spoil(rng, stem),
+            f"{stem}\n",
+            f"{stem}$",
+        ]
+    )
     yield Case(("run", "--job-id", job_id, "--", "true"), ("--job-id", shown(job_id)))
-    env = rng.choice([f"1{stem}=x", f"{stem}-x=1", "NOEQUALS", "A\n=x", "=x",
-                      f"{spoil(rng, 'NAME')}=x"])
+    env = rng.choice(
+        [f"1{stem}=x", f"{stem}-x=1", "NOEQUALS", "A\n=x", "=x", f"{spoil(rng, 'NAME')}=x"]
+    )
     yield Case(("run", "-E", env, "--", "true"), ("--setenv", shown(env)))
     # Any other character is a valid path: only control characters are refused.
     wd = spoil(rng, rng.choice(["/var/tmp", "relative/dir", "/srv/a b"]), extra=[])
-    yield Case(("run", "--working-directory", wd, "--", "true"),
-               ("--working-directory", shown(wd)))
+    yield Case(("run", "--working-directory", wd, "--", "true"), ("--working-directory", shown(wd)))
 
 
 def signal_cases(rng: random.Random) -> Iterator[Case]:
-    value = rng.choice([
-        lambda: str(rng.randint(65, 10**30)), lambda: too_big(rng),
-        lambda: rng.choice(BAD_SIGNALS_FIXED), lambda: spoil(rng, "TERM"),
-        lambda: "SIG" + rng.choice(["TERMM", "KIL", "FOO", "RTMIN+1", "1"]),
-    ])()
+    value = rng.choice(
+        [
+            lambda: str(rng.randint(65, 10**30)),
+            lambda: too_big(rng),
+            lambda: rng.choice(BAD_SIGNALS_FIXED),
+            lambda: spoil(rng, "TERM"),
+            lambda: "SIG" + rng.choice(["TERMM", "KIL", "FOO", "RTMIN+1", "1"]),
+        ]
+    )()
     yield Case(("kill", "-s", value, "somejob"), ("--signal", named(value)))
 
 
 def control_cases(rng: random.Random) -> Iterator[Case]:
     """The job control commands' own numbers, checked before they open a bus."""
-    pid = rng.choice([
-        lambda: str(rng.randint(4 * 1024 * 1024 + 1, 2**64)), lambda: too_big(rng),
-        lambda: rng.choice(["0", "1", "\u00b2", "٣٤", "12a", "0x10", "1.5", ""]),
-        lambda: spoil(rng, str(rng.randint(100, 99999))),
-    ])()
+    pid = rng.choice(
+        [
+            lambda: str(rng.randint(4 * 1024 * 1024 + 1, 2**64)),
+            lambda: too_big(rng),
+            lambda: rng.choice(["0", "1", "\u00b2", "٣٤", "12a", "0x10", "1.5", ""]),
+            lambda: spoil(rng, str(rng.randint(100, 99999))),
+        ]
+    )()
     yield Case(("adopt", "somejob", "4242", pid), ("invalid PID", named(pid)))
     limit = rng.choice(["0", "-1", "\u00b2", "٣", "ten", spoil(rng, "10")])
     yield Case(("history", "--limit", limit), ("--limit", shown(limit)))
@@ -324,24 +456,34 @@ def bytes_cases(rng: random.Random) -> Iterator[Case]:
     """Arguments that are not UTF-8: Python gives them as surrogate escapes."""
     bad = bytes([rng.choice([0xE9, 0xFF, 0xC3, 0x80, 0xFE, 0xED])])
     word = rng.choice([b"caf", b"x", b"", b"/tmp/"]) + bad + rng.choice([b"", b"e", b"1"])
-    slot = rng.choice([
-        (("run", "--", word), 3),
-        (("run", "--", "echo", word), 4),
-        (("run", "-p", b"MemoryMax=" + word), 3),
-        (("run", "-E", b"A=" + word), 3),
-        (("run", "--unit", word + b".service"), 3),
-        (("run", "--working-directory", b"/" + word), 3),
-        (("run", "--job-id", word), 3),
-        (("kill", "-s", word, "job"), 3),
-    ])
+    slot = rng.choice(
+        [
+            (("run", "--", word), 3),
+            (("run", "--", "echo", word), 4),
+            (("run", "-p", b"MemoryMax=" + word), 3),
+            (("run", "-E", b"A=" + word), 3),
+            (("run", "--unit", word + b".service"), 3),
+            (("run", "--working-directory", b"/" + word), 3),
+            (("run", "--job-id", word), 3),
+            (("kill", "-s", word, "job"), 3),
+        ]
+    )
     args, position = slot
     if args[0] == "run" and "--" not in args:
         args = (*args, "--", "true")
     yield Case(tuple(args), (f"argument {position} ", f"byte 0x{bad[0]:02x}"))
 
 
-GENERATORS = (property_cases, property_cases, refused_key_cases, duplicate_cases, name_cases,
-              signal_cases, control_cases, bytes_cases)
+GENERATORS = (
+    property_cases,
+    property_cases,
+    refused_key_cases,
+    duplicate_cases,
+    name_cases,
+    signal_cases,
+    control_cases,
+    bytes_cases,
+)
 
 
 def generated_cases() -> list[Case]:
@@ -360,8 +502,9 @@ def generated_cases() -> list[Case]:
 
 def run_line(case: Case) -> tuple[Case, subprocess.CompletedProcess[bytes]]:
     env = dict(os.environ, PYTHONPATH=REPO, LC_ALL="C.UTF-8")
-    out = subprocess.run([sys.executable, "-m", "slotmgr", *case.args], capture_output=True,
-                         env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "slotmgr", *case.args], capture_output=True, env=env, timeout=60
+    )
     return case, out
 
 
@@ -393,8 +536,10 @@ def test_generated_bad_command_lines_are_refused_in_one_line_with_exit_64():
     for case, out in results:
         problem = judge(case, out)
         if problem:
-            failures.append(f"{problem}: {case.args!r} -> {out.returncode} "
-                            f"{out.stderr.decode('utf-8', 'backslashreplace')[:300]!r}")
+            failures.append(
+                f"{problem}: {case.args!r} -> {out.returncode} "
+                f"{out.stderr.decode('utf-8', 'backslashreplace')[:300]!r}"
+            )
     assert not failures, f"{len(failures)} of {len(cases)} lines:\n" + "\n".join(failures[:25])
 
 

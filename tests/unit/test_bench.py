@@ -69,8 +69,10 @@ def test_figures_are_printed_in_their_units_or_as_not_available():
 
 
 def test_systemctl_show_values_that_systemd_has_not():
-    props = benchlib.parse_show("CPUUsageNSec=165001000\nMemoryPeak=[not set]\n"
-                                "MemoryCurrent=18446744073709551615\nControlGroup=\n")
+    props = benchlib.parse_show(
+        "CPUUsageNSec=165001000\nMemoryPeak=[not set]\n"
+        "MemoryCurrent=18446744073709551615\nControlGroup=\n"
+    )
     assert benchlib.show_int(props, "CPUUsageNSec") == 165_001_000
     assert benchlib.show_int(props, "MemoryPeak") is None
     assert benchlib.show_int(props, "MemoryCurrent") is None  # uint64 infinity
@@ -80,9 +82,13 @@ def test_systemctl_show_values_that_systemd_has_not():
 
 
 def test_records_are_counted_by_run_and_job_id_prefix():
-    records = [{"job_id": "bench-1a-0", "run_id": "r1"}, {"job_id": "bench-1a-1", "run_id": "r2"},
-               {"job_id": "bench-1a-1", "run_id": "r2"},  # the same run twice counts once
-               {"job_id": "bench-2b-0", "run_id": "r3"}, {"job_id": "x", "run_id": "r4"}]
+    records = [
+        {"job_id": "bench-1a-0", "run_id": "r1"},
+        {"job_id": "bench-1a-1", "run_id": "r2"},
+        {"job_id": "bench-1a-1", "run_id": "r2"},  # the same run twice counts once
+        {"job_id": "bench-2b-0", "run_id": "r3"},
+        {"job_id": "x", "run_id": "r4"},
+    ]
     assert benchlib.count_records(records, "bench-1a-") == 2
     assert benchlib.count_records(records, "bench-") == 3
     assert benchlib.count_records([], "bench-") == 0
@@ -107,8 +113,14 @@ def test_interpreter_of_an_installed_script(tmp_path):
 
 def test_the_repositorys_slotmgr_runs_on_this_interpreter():
     slotmgr = Slotmgr.choose(None)
-    assert slotmgr.run("--quiet", "true") == [sys.executable, "-m", "slotmgr", "run",
-                                              "--quiet", "true"]
+    assert slotmgr.run("--quiet", "true") == [
+        sys.executable,
+        "-m",
+        "slotmgr",
+        "run",
+        "--quiet",
+        "true",
+    ]
     assert slotmgr.env["PYTHONPATH"] == str(REPO)
     landlock_off = Slotmgr.choose(None, ["--no-landlock"])
     assert landlock_off.run("--quiet", "true")[-4:] == ["run", "--no-landlock", "--quiet", "true"]
@@ -127,20 +139,31 @@ def test_throughput_verdict_needs_the_ratio_no_failure_and_no_lost_record():
 
 
 def test_failures_are_summed_up_by_exit_status_and_last_line():
-    failures = [(70, "Traceback...\nslotmgr: error: internal\n"), (75, "slotmgr: error: full\n"),
-                (70, "slotmgr: error: internal"), (1, ""), (2, "b"), (3, "c")]
+    failures = [
+        (70, "Traceback...\nslotmgr: error: internal\n"),
+        (75, "slotmgr: error: full\n"),
+        (70, "slotmgr: error: internal"),
+        (1, ""),
+        (2, "b"),
+        (3, "c"),
+    ]
     assert benchlib.failure_lines(failures) == [
-        "    2 x exit 70: slotmgr: error: internal", "    1 x exit 75: slotmgr: error: full",
-        "    1 x exit 1: (no stderr)", "    ... and 2 other kinds of failure"]
+        "    2 x exit 70: slotmgr: error: internal",
+        "    1 x exit 75: slotmgr: error: full",
+        "    1 x exit 1: (no stderr)",
+        "    ... and 2 other kinds of failure",
+    ]
     assert benchlib.failure_lines([]) == []
 
 
 def test_at_once_verdicts():
     done = AtOnce(durations=(10.0, 30.5, 119.0), failed=0, records=3)
     assert (done.ended_in_time, done.slowest) == (3, 119.0)
-    assert done.line() == ("3 jobs started at once: 3 of 3 ended within 120 s each, "
-                           "slowest 119.0 s, failed 0, records 3 of 3   "
-                           "(goal 3 of 3 within 120 s, 3 records: met)")
+    assert done.line() == (
+        "3 jobs started at once: 3 of 3 ended within 120 s each, "
+        "slowest 119.0 s, failed 0, records 3 of 3   "
+        "(goal 3 of 3 within 120 s, 3 records: met)"
+    )
     late = AtOnce(durations=(10.0, None, 121.0), failed=0, records=3)
     assert (late.ended_in_time, late.slowest) == (1, None)
     assert "1 of 3 ended within 120 s" in late.line()
@@ -163,8 +186,14 @@ def test_peak_rss_is_the_programs_own_not_its_forking_parents():
     ballast = bytearray(64 * 1024 * 1024)  # this process: > 64 MiB resident
     ballast[::4096] = b"x" * len(ballast[::4096])
     small = launch.peak_rss(["sleep", "0.5"])
-    big = launch.peak_rss([sys.executable, "-c", "import time; b = bytearray(40 << 20); "
-                           "b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"])
+    big = launch.peak_rss(
+        [
+            sys.executable,
+            "-c",
+            "import time; b = bytearray(40 << 20); "
+            "b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)",
+        ]
+    )
     # wait4's ru_maxrss would say more than 64 MiB for both.
     assert 0 < small < 8 * 1024 * 1024
     assert 40 * 1024 * 1024 < big < 60 * 1024 * 1024
@@ -174,8 +203,9 @@ def test_peak_rss_is_the_programs_own_not_its_forking_parents():
 
 
 def test_vm_hwm_of_proc_status():
-    assert benchlib.parse_vm_hwm("Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    1536 kB\n") == \
-        1536 * 1024
+    assert (
+        benchlib.parse_vm_hwm("Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    1536 kB\n") == 1536 * 1024
+    )
     assert benchlib.parse_vm_hwm("Name:\tzombie\nState:\tZ (zombie)\n") == 0
     assert benchlib.vm_hwm_bytes(os.getpid()) > 1024 * 1024
     assert benchlib.vm_hwm_bytes(2**22 + 1) == 0  # past PID_MAX_LIMIT: no such process
@@ -206,10 +236,18 @@ def test_at_once_times_each_launcher_stops_the_late_and_counts_records(tmp_path,
     monkeypatch.setattr(throughput, "RECORD_GRACE_S", 0.0)
     monkeypatch.setattr(throughput, "STOP_GRACE_S", 5.0)
     # Job ids are PREFIX + a name: the stand-in never ends 'slow' and fails 'fail'.
-    monkeypatch.setattr(throughput, "slotmgr_run", lambda slotmgr, prefix: lambda i: slotmgr.run(
-        "--job-id", prefix + ["0", "1", "slow", "fail"][i], "--quiet", "true"))
-    slotmgr = Slotmgr((sys.executable, str(fake)), sys.executable,
-                      dict(os.environ, FAKE_DIR=str(records)))
+    monkeypatch.setattr(
+        throughput,
+        "slotmgr_run",
+        lambda slotmgr, prefix: (
+            lambda i: slotmgr.run(
+                "--job-id", prefix + ["0", "1", "slow", "fail"][i], "--quiet", "true"
+            )
+        ),
+    )
+    slotmgr = Slotmgr(
+        (sys.executable, str(fake)), sys.executable, dict(os.environ, FAKE_DIR=str(records))
+    )
     result, failures = throughput.at_once(slotmgr, 4, limit_s=5.0)
     assert result.started == 4
     assert result.ended_in_time == 3 and result.slowest is None
@@ -222,8 +260,9 @@ def test_at_once_times_each_launcher_stops_the_late_and_counts_records(tmp_path,
 
 @pytest.mark.parametrize("script", ["launch", "throughput"])
 def test_scripts_explain_themselves_and_refuse_without_systemd(script, monkeypatch, capsys):
-    shown = subprocess.run([sys.executable, str(BENCH / script), "--help"],
-                           capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, check=True
+    )
     assert "goal" in shown.stdout
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert benchlib.refuse_without_systemd(script) is True
@@ -235,8 +274,9 @@ def test_history_records_reads_the_json_of_slotmgr_history(tmp_path):
     fake.write_text(FAKE_SLOTMGR)
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "bench-x-0").write_text(json.dumps({"job_id": "bench-x-0", "run_id": "a"}))
-    slotmgr = Slotmgr((sys.executable, str(fake)), sys.executable,
-                      dict(os.environ, FAKE_DIR=str(tmp_path / "r")))
+    slotmgr = Slotmgr(
+        (sys.executable, str(fake)), sys.executable, dict(os.environ, FAKE_DIR=str(tmp_path / "r"))
+    )
     assert benchlib.wait_for_records(slotmgr, "bench-x-", 1, grace_s=0) == 1
     broken = Slotmgr((sys.executable, "-c", "raise SystemExit(70)"), sys.executable, os.environ)
     assert benchlib.history_records(broken) == []
@@ -251,8 +291,10 @@ def test_ci_runs_both_benchmarks_small_in_both_guests_and_lints_them():
         assert "python3 bench/launch --rounds 3" in command
         assert "python3 bench/throughput --sizes 20 --at-once 50" in command
     # One benchmark failing does not skip the other.
-    assert "bench/launch --rounds 3 --job-rounds 2 || s=1; python3 bench/throughput" in \
-        check.BENCHMARKS
+    assert (
+        "bench/launch --rounds 3 --job-rounds 2 || s=1; python3 bench/throughput"
+        in check.BENCHMARKS
+    )
     lint = stages["lint"].argv[-1]
     assert "ruff check slotmgr tests bench bench/launch bench/throughput" in lint
     assert "mypy --scripts-are-modules bench/benchlib.py bench/launch bench/throughput" in lint

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from jeepney import HeaderFields, new_error, new_method_return
 
-from slotmgr import bus, messages
+from slotmgr.systemd import bus, messages
 
 
 class StandIn:
@@ -61,8 +61,11 @@ class StandIn:
             if msg.header.fields.get(HeaderFields.member) == "Hello":
                 client.sendall(new_method_return(msg, "s", (":1.42",)).serialise(serial=1))
             elif self.gives_up:  # as a broker whose wait for systemd ran out
-                client.sendall(new_error(msg, "org.freedesktop.DBus.Error.NoReply",
-                                         "s", ("no reply",)).serialise(serial=2))
+                client.sendall(
+                    new_error(
+                        msg, "org.freedesktop.DBus.Error.NoReply", "s", ("no reply",)
+                    ).serialise(serial=2)
+                )
             else:  # systemd's answer, stamped by the broker with systemd's unique name
                 reply = new_method_return(msg, "v", (("s", "257.13"),))
                 reply.header.fields[HeaderFields.sender] = ":1.7"

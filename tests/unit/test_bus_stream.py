@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from jeepney import DBusAddress, HeaderFields, MessageType, new_method_return, new_signal
 
-from slotmgr import bus, messages
+from slotmgr.systemd import bus, messages
 
 UNIT = messages.unit_object_path("slotmgr-ab12.service")
 OTHER = messages.unit_object_path("slotmgr-cd34.service")
@@ -15,14 +15,16 @@ OTHER = messages.unit_object_path("slotmgr-cd34.service")
 def properties_changed(path: str, state: str) -> bytes:
     emitter = DBusAddress(path, interface=messages.PROPERTIES_IFACE)
     changed = {"ActiveState": ("s", state), "SubState": ("s", "running")}
-    return new_signal(emitter, "PropertiesChanged", "sa{sv}as",
-                      (messages.UNIT_IFACE, changed, [])).serialise(serial=7)
+    return new_signal(
+        emitter, "PropertiesChanged", "sa{sv}as", (messages.UNIT_IFACE, changed, [])
+    ).serialise(serial=7)
 
 
 def job_removed(unit: str) -> bytes:
     emitter = DBusAddress(messages.MANAGER_PATH, interface=messages.MANAGER_IFACE)
-    return new_signal(emitter, "JobRemoved", "uoss",
-                      (3, "/org/freedesktop/systemd1/job/3", unit, "done")).serialise(serial=8)
+    return new_signal(
+        emitter, "JobRemoved", "uoss", (3, "/org/freedesktop/systemd1/job/3", unit, "done")
+    ).serialise(serial=8)
 
 
 def reply_to(serial: int) -> bytes:
@@ -45,27 +47,36 @@ def test_messages_come_out_whole_whatever_the_reads_cut(chunk):
     stream = bus._MessageStream()
     got = []
     for start in range(0, len(data), chunk):
-        stream.add_data(data[start:start + chunk])
+        stream.add_data(data[start : start + chunk])
         got += drain(stream, lambda _h: True)
-    assert [m.header.message_type for m in got] == [MessageType.signal, MessageType.signal,
-                                                     MessageType.method_return]
+    assert [m.header.message_type for m in got] == [
+        MessageType.signal,
+        MessageType.signal,
+        MessageType.method_return,
+    ]
     assert got[0].body[1]["ActiveState"] == ("s", "active")
     assert got[1].body[2] == "x.service"
     assert got[2].header.fields[HeaderFields.reply_serial] == 5
 
 
 def test_only_the_signals_asked_for_are_kept_and_replies_always():
-    asked = [messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", UNIT),
-             messages.signal_match(messages.MANAGER_IFACE, "JobRemoved")]
+    asked = [
+        messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", UNIT),
+        messages.signal_match(messages.MANAGER_IFACE, "JobRemoved"),
+    ]
     stream = bus._MessageStream()
-    stream.add_data(properties_changed(OTHER, "active") + properties_changed(UNIT, "active")
-                    + job_removed("y.service") + properties_changed(OTHER, "inactive")
-                    + reply_to(5))
+    stream.add_data(
+        properties_changed(OTHER, "active")
+        + properties_changed(UNIT, "active")
+        + job_removed("y.service")
+        + properties_changed(OTHER, "inactive")
+        + reply_to(5)
+    )
     got = drain(stream, kept_by(asked))
-    assert [(m.header.fields.get(HeaderFields.path), m.header.fields.get(HeaderFields.member))
-            for m in got] == [(UNIT, "PropertiesChanged"),
-                              (messages.MANAGER_PATH, "JobRemoved"),
-                              (None, None)]
+    assert [
+        (m.header.fields.get(HeaderFields.path), m.header.fields.get(HeaderFields.member))
+        for m in got
+    ] == [(UNIT, "PropertiesChanged"), (messages.MANAGER_PATH, "JobRemoved"), (None, None)]
 
 
 def test_with_nothing_asked_for_no_signal_is_kept():
@@ -90,8 +101,10 @@ def test_on_a_bus_only_systemds_own_signals_are_believed():
     otherwise tell a root launcher that its job had ended."""
     asked = [messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", UNIT)]
     stream = bus._MessageStream()
-    stream.add_data(with_sender(properties_changed(UNIT, "inactive"), ":1.66")
-                    + with_sender(properties_changed(UNIT, "active"), ":1.1"))
+    stream.add_data(
+        with_sender(properties_changed(UNIT, "inactive"), ":1.66")
+        + with_sender(properties_changed(UNIT, "active"), ":1.1")
+    )
 
     def systemd_is(name):
         return lambda header: bus.is_wanted(header, asked, systemd_sender=name)

@@ -20,14 +20,19 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr.features import features_from_version
-from slotmgr.jobinit import find_catatonit
-from slotmgr.jobspec import JobSpec, exec_argv
+from slotmgr.job.init import find_catatonit
+from slotmgr.job.spec import JobSpec, exec_argv
+from slotmgr.systemd.features import features_from_version
 
 NOBODY = "65534"
-AS_NOBODY_WITH_SYS_ADMIN = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                            "--clear-groups", "--inh-caps=+sys_admin",
-                            "--ambient-caps=+sys_admin"]
+AS_NOBODY_WITH_SYS_ADMIN = [
+    "setpriv",
+    f"--reuid={NOBODY}",
+    f"--regid={NOBODY}",
+    "--clear-groups",
+    "--inh-caps=+sys_admin",
+    "--ambient-caps=+sys_admin",
+]
 STAND_IN_FOR_PRIVATE_PIDS = ["unshare", "--pid", "--fork", "--mount-proc"]
 FORMS = ["257", "252", "252-user"]
 TIMEOUT = 30
@@ -45,9 +50,15 @@ def catatonit() -> str:
 
 def argv_of(form: str, catatonit: str, command: list[str], **kw: object) -> list[str]:
     version, _, who = form.partition("-")
-    spec = JobSpec(command=tuple(command), job_id="ab12", unit="u.service",
-                   python="/usr/bin/python3", catatonit=catatonit,
-                   user="nobody" if who else "root", **kw)  # type: ignore[arg-type]
+    spec = JobSpec(
+        command=tuple(command),
+        job_id="ab12",
+        unit="u.service",
+        python="/usr/bin/python3",
+        catatonit=catatonit,
+        user="nobody" if who else "root",
+        **kw,
+    )  # type: ignore[arg-type]
     argv = exec_argv(spec, features_from_version(version))
     if version == "257":
         return [*STAND_IN_FOR_PRIVATE_PIDS, *argv]
@@ -55,8 +66,9 @@ def argv_of(form: str, catatonit: str, command: list[str], **kw: object) -> list
 
 
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, cwd="/",
-                          env=UNIT_ENV)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=TIMEOUT, cwd="/", env=UNIT_ENV
+    )
 
 
 def children(pid: int) -> list[int]:
@@ -123,9 +135,14 @@ def test_the_job_starts_with_no_signal_blocked_or_ignored(form, catatonit):
 @pytest.mark.parametrize("form", FORMS)
 def test_the_jobs_variables_reach_the_job_and_not_the_init(form, catatonit):
     job = ["sh", "-c", "echo $SLOTMGR_T_VAR; read _"]
-    proc = subprocess.Popen(argv_of(form, catatonit, job, environment=("SLOTMGR_T_VAR=own",)),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
-                            env=UNIT_ENV)
+    proc = subprocess.Popen(
+        argv_of(form, catatonit, job, environment=("SLOTMGR_T_VAR=own",)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
+        env=UNIT_ENV,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "own\n"
         for pid in (proc.pid, the_init(proc.pid, catatonit)):  # unshare (or its stand-in), init
@@ -138,10 +155,15 @@ def test_the_jobs_variables_reach_the_job_and_not_the_init(form, catatonit):
 
 @pytest.mark.parametrize("form", FORMS)
 def test_sigterm_to_the_init_reaches_the_job_once(form, catatonit):
-    job = ["sh", "-c", "n=0; trap 'n=$((n+1))' TERM; echo ready; "
-           "while sleep 0.2; do [ $n -gt 0 ] && sleep 1 && exit $((40+n)); done"]
-    proc = subprocess.Popen(argv_of(form, catatonit, job), stdout=subprocess.PIPE, text=True,
-                            cwd="/", env=UNIT_ENV)
+    job = [
+        "sh",
+        "-c",
+        "n=0; trap 'n=$((n+1))' TERM; echo ready; "
+        "while sleep 0.2; do [ $n -gt 0 ] && sleep 1 && exit $((40+n)); done",
+    ]
+    proc = subprocess.Popen(
+        argv_of(form, catatonit, job), stdout=subprocess.PIPE, text=True, cwd="/", env=UNIT_ENV
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         os.kill(the_init(proc.pid, catatonit), signal.SIGTERM)
@@ -168,8 +190,11 @@ def test_nothing_of_the_job_outlives_its_main_process(form, catatonit):
 
 def caps(pid: int | str) -> dict[str, int]:
     text = Path(f"/proc/{pid}/status").read_text()
-    return {line.split(":")[0]: int(line.split()[1], 16)
-            for line in text.splitlines() if line.startswith("Cap")}
+    return {
+        line.split(":")[0]: int(line.split()[1], 16)
+        for line in text.splitlines()
+        if line.startswith("Cap")
+    }
 
 
 def test_a_user_jobs_processes_hold_no_capability(catatonit):
@@ -196,6 +221,6 @@ def test_without_setpriv_the_capability_would_reach_the_job(catatonit):
     # What SETPRIV_NO_CAPS is for: the ambient capability survives both execs.
     argv = argv_of("252-user", catatonit, ["grep", "^CapAmb", "/proc/self/status"])
     at = argv.index("/usr/bin/setpriv")
-    out = run(argv[:at] + argv[at + 4:])
+    out = run(argv[:at] + argv[at + 4 :])
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.split()[1], 16) == 1 << 21

@@ -13,8 +13,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_ci_runs_the_readme_commands_as_written() -> None:
     ci = (REPO / ".ci" / "run").read_text().splitlines()
-    commands = [line.strip() for line in ci if line.strip() and not line.lstrip().startswith(
-        ("#", "echo", "set ", "cd "))]
+    commands = [
+        line.strip()
+        for line in ci
+        if line.strip() and not line.lstrip().startswith(("#", "echo", "set ", "cd "))
+    ]
     assert commands == ["scripts/setup", "exec scripts/check"]
     readme = (REPO / "README.md").read_text()
     assert "scripts/demo     #" in readme and "scripts/check    #" in readme
@@ -24,8 +27,15 @@ def test_check_starts_with_the_demo_as_written() -> None:
     stages = check.stages([])
     assert stages[0].name == "demo"
     assert stages[0].argv == [str(REPO / "scripts" / "demo")]
-    assert [s.name for s in stages] == ["demo", "lint", "unit", "unit-3.9", "rpm",
-                                        "guest-252", "guest-257"]
+    assert [s.name for s in stages] == [
+        "demo",
+        "lint",
+        "unit",
+        "unit-3.9",
+        "rpm",
+        "guest-252",
+        "guest-257",
+    ]
     # make rpm as the README says it, with no PATH of the check's own.
     assert next(s for s in stages if s.name == "rpm").argv == ["make", "rpm"]
 
@@ -40,8 +50,9 @@ def test_a_failed_demo_fails_the_total() -> None:
 
 
 def test_every_failed_stage_counts() -> None:
-    line, ok = check.total_line([_stage("demo", 1), _stage("lint", 1),
-                                 _stage("guest-252", 1, passed=5, failed=2)])
+    line, ok = check.total_line(
+        [_stage("demo", 1), _stage("lint", 1), _stage("guest-252", 1, passed=5, failed=2)]
+    )
     assert (line, ok) == ("5 passed, 4 failed", False)
 
 

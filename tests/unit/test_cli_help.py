@@ -1,4 +1,4 @@
-"""`slotmgr run --help` in sections (slotmgr.cli_help), under click 7.1 and 8."""
+"""`slotmgr run --help` in sections (slotmgr.cli.help_sections), under click 7.1 and 8."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 import click
 from click.testing import CliRunner
 
-from slotmgr.cli import RUN_OPTION_SECTIONS, run
-from slotmgr.cli_help import DEFAULT_SECTION, SectionedCommand, option_key
-from slotmgr.properties import LIMIT_OPTIONS
+from slotmgr.cli.help_sections import DEFAULT_SECTION, SectionedCommand, option_key
+from slotmgr.cli.main import RUN_OPTION_SECTIONS, run
+from slotmgr.systemd.properties import LIMIT_OPTIONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIMITS = "Limits (systemd's syntax)"
@@ -40,8 +40,13 @@ def _sections() -> dict[str, list[str]]:
 
 
 def _help(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "slotmgr", *args, "--help"], capture_output=True,
-                         text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "slotmgr", *args, "--help"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -51,8 +56,11 @@ def test_each_option_is_in_its_section() -> None:
     for title, flags in EXPECTED.items():
         assert [f for f in sections.get(title, []) if f in flags] == flags, title
     # Whatever the mapping does not name is in the default section, nowhere else.
-    unnamed = [option_key(p) for p in run.params
-               if isinstance(p, click.Option) and option_key(p) not in RUN_OPTION_SECTIONS]
+    unnamed = [
+        option_key(p)
+        for p in run.params
+        if isinstance(p, click.Option) and option_key(p) not in RUN_OPTION_SECTIONS
+    ]
     assert sorted(sections[DEFAULT_SECTION]) == sorted(["--help", *unnamed])
 
 
@@ -75,8 +83,10 @@ def test_run_help_shows_the_sections_in_order_and_each_option_once() -> None:
     blocks = dict(zip(headings, re.split(r"^\S[^:\n]*:$", text, flags=re.MULTILINE)[1:]))
     for title, flags in EXPECTED.items():
         for flag in flags:
-            assert re.search(rf"^  (-\w, )?{re.escape(flag)}\b", blocks[title], re.MULTILINE), \
-                (title, flag)
+            assert re.search(rf"^  (-\w, )?{re.escape(flag)}\b", blocks[title], re.MULTILINE), (
+                title,
+                flag,
+            )
             assert len(re.findall(rf"^  (-\w, )?{re.escape(flag)}\b", text, re.MULTILINE)) == 1
 
 
@@ -90,13 +100,17 @@ def test_an_option_nobody_mapped_lands_in_the_default_section() -> None:
 
     result = CliRunner().invoke(cmd, ["--help"])
     assert result.exit_code == 0, result.output
-    assert re.search(r"First:\n  --alpha +Mapped\.\n\nOther options:\n  --brand-new X +Added later",
-                     result.output), result.output
+    assert re.search(
+        r"First:\n  --alpha +Mapped\.\n\nOther options:\n  --brand-new X +Added later",
+        result.output,
+    ), result.output
     assert "ARGS" not in result.output.split("Other options:")[1]
 
 
 def test_the_columns_line_up_across_sections() -> None:
     text = _help("run")
-    starts = {m.start(2) - m.start(0) for m in
-              re.finditer(r"^(  -\S.{0,28}?) {2,}(\S)", text, re.MULTILINE)}
+    starts = {
+        m.start(2) - m.start(0)
+        for m in re.finditer(r"^(  -\S.{0,28}?) {2,}(\S)", text, re.MULTILINE)
+    }
     assert len(starts) == 1, starts

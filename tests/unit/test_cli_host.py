@@ -15,8 +15,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def slotmgr_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "slotmgr", *args], capture_output=True,
-                          text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "slotmgr", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_version_and_help():
@@ -26,8 +31,9 @@ def test_version_and_help():
     assert out.returncode == 0 and "run" in out.stdout and "Usage:" in out.stdout
 
 
-@pytest.mark.skipif(os.path.isdir("/run/systemd/system"),
-                    reason="this host runs systemd; the guests test that case")
+@pytest.mark.skipif(
+    os.path.isdir("/run/systemd/system"), reason="this host runs systemd; the guests test that case"
+)
 @pytest.mark.parametrize("args", [(), ("run", "true")])
 def test_no_systemd_gives_one_line_and_points_to_the_test_bed(args):
     out = slotmgr_cli(*args)
@@ -44,6 +50,7 @@ def test_usage_errors_exit_64_without_traceback():
     assert out.returncode == 64
     assert out.stderr.strip() == (
         "slotmgr: error: MemoryMax=lots: 'lots' is not a size: use bytes with an optional "
-        "K, M, G, T suffix (e.g. 512M, 2G) or 'infinity'")
+        "K, M, G, T suffix (e.g. 512M, 2G) or 'infinity'"
+    )
     out = slotmgr_cli("frobnicate")
     assert out.returncode == 64 and "Traceback" not in out.stderr

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from slotmgr import cli
+from slotmgr.cli import main as cli
 
 
 def run_main(capsys, *args: str) -> tuple[int, str]:
@@ -29,12 +29,15 @@ def test_scope_with_another_user_is_refused(capsys):
     assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (("--unit", "ux.timer"), "invalid --unit 'ux.timer': a service job's unit name must"),
-    (("--scope", "--unit", "ux.service"), "invalid --unit 'ux.service': a scope job's unit"),
-    (("--output", "out-%x"), "unknown escape %x"),
-    (("--append",), "--append needs --output or --error"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--unit", "ux.timer"), "invalid --unit 'ux.timer': a service job's unit name must"),
+        (("--scope", "--unit", "ux.service"), "invalid --unit 'ux.service': a scope job's unit"),
+        (("--output", "out-%x"), "unknown escape %x"),
+        (("--append",), "--append needs --output or --error"),
+    ],
+)
 def test_bad_output_and_unit_options_are_one_line_usage_errors(capsys, args, expected):
     code, err = run_main(capsys, "run", *args, "--", "true")
     assert code == 64 and expected in err and err.count("\n") == 1, err

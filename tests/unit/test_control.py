@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr import adopt, control, procs, stopping
-from slotmgr.control import Action, Caller, JobInfo
 from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
-from slotmgr.values import UINT64_MAX
+from slotmgr.job import adopt, control, stopping
+from slotmgr.job.control import Action, Caller, JobInfo
+from slotmgr.kernel import procs
+from slotmgr.systemd.values import UINT64_MAX
 
 NOW = 1_700_000_100.0
 PROPS = {
@@ -42,7 +43,12 @@ def info(**changes) -> JobInfo:
 def test_job_info_from_unit_properties():
     job = info()
     assert (job.job_id, job.unit, job.slot, job.user, job.uid) == (
-        "ab12", "slotmgr-ab12.service", "2", "root", 0)
+        "ab12",
+        "slotmgr-ab12.service",
+        "2",
+        "root",
+        0,
+    )
     assert job.state == "active/running"
     assert job.runtime_usec == 100_000_000 and job.start_time == 1_700_000_000.0
     assert job.cpu_usage_usec == 2_500_000 and job.memory_current_bytes == 12 * 1024**2
@@ -51,8 +57,15 @@ def test_job_info_from_unit_properties():
 
 
 def test_job_info_unavailable_figures_are_none_and_frozen_shows():
-    job = info(MemoryCurrent=UINT64_MAX, TasksCurrent=UINT64_MAX, CPUUsageNSec=UINT64_MAX,
-               InactiveExitTimestamp=0, MainPID=0, FreezerState="frozen", Slice="slotmgr.slice")
+    job = info(
+        MemoryCurrent=UINT64_MAX,
+        TasksCurrent=UINT64_MAX,
+        CPUUsageNSec=UINT64_MAX,
+        InactiveExitTimestamp=0,
+        MainPID=0,
+        FreezerState="frozen",
+        Slice="slotmgr.slice",
+    )
     assert job.memory_current_bytes is None and job.tasks_current is None
     assert job.cpu_usage_usec is None and job.runtime_usec is None and job.main_pid is None
     assert job.slot is None
@@ -72,8 +85,9 @@ def test_job_info_takes_the_id_from_the_marker_not_the_name():
     job = control.job_info("ux-named.service", PROPS, owner_uid=0, now=NOW)
     assert (job.job_id, job.unit, job.command) == ("ab12", "ux-named.service", [])
     with pytest.raises(control.NotAJob, match=r"'slotmgr-ab12\.service' is not a slotmgr job"):
-        control.job_info("slotmgr-ab12.service", {**PROPS, "LogExtraFields": []}, owner_uid=0,
-                         now=NOW)
+        control.job_info(
+            "slotmgr-ab12.service", {**PROPS, "LogExtraFields": []}, owner_uid=0, now=NOW
+        )
 
 
 class FakeManager:
@@ -93,13 +107,20 @@ class FakeManager:
     def list_units(self, patterns, states=()):
         self.listed += 1
         assert tuple(patterns) == ("*.service", "*.scope")
-        return [(name, str(p.get("Description", "")), "loaded", p.get("ActiveState", ""))
-                for name, p in self.units.items() if not states or p["ActiveState"] in states]
+        return [
+            (name, str(p.get("Description", "")), "loaded", p.get("ActiveState", ""))
+            for name, p in self.units.items()
+            if not states or p["ActiveState"] in states
+        ]
 
 
 def marked(job_id, **changes):
-    return {**PROPS, "LogExtraFields": [f"SLOTMGR_JOB={job_id}".encode()],
-            "Description": f"slotmgr job {job_id}: sleep 9", **changes}
+    return {
+        **PROPS,
+        "LogExtraFields": [f"SLOTMGR_JOB={job_id}".encode()],
+        "Description": f"slotmgr job {job_id}: sleep 9",
+        **changes,
+    }
 
 
 def test_find_job_by_id_under_its_default_name_without_listing():
@@ -109,8 +130,12 @@ def test_find_job_by_id_under_its_default_name_without_listing():
 
 
 def test_find_job_by_id_or_unit_whatever_its_unit_is_named():
-    manager = FakeManager({"ux-named.service": marked("ab12"), "sshd.service": {
-        **PROPS, "LogExtraFields": [], "Description": "OpenSSH server"}})
+    manager = FakeManager(
+        {
+            "ux-named.service": marked("ab12"),
+            "sshd.service": {**PROPS, "LogExtraFields": [], "Description": "OpenSSH server"},
+        }
+    )
     assert control.find_job(manager, "ab12")[0] == "ux-named.service"
     assert control.find_job(manager, "ux-named.service")[0] == "ux-named.service"
     with pytest.raises(control.NotAJob, match=r"'sshd\.service' is not a slotmgr job"):
@@ -121,34 +146,43 @@ def test_find_job_by_id_or_unit_whatever_its_unit_is_named():
 
 def test_a_description_alone_does_not_make_a_job():
     """A service that says it is job ab12 but has no marker (or another's) is none."""
-    manager = FakeManager({
-        "fake.service": marked("ab12", LogExtraFields=[]),
-        "other.service": marked("ab12", LogExtraFields=[b"SLOTMGR_JOB=zz"]),
-        "slotmgr-ab12.service": marked("ab12", LogExtraFields=[b"SLOTMGR_JOB=ab12",
-                                                               b"SLOTMGR_JOB=zz"]),
-    })
+    manager = FakeManager(
+        {
+            "fake.service": marked("ab12", LogExtraFields=[]),
+            "other.service": marked("ab12", LogExtraFields=[b"SLOTMGR_JOB=zz"]),
+            "slotmgr-ab12.service": marked(
+                "ab12", LogExtraFields=[b"SLOTMGR_JOB=ab12", b"SLOTMGR_JOB=zz"]
+            ),
+        }
+    )
     with pytest.raises(UsageError, match="no such job 'ab12'"):
         control.find_job(manager, "ab12")
     # What the marker says counts: other.service is job zz.
     assert [(j.unit, j.job_id) for j in control.list_jobs(manager, ROOT)] == [
-        ("other.service", "zz")]
+        ("other.service", "zz")
+    ]
 
 
 def test_list_jobs_finds_jobs_by_marker():
-    manager = FakeManager({
-        "ux-named.service": marked("ab12"),
-        "slotmgr-cd.service": marked("cd", InactiveExitTimestamp=1_699_000_000_000_000),
-        "slotmgr-old.service": marked("old", ActiveState="inactive"),
-        "slotmgr-lookalike.service": {**PROPS, "LogExtraFields": [], "Description": "x"},
-    })
+    manager = FakeManager(
+        {
+            "ux-named.service": marked("ab12"),
+            "slotmgr-cd.service": marked("cd", InactiveExitTimestamp=1_699_000_000_000_000),
+            "slotmgr-old.service": marked("old", ActiveState="inactive"),
+            "slotmgr-lookalike.service": {**PROPS, "LogExtraFields": [], "Description": "x"},
+        }
+    )
     assert [j.job_id for j in control.list_jobs(manager, ROOT)] == ["cd", "ab12"]
 
 
-@pytest.mark.parametrize(("arg", "message"), [
-    ("a b", "invalid job 'a b'"),
-    ("../x", "invalid job '../x'"),
-    ("slotmgr-a b.service", "invalid unit name"),
-])
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("a b", "invalid job 'a b'"),
+        ("../x", "invalid job '../x'"),
+        ("slotmgr-a b.service", "invalid unit name"),
+    ],
+)
 def test_job_argument_refused(arg, message):
     with pytest.raises(UsageError, match=message):
         control.check_job_argument(arg)
@@ -171,8 +205,10 @@ def test_root_and_user_managers_may_do_everything(action):
 
 @pytest.mark.parametrize("action", list(Action))
 def test_non_root_may_not_touch_other_users_system_jobs(action):
-    with pytest.raises(PermissionDenied, match=f"job ab12 belongs to root: you may "
-                                               f"{action.value} only your own jobs") as err:
+    with pytest.raises(
+        PermissionDenied,
+        match=f"job ab12 belongs to root: you may {action.value} only your own jobs",
+    ) as err:
         control.check_permission(ALICE, owned_by(0), action)
     assert err.value.exit_code == ExitCode.NO_PERMISSION == 77
 
@@ -193,16 +229,19 @@ def test_non_root_may_look_at_their_own_system_jobs(action):
     assert control.visible(ROOT, owned_by(1000))
 
 
-@pytest.mark.parametrize(("state", "gone", "finished"), [
-    (None, True, True),
-    (("inactive", "dead"), True, True),
-    (("failed", "failed"), True, True),
-    (("active", "running"), False, False),
-    (("deactivating", "stop-sigterm"), False, False),  # the job's processes still run
-    (("deactivating", "stop-post"), True, False),  # the recorder runs: never kill it
-    (("deactivating", "final-sigterm"), True, False),
-    (("active", "abandoned"), False, False),
-])
+@pytest.mark.parametrize(
+    ("state", "gone", "finished"),
+    [
+        (None, True, True),
+        (("inactive", "dead"), True, True),
+        (("failed", "failed"), True, True),
+        (("active", "running"), False, False),
+        (("deactivating", "stop-sigterm"), False, False),  # the job's processes still run
+        (("deactivating", "stop-post"), True, False),  # the recorder runs: never kill it
+        (("deactivating", "final-sigterm"), True, False),
+        (("active", "abandoned"), False, False),
+    ],
+)
 def test_states_for_stop(state, gone, finished):
     assert stopping.processes_gone(state) is gone
     assert stopping.is_finished(state) is finished
@@ -219,8 +258,9 @@ def test_parse_pids():
 
 
 def process(uid: int = 1000, cgroup: str = "/user.slice/session-1.scope") -> procs.ProcessInfo:
-    return procs.ProcessInfo(pid=777, start_time=5, uids=(uid, uid, uid, uid), cgroup=cgroup,
-                             comm="mpi agent")
+    return procs.ProcessInfo(
+        pid=777, start_time=5, uids=(uid, uid, uid, uid), cgroup=cgroup, comm="mpi agent"
+    )
 
 
 def test_adoptable_process_of_the_jobs_user():
@@ -228,8 +268,11 @@ def test_adoptable_process_of_the_jobs_user():
 
 
 def test_adopt_refuses_another_users_process():
-    with pytest.raises(PermissionDenied, match=r"process 777 \(mpi agent\) belongs to root "
-                                               r"\(uid 0\), job ab12 to "):
+    with pytest.raises(
+        PermissionDenied,
+        match=r"process 777 \(mpi agent\) belongs to root "
+        r"\(uid 0\), job ab12 to ",
+    ):
         adopt.check_adoptable(process(uid=0), owned_by(1000))
 
 
@@ -240,11 +283,15 @@ def test_adopt_refuses_a_setuid_process_with_mixed_ids():
 
 
 def test_adopt_refuses_a_process_in_another_job_and_skips_one_in_this_job():
-    with pytest.raises(PermissionDenied, match=r"already in slotmgr job zz9 "
-                                               r"\(ux-other.service\)"):
+    with pytest.raises(
+        PermissionDenied,
+        match=r"already in slotmgr job zz9 "
+        r"\(ux-other.service\)",
+    ):
         adopt.check_adoptable(process(), owned_by(1000), ("ux-other.service", "zz9"))
-    assert adopt.check_adoptable(process(), owned_by(1000),
-                                 ("slotmgr-ab12.service", "ab12")) is False
+    assert (
+        adopt.check_adoptable(process(), owned_by(1000), ("slotmgr-ab12.service", "ab12")) is False
+    )
 
 
 def test_job_of_process_is_the_marked_unit_systemd_names():
@@ -257,8 +304,10 @@ def test_job_of_process_is_the_marked_unit_systemd_names():
 
     assert control.job_of_process(ByPid("ux.service", marked("q")), 9) == ("ux.service", "q")
     # A user's own `systemd-run --user --unit slotmgr-q.service`: in their user@UID.service.
-    assert control.job_of_process(ByPid("user@1000.service", {**PROPS, "LogExtraFields": []}),
-                                  9) is None
+    assert (
+        control.job_of_process(ByPid("user@1000.service", {**PROPS, "LogExtraFields": []}), 9)
+        is None
+    )
 
 
 def test_parse_stat_with_a_hostile_name():
@@ -268,8 +317,10 @@ def test_parse_stat_with_a_hostile_name():
 
 def test_parse_status_uids_and_cgroup():
     assert procs.parse_status_uids("Name:\tx\nUid:\t1\t2\t3\t4\nGid:\t0\t0\t0\t0\n") == (1, 2, 3, 4)
-    assert procs.parse_cgroup("1:name=systemd:/x\n0::/slotmgr.slice/a.service\n") == \
-        "/slotmgr.slice/a.service"
+    assert (
+        procs.parse_cgroup("1:name=systemd:/x\n0::/slotmgr.slice/a.service\n")
+        == "/slotmgr.slice/a.service"
+    )
     with pytest.raises(ValueError):
         procs.parse_status_uids("Name: x\n")
 
@@ -339,8 +390,12 @@ def test_adopt_checks_every_pid_before_moving_any():
     mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         job = owned_by(os.getuid())
-        outcome = adopt.adopt(Recorder(), job, [mine.pid],  # type: ignore[arg-type]
-                              user_manager=True)
+        outcome = adopt.adopt(
+            Recorder(),
+            job,
+            [mine.pid],  # type: ignore[arg-type]
+            user_manager=True,
+        )
         assert outcome.adopted == (mine.pid,) and calls == [(job.unit, [mine.pid])]
         calls.clear()
         with pytest.raises(PermissionDenied):
@@ -403,5 +458,7 @@ def test_wait_for_times_out_and_reads_state_again(monkeypatch):
         stopping.wait_for(manager, "slotmgr-x.service", stopping.is_finished, timeout=0.2)
     states = iter([("active", "running"), ("deactivating", "stop-post")])
     monkeypatch.setattr(stopping, "unit_state", lambda _m, _u: next(states))
-    assert stopping.wait_for(manager, "slotmgr-x.service", stopping.processes_gone,
-                            timeout=5) == ("deactivating", "stop-post")
+    assert stopping.wait_for(manager, "slotmgr-x.service", stopping.processes_gone, timeout=5) == (
+        "deactivating",
+        "stop-post",
+    )

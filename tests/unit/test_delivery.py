@@ -12,26 +12,30 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr import delivery, procs
-from slotmgr.jobspec import PIDSHIM
+from slotmgr.job import delivery
+from slotmgr.job.spec import PIDSHIM
+from slotmgr.kernel import procs
 
 HANDLES_USR1 = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000200\n"  # bit 10: SIGUSR1
 IGNORES_TERM = "SigIgn:\t0000000000004000\nSigCgt:\t0000000000000000\n"  # bit 15: SIGTERM
 DEFAULTS = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n"
 
 
-@pytest.mark.parametrize(("signum", "status", "fatal"), [
-    (signal.SIGKILL, HANDLES_USR1, True),
-    (signal.SIGUSR1, HANDLES_USR1, False),
-    (signal.SIGUSR1, DEFAULTS, True),
-    (signal.SIGTERM, IGNORES_TERM, False),
-    (signal.SIGTERM, DEFAULTS, True),
-    (signal.SIGCHLD, DEFAULTS, False),
-    (signal.SIGWINCH, DEFAULTS, False),
-    (signal.SIGSTOP, DEFAULTS, False),
-    (signal.SIGCONT, DEFAULTS, False),
-    (signal.SIGRTMIN, DEFAULTS, True),
-])
+@pytest.mark.parametrize(
+    ("signum", "status", "fatal"),
+    [
+        (signal.SIGKILL, HANDLES_USR1, True),
+        (signal.SIGUSR1, HANDLES_USR1, False),
+        (signal.SIGUSR1, DEFAULTS, True),
+        (signal.SIGTERM, IGNORES_TERM, False),
+        (signal.SIGTERM, DEFAULTS, True),
+        (signal.SIGCHLD, DEFAULTS, False),
+        (signal.SIGWINCH, DEFAULTS, False),
+        (signal.SIGSTOP, DEFAULTS, False),
+        (signal.SIGCONT, DEFAULTS, False),
+        (signal.SIGRTMIN, DEFAULTS, True),
+    ],
+)
 def test_is_fatal(signum, status, fatal):
     assert delivery.is_fatal(int(signum), "Name:\tx\n" + status) is fatal
 
@@ -43,11 +47,13 @@ def test_is_fatal_reads_a_real_process():
     assert delivery.is_fatal(signal.SIGTERM, status) is True
 
 
-CATCHER = ("import signal, sys, time\n"
-           "signal.signal(signal.SIGUSR1, lambda *_: (open(sys.argv[1], 'w').close(), "
-           "sys.exit(0)))\n"
-           "open(sys.argv[1] + '.ready', 'w').close()\n"
-           "time.sleep(60)\n")
+CATCHER = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGUSR1, lambda *_: (open(sys.argv[1], 'w').close(), "
+    "sys.exit(0)))\n"
+    "open(sys.argv[1] + '.ready', 'w').close()\n"
+    "time.sleep(60)\n"
+)
 
 
 def test_signal_all_but_skips_the_excluded_and_the_gone(tmp_path, monkeypatch):
@@ -66,7 +72,8 @@ def test_signal_all_but_skips_the_excluded_and_the_gone(tmp_path, monkeypatch):
         gone = subprocess.Popen(["true"])
         gone.wait()
         (group_dir / "cgroup.procs").write_text(
-            "".join(f"{pid}\n" for pid in (children[0].pid, children[1].pid, gone.pid)))
+            "".join(f"{pid}\n" for pid in (children[0].pid, children[1].pid, gone.pid))
+        )
         monkeypatch.setattr(procs, "CGROUP_ROOT", str(tmp_path))
         sent = delivery.signal_all_but(own, {children[1].pid}, signal.SIGUSR1)
         assert sent == 1
@@ -101,29 +108,38 @@ SHIM = ["/usr/bin/python3", "-I", "-S", PIDSHIM]
 
 
 def test_257_the_init_is_the_main_process_and_not_signalled():
-    table = {300: (1, [*SHIM, "--started-blocked", "--", "sh", "-c", "x"]),
-             301: (300, ["sh", "-c", "x"]), 302: (301, ["sleep", "9"])}
+    table = {
+        300: (1, [*SHIM, "--started-blocked", "--", "sh", "-c", "x"]),
+        301: (300, ["sh", "-c", "x"]),
+        302: (301, ["sleep", "9"]),
+    }
     assert delivery.shims_of(table, 300) == {300}
     assert delivery.not_to_signal(table, 300) == {300}
 
 
 def test_252_the_outer_shim_and_its_init_are_not_signalled():
-    table = {200: (1, [*SHIM, "--unshare", "--started-blocked", "--", "job"]),
-             201: (200, [*SHIM, "--unshare", "--started-blocked", "--", "job"]),
-             202: (201, ["job"])}
+    table = {
+        200: (1, [*SHIM, "--unshare", "--started-blocked", "--", "job"]),
+        201: (200, [*SHIM, "--unshare", "--started-blocked", "--", "job"]),
+        202: (201, ["job"]),
+    }
     assert delivery.not_to_signal(table, 200) == {200, 201}
 
 
 def test_a_scope_shim_is_its_top_process():
-    table = {500: (77, [*SHIM, "--unshare", "--", "job"]), 501: (500, [*SHIM, "--unshare", "--",
-                                                                       "job"]),
-             502: (501, ["job"])}
+    table = {
+        500: (77, [*SHIM, "--unshare", "--", "job"]),
+        501: (500, [*SHIM, "--unshare", "--", "job"]),
+        502: (501, ["job"]),
+    }
     assert delivery.not_to_signal(table, 0) == {500, 501}
 
 
 def test_before_the_command_is_forked_the_innermost_shim_gets_it_to_forward():
-    outer_and_init = {200: (1, [*SHIM, "--unshare", "--", "job"]),
-                      201: (200, [*SHIM, "--unshare", "--", "job"])}
+    outer_and_init = {
+        200: (1, [*SHIM, "--unshare", "--", "job"]),
+        201: (200, [*SHIM, "--unshare", "--", "job"]),
+    }
     assert delivery.not_to_signal(outer_and_init, 200) == {200}
     assert delivery.not_to_signal({300: (1, [*SHIM, "--", "job"])}, 300) == set()
 
@@ -151,8 +167,11 @@ UNSHARE = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child"
 
 
 def test_257_catatonit_is_left_out_and_its_job_signalled():
-    table = {300: (1, [*CATATONIT, *JOB_ENV, "sh", "-c", "x"]), 301: (300, ["sh", "-c", "x"]),
-             302: (301, ["sleep", "9"])}
+    table = {
+        300: (1, [*CATATONIT, *JOB_ENV, "sh", "-c", "x"]),
+        301: (300, ["sh", "-c", "x"]),
+        302: (301, ["sleep", "9"]),
+    }
     assert delivery.not_to_signal(table, 300) == {300}
 
 
@@ -161,8 +180,9 @@ def test_252_unshare_and_catatonit_are_left_out():
     table = {200: (1, outer), 201: (200, [*CATATONIT, *JOB_ENV, "job"]), 202: (201, ["job"])}
     assert delivery.not_to_signal(table, 200) == {200, 201}
     # Before catatonit has forked the job, catatonit gets it (and forwards it).
-    assert delivery.not_to_signal({200: (1, outer), 201: (200, outer[len(UNSHARE):])},
-                                  200) == {200}
+    assert delivery.not_to_signal({200: (1, outer), 201: (200, outer[len(UNSHARE) :])}, 200) == {
+        200
+    }
 
 
 def _always_fatal(_pid: int, _signum: int) -> bool:
@@ -173,14 +193,20 @@ def test_252_sigkill_spares_unshare_and_catatonit_until_the_main_process_gets_it
     """252's unshare(1) exits 1 when the init it waits for dies of SIGKILL: the
     shims are left out, and the main process (unshare) is killed after the thaw."""
     outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]
-    table = {200: (1, outer), 201: (200, [*CATATONIT, *JOB_ENV, "job"]), 202: (201, ["job"]),
-             203: (202, ["job", "child"])}
+    table = {
+        200: (1, outer),
+        201: (200, [*CATATONIT, *JOB_ENV, "job"]),
+        202: (201, ["job"]),
+        203: (202, ["job", "child"]),
+    }
     left_out, later = delivery.delivery_plan(table, 200, signal.SIGKILL, _always_fatal)
     assert left_out == {200, 201} and later == 200
     # Before the command is forked, too: the main process alone ends it all.
-    only_shims = {200: (1, outer), 201: (200, outer[len(UNSHARE):])}
-    assert delivery.delivery_plan(only_shims, 200, signal.SIGKILL, _always_fatal) == ({200, 201},
-                                                                                      200)
+    only_shims = {200: (1, outer), 201: (200, outer[len(UNSHARE) :])}
+    assert delivery.delivery_plan(only_shims, 200, signal.SIGKILL, _always_fatal) == (
+        {200, 201},
+        200,
+    )
 
 
 def test_257_sigkill_to_a_frozen_job_kills_catatonit_only_after_the_thaw():

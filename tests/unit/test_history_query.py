@@ -12,37 +12,51 @@ import sys
 
 import pytest
 
-from slotmgr import history, history_query
 from slotmgr.errors import ExitCode, PermissionDenied, UsageError
-from slotmgr.history_query import HistoryQuery, parse_since
-from slotmgr.record import JobRecord, validate
+from slotmgr.history import query as history_query
+from slotmgr.history import store as history
+from slotmgr.history.query import HistoryQuery, parse_since
+from slotmgr.history.record import JobRecord, validate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOW = 1_700_000_000.0
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2h", NOW - 7200), ("2h ago", NOW - 7200), ("-90s", NOW - 90), ("1h 30min", NOW - 5400),
-    ("3d", NOW - 3 * 86400), ("@1600000000", 1_600_000_000), ("@1.5", 1.5),
-    ("infinity", 0.0),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2h", NOW - 7200),
+        ("2h ago", NOW - 7200),
+        ("-90s", NOW - 90),
+        ("1h 30min", NOW - 5400),
+        ("3d", NOW - 3 * 86400),
+        ("@1600000000", 1_600_000_000),
+        ("@1.5", 1.5),
+        ("infinity", 0.0),
+    ],
+)
 def test_parse_since(text, expected):
     assert parse_since(text, now=NOW) == pytest.approx(expected)
 
 
 def test_parse_since_dates_are_local_time():
     assert parse_since("2024-05-01", now=NOW) == datetime.datetime(2024, 5, 1).timestamp()
-    assert parse_since("2024-05-01 14:30", now=NOW) == \
-        datetime.datetime(2024, 5, 1, 14, 30).timestamp()
-    assert parse_since("2024-05-01T14:30:05", now=NOW) == \
-        datetime.datetime(2024, 5, 1, 14, 30, 5).timestamp()
+    assert (
+        parse_since("2024-05-01 14:30", now=NOW)
+        == datetime.datetime(2024, 5, 1, 14, 30).timestamp()
+    )
+    assert (
+        parse_since("2024-05-01T14:30:05", now=NOW)
+        == datetime.datetime(2024, 5, 1, 14, 30, 5).timestamp()
+    )
     midnight = datetime.datetime.fromtimestamp(NOW).replace(hour=0, minute=0, second=0)
     assert parse_since("today", now=NOW) == midnight.timestamp()
     assert parse_since("yesterday", now=NOW) == (midnight - datetime.timedelta(days=1)).timestamp()
 
 
-@pytest.mark.parametrize("text", ["", "soon", "2024-13-01", "2024-05-01 25:00", "@x", "5 parsecs",
-                                  "1h ago ago"])
+@pytest.mark.parametrize(
+    "text", ["", "soon", "2024-13-01", "2024-05-01 25:00", "@x", "5 parsecs", "1h ago ago"]
+)
 def test_parse_since_refuses(text):
     with pytest.raises(UsageError, match=rf"invalid --since {text!r}: use a date") as err:
         parse_since(text, now=NOW)
@@ -51,31 +65,61 @@ def test_parse_since_refuses(text):
 
 def test_non_root_sees_only_their_own_history():
     query = HistoryQuery(slot="1", limit=5)
-    assert history_query.scoped_query(query, caller_uid=0, caller_name="root",
-                                      user_mode=False) == query
-    mine = history_query.scoped_query(query, caller_uid=1000, caller_name="alice",
-                                      user_mode=False)
+    assert (
+        history_query.scoped_query(query, caller_uid=0, caller_name="root", user_mode=False)
+        == query
+    )
+    mine = history_query.scoped_query(query, caller_uid=1000, caller_name="alice", user_mode=False)
     assert mine == HistoryQuery(user="alice", slot="1", limit=5)
-    assert history_query.scoped_query(HistoryQuery(user="alice"), caller_uid=1000,
-                                      caller_name="alice", user_mode=False).user == "alice"
+    assert (
+        history_query.scoped_query(
+            HistoryQuery(user="alice"), caller_uid=1000, caller_name="alice", user_mode=False
+        ).user
+        == "alice"
+    )
     with pytest.raises(PermissionDenied, match="--user bob: you may see only your own history"):
-        history_query.scoped_query(HistoryQuery(user="bob"), caller_uid=1000,
-                                   caller_name="alice", user_mode=False)
+        history_query.scoped_query(
+            HistoryQuery(user="bob"), caller_uid=1000, caller_name="alice", user_mode=False
+        )
     # The user's own database under --user holds only their jobs: no filter needed.
-    assert history_query.scoped_query(HistoryQuery(user="bob"), caller_uid=1000,
-                                      caller_name="alice", user_mode=True).user == "bob"
+    assert (
+        history_query.scoped_query(
+            HistoryQuery(user="bob"), caller_uid=1000, caller_name="alice", user_mode=True
+        ).user
+        == "bob"
+    )
 
 
-def record(job_id: str, end: float, user: str = "root", slot: str | None = None,
-           run_id: str | None = None) -> JobRecord:
+def record(
+    job_id: str, end: float, user: str = "root", slot: str | None = None, run_id: str | None = None
+) -> JobRecord:
     return JobRecord(
-        job_id=job_id, unit=f"slotmgr-{job_id}.service", slice="slotmgr.slice", slot=slot,
-        user=user, uid=0 if user == "root" else 1000, command=["sleep", "1"], start_time=end - 1,
-        end_time=end, wall_time_usec=1_000_000, result="success", exit_status=0,
-        cpu_usage_usec=1000, cpu_user_usec=600, cpu_system_usec=400, memory_peak_bytes=4096,
-        memory_peak_source="cgroup memory.peak", io_read_bytes=0, io_write_bytes=0, tasks_peak=1,
-        ip_ingress_bytes=None, ip_egress_bytes=None, systemd_version="252", hostname="node1",
-        run_id=run_id or f"run-{job_id}")
+        job_id=job_id,
+        unit=f"slotmgr-{job_id}.service",
+        slice="slotmgr.slice",
+        slot=slot,
+        user=user,
+        uid=0 if user == "root" else 1000,
+        command=["sleep", "1"],
+        start_time=end - 1,
+        end_time=end,
+        wall_time_usec=1_000_000,
+        result="success",
+        exit_status=0,
+        cpu_usage_usec=1000,
+        cpu_user_usec=600,
+        cpu_system_usec=400,
+        memory_peak_bytes=4096,
+        memory_peak_source="cgroup memory.peak",
+        io_read_bytes=0,
+        io_write_bytes=0,
+        tasks_peak=1,
+        ip_ingress_bytes=None,
+        ip_egress_bytes=None,
+        systemd_version="252",
+        hostname="node1",
+        run_id=run_id or f"run-{job_id}",
+    )
 
 
 @pytest.fixture
@@ -83,8 +127,12 @@ def db(tmp_path):
     path = str(tmp_path / "state" / "history.db")
     with history.open_db(path) as conn:
         for i in range(6):
-            history.insert(conn, record(f"j{i}", NOW + i, user="alice" if i % 2 else "root",
-                                        slot="1" if i < 3 else None))
+            history.insert(
+                conn,
+                record(
+                    f"j{i}", NOW + i, user="alice" if i % 2 else "root", slot="1" if i < 3 else None
+                ),
+            )
     return path
 
 
@@ -92,12 +140,20 @@ def test_records_filters_and_limit_keeps_the_newest(db):
     everything = history_query.records(db, HistoryQuery())
     assert [r.job_id for r in everything] == ["j0", "j1", "j2", "j3", "j4", "j5"]
     assert [r.job_id for r in history_query.records(db, HistoryQuery(limit=2))] == ["j4", "j5"]
-    assert [r.job_id for r in history_query.records(db, HistoryQuery(user="alice"))] == \
-        ["j1", "j3", "j5"]
-    assert [r.job_id for r in history_query.records(db, HistoryQuery(slot="1"))] == \
-        ["j0", "j1", "j2"]
-    assert [r.job_id for r in history_query.records(db, HistoryQuery(since=NOW + 4))] == \
-        ["j4", "j5"]
+    assert [r.job_id for r in history_query.records(db, HistoryQuery(user="alice"))] == [
+        "j1",
+        "j3",
+        "j5",
+    ]
+    assert [r.job_id for r in history_query.records(db, HistoryQuery(slot="1"))] == [
+        "j0",
+        "j1",
+        "j2",
+    ]
+    assert [r.job_id for r in history_query.records(db, HistoryQuery(since=NOW + 4))] == [
+        "j4",
+        "j5",
+    ]
     assert history_query.get(db, "j3").user == "alice"
     assert history_query.get(db, "nope") is None
     assert history_query.records(db + ".missing", HistoryQuery()) == []
@@ -109,8 +165,13 @@ def test_open_readonly_refuses_writes(db):
 
 
 def slotmgr_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slotmgr", *args], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": REPO, **env}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "slotmgr", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO, **env},
+        timeout=60,
+    )
 
 
 # SLOTMGR_HISTORY_DB is honoured for --user (and a non-root caller) only, so
@@ -135,15 +196,19 @@ def test_history_command_without_a_database(tmp_path):
     assert json.loads(slotmgr_cli("--user", "history", "--json", env=env).stdout) == []
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--since", "soon"], "invalid --since 'soon'"),
-    (["--limit", "0"], "invalid --limit '0'"),
-    (["--limit", "many"], "invalid --limit 'many'"),
-    (["--slot", "x"], "invalid --slot 'x'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "soon"], "invalid --since 'soon'"),
+        (["--limit", "0"], "invalid --limit '0'"),
+        (["--limit", "many"], "invalid --limit 'many'"),
+        (["--slot", "x"], "invalid --slot 'x'"),
+    ],
+)
 def test_history_command_bad_input(args, message, tmp_path):
-    out = slotmgr_cli("--user", "history", *args,
-                      env={"SLOTMGR_HISTORY_DB": str(tmp_path / "h.db")})
+    out = slotmgr_cli(
+        "--user", "history", *args, env={"SLOTMGR_HISTORY_DB": str(tmp_path / "h.db")}
+    )
     assert out.returncode == ExitCode.USAGE
     assert out.stderr.strip() == out.stderr.strip().splitlines()[0]
     assert message in out.stderr and "Traceback" not in out.stderr

@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-from slotmgr import history, history_query
 from slotmgr.errors import SlotmgrError
-from slotmgr.history_query import HistoryQuery, HistorySource
+from slotmgr.history import query as history_query
+from slotmgr.history import store as history
+from slotmgr.history.query import HistoryQuery, HistorySource
 
 from .test_history_query import record
 
@@ -97,8 +98,7 @@ def test_a_held_lock_costs_a_deadline_and_loses_no_record(db, capsys):
         assert "was held for more than 0.5s" in capsys.readouterr().err
         assert [n for n in os.listdir(history.spool_dir(db))] == ["run-second.json"]
         # Readers see the spooled record at once, while the lock is still held.
-        assert [r.job_id for r in history_query.records(db, HistoryQuery())] == \
-            ["first", "second"]
+        assert [r.job_id for r in history_query.records(db, HistoryQuery())] == ["first", "second"]
         assert history_query.get_run(db, "run-second").job_id == "second"
     finally:
         holder.kill()
@@ -131,8 +131,11 @@ def test_a_database_of_the_first_schema_is_migrated_keeping_its_rows(db):
     """)
     data = json.loads(record("old", 1.0).to_json())
     del data["run_id"], data["stopped_by"]
-    old.execute("INSERT INTO jobs VALUES ('old', 'slotmgr-old.service', 'root', 0, NULL, 0, 1,"
-                " 'success', ?)", (json.dumps(data),))
+    old.execute(
+        "INSERT INTO jobs VALUES ('old', 'slotmgr-old.service', 'root', 0, NULL, 0, 1,"
+        " 'success', ?)",
+        (json.dumps(data),),
+    )
     old.commit()
     old.close()
     assert history.store(db, record("old", 9.0, run_id="new-run"))  # same id, a new run
@@ -184,7 +187,8 @@ def test_a_users_copy_is_theirs_alone(db, monkeypatch):
     source = history_query.source_for(caller_uid=1000, user_mode=False)
     assert source == HistorySource(copy, own_copy=True)
     monkeypatch.setenv("SLOTMGR_HISTORY_DB", "/home/alice/own.db")  # a database of her own
-    assert history_query.source_for(caller_uid=1000, user_mode=False) == \
-        HistorySource("/home/alice/own.db", own_copy=False)
+    assert history_query.source_for(caller_uid=1000, user_mode=False) == HistorySource(
+        "/home/alice/own.db", own_copy=False
+    )
     assert [r.job_id for r in history_query.records(source, HistoryQuery())] == ["alicejob"]
     assert history_query.get(source, "alicejob") == theirs

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import stat
 
-from slotmgr import history
+from slotmgr.history import store as history
 
 from .test_history_query import record
 

@@ -1,22 +1,35 @@
-"""Which init a job gets (slotmgr.jobinit), and the node's setting for it."""
+"""Which init a job gets (slotmgr.job.init), and the node's setting for it."""
 
 from __future__ import annotations
 
 import pytest
 
-from slotmgr.config import ConfigError, parse_node_config
-from slotmgr.jobinit import InitChoice, InitSetting, choose_init, find_catatonit
-from slotmgr.jobspec import CATATONIT_PATHS
+from slotmgr.job.init import InitChoice, InitSetting, choose_init, find_catatonit
+from slotmgr.job.spec import CATATONIT_PATHS
+from slotmgr.node.config import ConfigError, parse_node_config
 
 CATATONIT = "/usr/libexec/catatonit/catatonit"
 NO_ABI = "kernel lacks Landlock ABI 6 (has 3); use --private-network"
 
 
-def choose(setting="auto", catatonit=CATATONIT, *, command=("true",), private_pids=True,
-           scope=False, landlock=(False, NO_ABI)):
-    return choose_init(InitSetting(setting), catatonit, command=command,
-                       private_pids=private_pids, scope=scope, landlock_scope=landlock[0],
-                       landlock_missing=landlock[1])
+def choose(
+    setting="auto",
+    catatonit=CATATONIT,
+    *,
+    command=("true",),
+    private_pids=True,
+    scope=False,
+    landlock=(False, NO_ABI),
+):
+    return choose_init(
+        InitSetting(setting),
+        catatonit,
+        command=command,
+        private_pids=private_pids,
+        scope=scope,
+        landlock_scope=landlock[0],
+        landlock_missing=landlock[1],
+    )
 
 
 def test_catatonit_where_installed():
@@ -49,7 +62,7 @@ def test_no_pid_namespace_no_init():
 
 
 def test_find_catatonit_looks_at_rhels_path_first(monkeypatch):
-    import slotmgr.jobinit as jobinit
+    import slotmgr.job.init as jobinit
 
     assert CATATONIT_PATHS[0] == CATATONIT
     monkeypatch.setattr(jobinit.os, "access", lambda path, _mode: path == "/usr/bin/catatonit")
@@ -62,6 +75,7 @@ def test_the_setting_in_the_nodes_file():
     assert parse_node_config("", source="f").init == "auto"
     for value in ("auto", "catatonit", "pidshim"):
         assert parse_node_config(f"[node]\ninit = {value}\n", source="f").init == value
-    with pytest.raises(ConfigError, match="invalid init 'tini' in f: use one of auto, "
-                                          "catatonit, pidshim"):
+    with pytest.raises(
+        ConfigError, match="invalid init 'tini' in f: use one of auto, catatonit, pidshim"
+    ):
         parse_node_config("[node]\ninit = tini\n", source="f")

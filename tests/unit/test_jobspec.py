@@ -7,8 +7,9 @@ import stat
 
 import pytest
 
-from slotmgr.features import features_from_version
-from slotmgr.jobspec import (
+from slotmgr.history.hook import HOOK
+from slotmgr.job.naming import job_id_of_unit
+from slotmgr.job.spec import (
     PIDSHIM,
     JobSpec,
     check_command,
@@ -22,8 +23,7 @@ from slotmgr.jobspec import (
     unit_name_for,
     unit_properties,
 )
-from slotmgr.naming import job_id_of_unit
-from slotmgr.stophook import HOOK
+from slotmgr.systemd.features import features_from_version
 
 CATATONIT = "/usr/libexec/catatonit/catatonit"
 V252 = features_from_version("252")
@@ -31,8 +31,13 @@ V257 = features_from_version("257")
 
 
 def spec(**kw):
-    base = dict(command=("sleep", "1"), job_id="ab12", unit="slotmgr-ab12.service",
-                history_db="/var/lib/slotmgr/history.db", python="/usr/bin/python3")
+    base = dict(
+        command=("sleep", "1"),
+        job_id="ab12",
+        unit="slotmgr-ab12.service",
+        history_db="/var/lib/slotmgr/history.db",
+        python="/usr/bin/python3",
+    )
     base.update(kw)
     return JobSpec(**base)
 
@@ -45,8 +50,19 @@ def test_252_uses_the_shim_to_make_the_pid_namespace():
     props = props_of(spec(), V252)
     argv = props["ExecStart"].value[0][1]
     # env(1) starts the shim with signals blocked, so a stop during its start is kept.
-    assert argv == ["/usr/bin/env", "--block-signal", "/usr/bin/python3", "-I", "-S", PIDSHIM,
-                    "--unshare", "--started-blocked", "--", "sleep", "1"]
+    assert argv == [
+        "/usr/bin/env",
+        "--block-signal",
+        "/usr/bin/python3",
+        "-I",
+        "-S",
+        PIDSHIM,
+        "--unshare",
+        "--started-blocked",
+        "--",
+        "sleep",
+        "1",
+    ]
     assert "PrivatePIDs" not in props
     assert props["PrivateTmp"].value is True
 
@@ -54,23 +70,40 @@ def test_252_uses_the_shim_to_make_the_pid_namespace():
 def test_257_lets_systemd_make_it_and_runs_the_shim_as_pid_1():
     props = props_of(spec(), V257)
     argv = props["ExecStartEx"].value[0][1]
-    assert argv == ["/usr/bin/env", "--block-signal", "/usr/bin/python3", "-I", "-S", PIDSHIM,
-                    "--started-blocked", "--", "sleep", "1"]
+    assert argv == [
+        "/usr/bin/env",
+        "--block-signal",
+        "/usr/bin/python3",
+        "-I",
+        "-S",
+        PIDSHIM,
+        "--started-blocked",
+        "--",
+        "sleep",
+        "1",
+    ]
     assert props["PrivatePIDs"].value == "yes"
 
 
 def test_a_scope_shim_is_not_started_blocked():
     argv = exec_argv(spec(scope=True), V257)
     assert argv[0] != "/usr/bin/env" and "--started-blocked" not in argv
-    assert argv[argv.index("--") + 1:] == ["sleep", "1"]
+    assert argv[argv.index("--") + 1 :] == ["sleep", "1"]
 
 
 def test_isolation_can_be_turned_off():
-    props = props_of(spec(private_pids=False, private_tmp=False, private_ipc=False,
-                          private_shm=False), V257)
+    props = props_of(
+        spec(private_pids=False, private_tmp=False, private_ipc=False, private_shm=False), V257
+    )
     assert props["ExecStartEx"].value[0][1] == ["sleep", "1"]
-    for key in ("PrivatePIDs", "PrivateTmp", "PrivateIPC", "TemporaryFileSystem", "BindPaths",
-                "PrivateNetwork"):
+    for key in (
+        "PrivatePIDs",
+        "PrivateTmp",
+        "PrivateIPC",
+        "TemporaryFileSystem",
+        "BindPaths",
+        "PrivateNetwork",
+    ):
         assert key not in props
 
 
@@ -95,8 +128,13 @@ def test_ipc_and_shm_are_private_by_default(features):
 def test_a_scope_gets_its_isolation_from_the_shim():
     argv = exec_argv(spec(scope=True, landlock_scope=True), V257)
     shim = argv[: argv.index("--")]
-    assert shim[shim.index(PIDSHIM) + 1:] == ["--unshare", "--private-tmp", "--private-ipc",
-                                               "--private-shm", "--landlock-scope"]
+    assert shim[shim.index(PIDSHIM) + 1 :] == [
+        "--unshare",
+        "--private-tmp",
+        "--private-ipc",
+        "--private-shm",
+        "--landlock-scope",
+    ]
     argv = exec_argv(spec(scope=True, private_ipc=False, private_shm=False), V257)
     assert "--private-ipc" not in argv and "--private-shm" not in argv
 
@@ -110,8 +148,7 @@ SCRATCH = "/var/lib/slotmgr/scratch/ab12"
 
 
 def test_scratch_hides_the_other_jobs_and_is_exported():
-    props = props_of(spec(scratch_dir=SCRATCH, environment=("SLOTMGR_SCRATCH=/elsewhere",)),
-                     V257)
+    props = props_of(spec(scratch_dir=SCRATCH, environment=("SLOTMGR_SCRATCH=/elsewhere",)), V257)
     assert props["TemporaryFileSystem"].value == [
         ("/dev/shm", "mode=1777,nosuid,nodev"),
         ("/var/lib/slotmgr/scratch", "mode=0755,nosuid,nodev"),
@@ -119,8 +156,12 @@ def test_scratch_hides_the_other_jobs_and_is_exported():
     assert props["BindPaths"].value == [(SCRATCH, SCRATCH, False, 0)]
     argv = props["ExecStartEx"].value[0][1]
     # In the job's own env(1), after the init; last, so that the job's -E cannot move it.
-    assert argv[argv.index("--", argv.index(PIDSHIM)):][:4] == [
-        "--", "/usr/bin/env", "--", "SLOTMGR_SCRATCH=/elsewhere"]
+    assert argv[argv.index("--", argv.index(PIDSHIM)) :][:4] == [
+        "--",
+        "/usr/bin/env",
+        "--",
+        "SLOTMGR_SCRATCH=/elsewhere",
+    ]
     assert argv[: argv.index("sleep")][-1] == f"SLOTMGR_SCRATCH={SCRATCH}"
     assert command_from_exec_argv(argv) == ["sleep", "1"]
 
@@ -143,23 +184,34 @@ def test_isolation_lines_say_what_the_job_got():
     full = spec(scratch_dir=SCRATCH, landlock_scope=True)
     assert isolation_lines(full) == [
         "isolation: pids, tmp, ipc, shm, scratch, abstract-sockets(landlock), signals(landlock)",
-        "init: pidshim (Landlock scope)"]
-    old_kernel = spec(landlock_missing="kernel lacks Landlock ABI 6 (has 3); use "
-                      "--private-network", catatonit=CATATONIT)
+        "init: pidshim (Landlock scope)",
+    ]
+    old_kernel = spec(
+        landlock_missing="kernel lacks Landlock ABI 6 (has 3); use --private-network",
+        catatonit=CATATONIT,
+    )
     assert isolation_lines(old_kernel) == [
         "isolation: pids, tmp, ipc, shm",
         "abstract sockets: shared, kernel lacks Landlock ABI 6 (has 3); use --private-network",
-        "init: catatonit"]
+        "init: catatonit",
+    ]
     assert isolation_lines(spec(private_network=True, init_why="no catatonit installed")) == [
-        "isolation: pids, tmp, ipc, shm, network", "init: pidshim (no catatonit installed)"]
+        "isolation: pids, tmp, ipc, shm, network",
+        "init: pidshim (no catatonit installed)",
+    ]
     bare = spec(scope=True, private_pids=False)
     assert isolation_lines(bare) == ["isolation: none", "abstract sockets: shared, not scoped"]
 
 
 def test_accounting_is_always_on_and_the_stop_hook_is_privileged():
     props = props_of(spec(slot="3"), V257)
-    for key in ("CPUAccounting", "MemoryAccounting", "IOAccounting", "TasksAccounting",
-                "IPAccounting"):
+    for key in (
+        "CPUAccounting",
+        "MemoryAccounting",
+        "IOAccounting",
+        "TasksAccounting",
+        "IPAccounting",
+    ):
         assert props[key].value is True
     _path, argv, flags = props["ExecStopPostEx"].value[0]
     assert set(flags) == {"privileged", "ignore-failure", "no-env-expand"}
@@ -199,7 +251,7 @@ def test_environment_goes_through_env_not_the_unit(features):
     shim_end = argv.index("--")
     assert argv[0] == "/usr/bin/env" and argv[1] == "--block-signal"
     assert not any("=" in arg for arg in argv[:shim_end])
-    assert argv[shim_end + 1:] == ["/usr/bin/env", "--", "A=1", "LD_PRELOAD=/x.so", "sleep", "1"]
+    assert argv[shim_end + 1 :] == ["/usr/bin/env", "--", "A=1", "LD_PRELOAD=/x.so", "sleep", "1"]
     assert command_from_exec_argv(argv) == ["sleep", "1"]
 
 
@@ -210,8 +262,19 @@ def test_without_a_shim_one_env_sets_the_variables():
 
 
 def test_commands_of_units_made_by_the_earlier_layout_still_read_back():
-    old = ["/usr/bin/env", "--block-signal", "A=1", "/usr/bin/python3", "-I", "-S", PIDSHIM,
-           "--started-blocked", "--", "sleep", "1"]
+    old = [
+        "/usr/bin/env",
+        "--block-signal",
+        "A=1",
+        "/usr/bin/python3",
+        "-I",
+        "-S",
+        PIDSHIM,
+        "--started-blocked",
+        "--",
+        "sleep",
+        "1",
+    ]
     assert command_from_exec_argv(old) == ["sleep", "1"]
 
 
@@ -226,20 +289,29 @@ def test_working_directory_keeps_the_recorder_running_if_the_job_removes_it():
     assert props_of(spec(working_directory="/srv/x"), V257)["WorkingDirectory"].value == "-/srv/x"
 
 
-@pytest.mark.parametrize(("name", "scope", "expected"), [
-    ("ux-named", False, "ux-named.service"),
-    ("ux-named.service", False, "ux-named.service"),
-    ("my.job", False, "my.job.service"),
-    ("ux", True, "ux.scope"),
-    ("ux.scope", True, "ux.scope"),
-])
+@pytest.mark.parametrize(
+    ("name", "scope", "expected"),
+    [
+        ("ux-named", False, "ux-named.service"),
+        ("ux-named.service", False, "ux-named.service"),
+        ("my.job", False, "my.job.service"),
+        ("ux", True, "ux.scope"),
+        ("ux.scope", True, "ux.scope"),
+    ],
+)
 def test_unit_names_get_the_jobs_type_as_systemd_run_adds_it(name, scope, expected):
     assert complete_unit_name(name, scope=scope) == expected
 
 
-@pytest.mark.parametrize(("name", "scope"), [
-    ("ux.scope", False), ("ux.service", True), ("ux.timer", False), ("ux.slice", False),
-])
+@pytest.mark.parametrize(
+    ("name", "scope"),
+    [
+        ("ux.scope", False),
+        ("ux.service", True),
+        ("ux.timer", False),
+        ("ux.slice", False),
+    ],
+)
 def test_a_unit_name_of_another_type_is_refused(name, scope):
     with pytest.raises(ValueError, match=r"must end in \.(service|scope)"):
         complete_unit_name(name, scope=scope)
@@ -264,8 +336,12 @@ def test_check_command_resolves_from_the_working_directory(tmp_path):
 
 @pytest.mark.parametrize("features", [V252, V257])
 def test_command_from_exec_argv_inverts_exec_argv(features):
-    for s in (spec(), spec(private_pids=False), spec(environment=("X=y",)),
-              spec(command=("sh", "-c", "echo -- $HOME"))):
+    for s in (
+        spec(),
+        spec(private_pids=False),
+        spec(environment=("X=y",)),
+        spec(command=("sh", "-c", "echo -- $HOME")),
+    ):
         assert command_from_exec_argv(exec_argv(s, features)) == list(s.command)
 
 
@@ -292,8 +368,13 @@ def test_every_service_job_carries_its_marker_whatever_its_name(features):
     props = props_of(spec(unit="ux-named.service"), features)
     assert props["LogExtraFields"].signature == "aay"
     assert props["LogExtraFields"].value == [b"SLOTMGR_JOB=ab12"]
-    assert job_id_of_unit("ux-named.service", {"LogExtraFields": props["LogExtraFields"].value,
-                                               "Description": "x"}) == "ab12"
+    assert (
+        job_id_of_unit(
+            "ux-named.service",
+            {"LogExtraFields": props["LogExtraFields"].value, "Description": "x"},
+        )
+        == "ab12"
+    )
 
 
 def test_a_scope_job_is_marked_by_its_description():
@@ -328,15 +409,14 @@ def test_stop_timeout_protects_the_stop_hook_unless_given():
 
 def test_the_stop_hook_gets_the_spool_the_run_and_the_manager():
     s = spec(slot="3", user_manager=True)
-    assert stop_hook_argv(s) == ["/bin/sh", HOOK, s.history_db + ".spool", s.run_id, s.unit,
-                                 "user"]
+    assert stop_hook_argv(s) == ["/bin/sh", HOOK, s.history_db + ".spool", s.run_id, s.unit, "user"]
     assert stop_hook_argv(spec())[-1] == "system"
     assert len(s.run_id) == 32 and s.run_id != spec(slot="3").run_id  # 128 bits, each run
 
 
 @pytest.mark.parametrize("features", [V252, V257])
 def test_status_reads_the_isolation_back_from_the_unit(features):
-    from slotmgr.jobspec import isolation_of_unit
+    from slotmgr.job.spec import isolation_of_unit
 
     full = spec(scratch_dir=SCRATCH, landlock_scope=True, private_network=True)
     props = {name: p.value for name, p in props_of(full, features).items()}
@@ -346,14 +426,16 @@ def test_status_reads_the_isolation_back_from_the_unit(features):
     assert isolation_of_unit(props) == [
         "isolation: pids, tmp",
         "abstract sockets: shared, not scoped by Landlock for this job; use --private-network",
-        "init: pidshim"]
+        "init: pidshim",
+    ]
     # catatonit, with the job's variables and scratch directory after it.
     caught = spec(catatonit=CATATONIT, scratch_dir=SCRATCH, environment=("A=1",), user="nobody")
     props = {name: p.value for name, p in props_of(caught, features).items()}
     assert isolation_of_unit(props) == [
         "isolation: pids, tmp, ipc, shm, scratch",
         "abstract sockets: shared, not scoped by Landlock for this job; use --private-network",
-        "init: catatonit"]
+        "init: catatonit",
+    ]
     # A scope: its shim's argv, as its process shows it.
     scoped = spec(scope=True, unit="slotmgr-ab12.scope", private_tmp=False)
     props = {name: p.value for name, p in props_of(scoped, features, scope_pids=[7]).items()}
@@ -369,7 +451,15 @@ SETPRIV = ["/usr/bin/setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--"]
 def test_257_runs_catatonit_as_pid_1_with_the_jobs_env_after_it():
     props = props_of(spec(catatonit=CATATONIT, environment=("A=1",), user="nobody"), V257)
     assert props["ExecStartEx"].value[0][1] == [
-        CATATONIT, "--", "/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
+        CATATONIT,
+        "--",
+        "/usr/bin/env",
+        "--default-signal",
+        "--",
+        "A=1",
+        "sleep",
+        "1",
+    ]
     assert props["PrivatePIDs"].value == "yes"
     assert "KillMode" not in props and "AmbientCapabilities" not in props
 
@@ -379,16 +469,34 @@ def test_252_makes_catatonits_namespace_with_unshare_and_empties_a_users_capabil
     argv = props["ExecStart"].value[0][1]
     # catatonit right after unshare (each exec before it is a time a stop would be
     # lost); setpriv empties the capabilities before the job's own env(1).
-    assert argv == [*UNSHARE, CATATONIT, "--", *SETPRIV,
-                    "/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
+    assert argv == [
+        *UNSHARE,
+        CATATONIT,
+        "--",
+        *SETPRIV,
+        "/usr/bin/env",
+        "--default-signal",
+        "--",
+        "A=1",
+        "sleep",
+        "1",
+    ]
     # Not in front of a capable process: only the job's own env(1) sets variables.
-    assert not any("=" in arg and not arg.startswith("--") for arg in argv[:argv.index("A=1")])
+    assert not any("=" in arg and not arg.startswith("--") for arg in argv[: argv.index("A=1")])
     assert props["AmbientCapabilities"].value == 1 << 21
     # unshare(1) forwards no SIGTERM: systemd signals the whole cgroup, as on 257.
     assert "KillMode" not in props and "PrivatePIDs" not in props
     root = props_of(spec(catatonit=CATATONIT, user="root"), V252)
-    assert root["ExecStart"].value[0][1] == [*UNSHARE, CATATONIT, "--", "/usr/bin/env",
-                                             "--default-signal", "--", "sleep", "1"]
+    assert root["ExecStart"].value[0][1] == [
+        *UNSHARE,
+        CATATONIT,
+        "--",
+        "/usr/bin/env",
+        "--default-signal",
+        "--",
+        "sleep",
+        "1",
+    ]
     assert "AmbientCapabilities" not in root
 
 
@@ -399,12 +507,25 @@ def test_a_scope_and_a_job_without_pid_namespace_never_run_catatonit():
 
 
 def inverse_cases():
-    commands = [("sleep", "1"), ("sh", "-c", "echo -- $HOME"), ("/usr/bin/env", "-i", "X=1", "id"),
-                ("env", "--", "A=1"), ("--", "x"), (CATATONIT, "--", "true"),
-                ("/usr/bin/unshare", "--pid", "true")]
-    shapes = [{}, {"environment": ("X=y", "B=2")}, {"scratch_dir": SCRATCH}, {"user": "nobody"},
-              {"user": "root"}, {"private_pids": False}, {"landlock_scope": True},
-              {"scope": True, "unit": "slotmgr-ab12.scope"}]
+    commands = [
+        ("sleep", "1"),
+        ("sh", "-c", "echo -- $HOME"),
+        ("/usr/bin/env", "-i", "X=1", "id"),
+        ("env", "--", "A=1"),
+        ("--", "x"),
+        (CATATONIT, "--", "true"),
+        ("/usr/bin/unshare", "--pid", "true"),
+    ]
+    shapes = [
+        {},
+        {"environment": ("X=y", "B=2")},
+        {"scratch_dir": SCRATCH},
+        {"user": "nobody"},
+        {"user": "root"},
+        {"private_pids": False},
+        {"landlock_scope": True},
+        {"scope": True, "unit": "slotmgr-ab12.scope"},
+    ]
     for command in commands:
         for shape in shapes:
             for init in (None, CATATONIT):
@@ -430,12 +551,12 @@ def test_the_unit_reads_back_as_the_jobs_own_command(features):
 
 
 def test_the_init_processes_are_told_from_the_jobs():
-    from slotmgr.jobspec import is_init_argv
+    from slotmgr.job.spec import is_init_argv
 
     job = ["/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
     outer = [*UNSHARE, CATATONIT, "--", *SETPRIV, *job]
     assert is_init_argv(outer)  # 252: unshare outside the namespace
-    assert is_init_argv(outer[len(UNSHARE):])  # the namespace's PID 1
+    assert is_init_argv(outer[len(UNSHARE) :])  # the namespace's PID 1
     assert is_init_argv([CATATONIT, "--", *job])  # 257's, or a root job's
     assert not is_init_argv([*SETPRIV, *job])  # the job's first process, about to exec it
     assert not is_init_argv(job) and not is_init_argv(["sleep", "1"])
@@ -445,13 +566,15 @@ def test_the_init_processes_are_told_from_the_jobs():
 
 
 def test_status_says_which_init_ran():
-    from slotmgr.jobspec import isolation_of_unit
+    from slotmgr.job.spec import isolation_of_unit
 
     for features in (V252, V257):
-        for s, line in ((spec(catatonit=CATATONIT), "init: catatonit"),
-                        (spec(), "init: pidshim"),
-                        (spec(landlock_scope=True), "init: pidshim (Landlock scope)"),
-                        (spec(private_pids=False), None)):
+        for s, line in (
+            (spec(catatonit=CATATONIT), "init: catatonit"),
+            (spec(), "init: pidshim"),
+            (spec(landlock_scope=True), "init: pidshim (Landlock scope)"),
+            (spec(private_pids=False), None),
+        ):
             props = {name: p.value for name, p in props_of(s, features).items()}
             lines = isolation_of_unit(props)
             assert (lines[-1] if line else lines[-1][:5]) == (line or lines[-1][:5])

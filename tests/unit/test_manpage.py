@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from slotmgr import record
-from slotmgr.cli import cli, run
+from slotmgr.cli.main import cli, run
 from slotmgr.errors import ExitCode
+from slotmgr.history import record
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "packaging" / "slotmgr.1"
@@ -37,19 +37,32 @@ def _plain(roff: str) -> str:
 
 
 def test_the_committed_page_is_current() -> None:
-    made = subprocess.run([sys.executable, str(GENERATOR)], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    made = subprocess.run(
+        [sys.executable, str(GENERATOR)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert made.returncode == 0, made.stderr
     assert made.stdout == _page(), (
-        f"packaging/slotmgr.1 is out of date with the code: regenerate it with {REGENERATE}")
+        f"packaging/slotmgr.1 is out of date with the code: regenerate it with {REGENERATE}"
+    )
 
 
 def test_the_page_has_every_section() -> None:
     text = _page()
     assert text.startswith('.\\"') and "\n.TH SLOTMGR 1 " in text
     heads = re.findall(r"^\.SH (.+)$", text, re.MULTILINE)
-    assert heads == ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS", '"EXIT STATUS"',
-                     '"JOB RECORD"', "ENVIRONMENT", "FILES", "EXAMPLES", '"SEE ALSO"']
+    assert heads == [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "COMMANDS",
+        '"EXIT STATUS"',
+        '"JOB RECORD"',
+        "ENVIRONMENT",
+        "FILES",
+        "EXAMPLES",
+        '"SEE ALSO"',
+    ]
 
 
 def test_every_command_and_run_option_is_documented() -> None:
@@ -82,24 +95,26 @@ def test_job_record_lists_every_result_with_its_meaning() -> None:
 
 def test_environment_names_every_variable_the_code_reads() -> None:
     read = set()
-    for source in (REPO / "slotmgr").glob("*.py"):
+    for source in (REPO / "slotmgr").rglob("*.py"):
         text = source.read_text()
         read |= set(re.findall(r'environ(?:\.get)?[\[(]"([A-Z_]+)"', text))
         read |= set(re.findall(r'getenv\("([A-Z_]+)"', text))
         read |= set(re.findall(r'^[A-Z_]*ENV[A-Z_]* = "([A-Z_]+)"', text, re.MULTILINE))
     assert {"SLOTMGR_HISTORY_DB", "SLOTMGR_SLOTS_CONF"} <= read
-    documented = set(re.findall(r"^\.TP\n\\fB([A-Z_]+)\\fR$", _section("ENVIRONMENT"),
-                                re.MULTILINE))
+    documented = set(
+        re.findall(r"^\.TP\n\\fB([A-Z_]+)\\fR$", _section("ENVIRONMENT"), re.MULTILINE)
+    )
     assert read <= documented, f"not in ENVIRONMENT: {read - documented}"
 
 
 def test_files_names_the_history_and_the_config() -> None:
     section = _plain(_section("FILES"))
-    from slotmgr import history, slots
+    from slotmgr.history import store as history
+    from slotmgr.node import slots
 
     for path in (history.SYSTEM_DB, slots.DEFAULT_CONF):
         assert f"\n{path}\n" in section, path
-    if importlib.util.find_spec("slotmgr.config") is not None:
+    if importlib.util.find_spec("slotmgr.node.config") is not None:
         assert "slotmgr.conf\n" in section
 
 
@@ -112,6 +127,7 @@ def test_examples_and_see_also() -> None:
 
 
 def test_groff_renders_the_page_without_warnings() -> None:
-    proc = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(PAGE)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", "-z", str(PAGE)], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and not proc.stderr, proc.stderr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from jeepney import HeaderFields, Parser
 
-from slotmgr import messages
-from slotmgr.wire import Property
+from slotmgr.systemd import messages
+from slotmgr.systemd.wire import Property
 
 
 def roundtrip(msg):
@@ -17,8 +17,11 @@ def roundtrip(msg):
 
 
 def test_start_transient_unit_serialises_property_list():
-    props = [Property("Description", "s", "job"), Property("MemoryMax", "t", 2**30),
-             Property("ExecStartEx", "a(sasas)", [("/bin/true", ["/bin/true"], ["no-env-expand"])])]
+    props = [
+        Property("Description", "s", "job"),
+        Property("MemoryMax", "t", 2**30),
+        Property("ExecStartEx", "a(sasas)", [("/bin/true", ["/bin/true"], ["no-env-expand"])]),
+    ]
     msg = roundtrip(messages.start_transient_unit("slotmgr-ab.service", props))
     assert msg.header.fields[HeaderFields.member] == "StartTransientUnit"
     assert msg.header.fields[HeaderFields.signature] == "ssa(sv)a(sa(sv))"
@@ -28,8 +31,9 @@ def test_start_transient_unit_serialises_property_list():
     assert plist[2][1][1][0][2] == ["no-env-expand"]
 
 
-@pytest.mark.parametrize("name", ["", "foo", "a b.service", "x.service/..", "é.service",
-                                  "a" * 260 + ".service"])
+@pytest.mark.parametrize(
+    "name", ["", "foo", "a b.service", "x.service/..", "é.service", "a" * 260 + ".service"]
+)
 def test_bad_unit_names_are_refused_in_the_builder(name):
     with pytest.raises(ValueError, match="invalid unit name"):
         messages.get_unit(name)
@@ -44,12 +48,15 @@ def test_kill_unit_validates_signal_and_target():
         messages.kill_unit("slotmgr-x.service", 9, whom="everyone")
 
 
-@pytest.mark.parametrize(("unit", "path"), [
-    ("slotmgr-ab12.service", "/org/freedesktop/systemd1/unit/slotmgr_2dab12_2eservice"),
-    ("-.slice", "/org/freedesktop/systemd1/unit/_2d_2eslice"),
-    ("1x.service", "/org/freedesktop/systemd1/unit/_31x_2eservice"),
-    ("a@b.service", "/org/freedesktop/systemd1/unit/a_40b_2eservice"),
-])
+@pytest.mark.parametrize(
+    ("unit", "path"),
+    [
+        ("slotmgr-ab12.service", "/org/freedesktop/systemd1/unit/slotmgr_2dab12_2eservice"),
+        ("-.slice", "/org/freedesktop/systemd1/unit/_2d_2eslice"),
+        ("1x.service", "/org/freedesktop/systemd1/unit/_31x_2eservice"),
+        ("a@b.service", "/org/freedesktop/systemd1/unit/a_40b_2eservice"),
+    ],
+)
 def test_unit_object_path_matches_systemds_escaping(unit, path):
     assert messages.unit_object_path(unit) == path
 
@@ -66,8 +73,10 @@ def test_property_names_are_validated():
 
 def test_match_rule_names_sender_interface_member_and_path():
     rule = messages.signal_match(messages.MANAGER_IFACE, "JobRemoved").rule
-    assert rule == ("type='signal',sender='org.freedesktop.systemd1',"
-                    "interface='org.freedesktop.systemd1.Manager',member='JobRemoved'")
+    assert rule == (
+        "type='signal',sender='org.freedesktop.systemd1',"
+        "interface='org.freedesktop.systemd1.Manager',member='JobRemoved'"
+    )
     assert messages.signal_match("i", "m", "/p").rule.endswith(",path='/p'")
 
 

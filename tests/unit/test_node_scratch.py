@@ -7,9 +7,10 @@ import stat
 
 import pytest
 
-from slotmgr import config, scratch
-from slotmgr.config import ConfigError, load_node_config, parse_node_config
 from slotmgr.errors import SlotmgrError, UsageError
+from slotmgr.job import scratch
+from slotmgr.node import config
+from slotmgr.node.config import ConfigError, load_node_config, parse_node_config
 
 
 def test_missing_file_means_the_default(tmp_path):
@@ -47,14 +48,17 @@ def test_a_file_others_may_write_is_refused(tmp_path):
         load_node_config(str(link))
 
 
-@pytest.mark.parametrize("text, match", [
-    ("[node]\nscratch_base = relative/dir\n", "absolute"),
-    ("[node]\nscratch_base = /srv/../etc\n", "normalised"),
-    ("[node]\nscratch_base = /\n", "other than /"),
-    ("[node]\nscratch_bass = /srv\n", "unknown setting 'node.scratch_bass'"),
-    ("[nodes]\n", "unknown setting 'nodes'"),
-    ("scratch_base = /srv\n", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[node]\nscratch_base = relative/dir\n", "absolute"),
+        ("[node]\nscratch_base = /srv/../etc\n", "normalised"),
+        ("[node]\nscratch_base = /\n", "other than /"),
+        ("[node]\nscratch_bass = /srv\n", "unknown setting 'node.scratch_bass'"),
+        ("[nodes]\n", "unknown setting 'nodes'"),
+        ("scratch_base = /srv\n", "cannot parse"),
+    ],
+)
 def test_bad_settings_are_named(text, match):
     with pytest.raises(ConfigError, match=match):
         parse_node_config(text, source="slotmgr.conf")

@@ -471,10 +471,15 @@ def test_started_blocked_a_signal_before_python_is_up_reaches_the_job(mode: str)
 @pytest.mark.parametrize("mode", ["plain", "unshare"])
 def test_started_blocked_the_job_gets_an_empty_mask(mode: str) -> None:
     cmd = ["grep", "-E", "^SigBlk", "/proc/self/status"]
-    out = subprocess.run([*BLOCKED, *MODES[mode][:-1], "--started-blocked", "--", *cmd],
-                         capture_output=True, text=True, timeout=TIMEOUT)
+    out = subprocess.run(
+        [*BLOCKED, *MODES[mode][:-1], "--started-blocked", "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert out.stdout == "SigBlk:\t0000000000000000\n", out.stderr
     # Without the option the job would keep env's mask: the test can tell.
-    kept = subprocess.run([*BLOCKED, *MODES[mode], *cmd], capture_output=True, text=True,
-                          timeout=TIMEOUT)
+    kept = subprocess.run(
+        [*BLOCKED, *MODES[mode], *cmd], capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert kept.stdout != out.stdout

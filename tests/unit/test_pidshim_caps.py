@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from slotmgr.jobspec import PIDSHIM
+from slotmgr.job.spec import PIDSHIM
 
 NOBODY = "65534"
 # A system interpreter that user nobody may execute (pyenv's live under /root).
@@ -23,20 +23,43 @@ PYTHON = "/usr/bin/python3"
 def as_nobody_with_ambient_sys_admin() -> list[str]:
     assert os.geteuid() == 0, "these tests drop from root to nobody"
     assert shutil.which("setpriv"), "setpriv (util-linux) is needed"
-    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-            "--inh-caps=+sys_admin", "--ambient-caps=+sys_admin"]
+    return [
+        "setpriv",
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+        "--inh-caps=+sys_admin",
+        "--ambient-caps=+sys_admin",
+    ]
 
 
 def caps(text: str) -> dict[str, int]:
-    return {line.split(":")[0]: int(line.split()[1], 16)
-            for line in text.splitlines() if line.startswith("Cap")}
+    return {
+        line.split(":")[0]: int(line.split()[1], 16)
+        for line in text.splitlines()
+        if line.startswith("Cap")
+    }
 
 
 def test_job_gets_no_capability(as_nobody_with_ambient_sys_admin):
     out = subprocess.run(
-        [*as_nobody_with_ambient_sys_admin, PYTHON, "-I", "-S", PIDSHIM, "--unshare", "--",
-         "sh", "-c", "echo pid=$$; grep ^Cap /proc/self/status; grep ^Cap /proc/1/status"],
-        capture_output=True, text=True, timeout=60, cwd="/")
+        [
+            *as_nobody_with_ambient_sys_admin,
+            PYTHON,
+            "-I",
+            "-S",
+            PIDSHIM,
+            "--unshare",
+            "--",
+            "sh",
+            "-c",
+            "echo pid=$$; grep ^Cap /proc/self/status; grep ^Cap /proc/1/status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
     assert out.returncode == 0, out.stderr
     assert "pid=2" in out.stdout  # the namespace was made: the job is PID 2, the init PID 1
     lines = out.stdout.splitlines()
@@ -46,9 +69,25 @@ def test_job_gets_no_capability(as_nobody_with_ambient_sys_admin):
 
 
 def test_without_the_capability_it_fails_with_125():
-    out = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                          PYTHON, "-I", "-S", PIDSHIM, "--unshare", "--", "true"],
-                         capture_output=True, text=True, timeout=60, cwd="/")
+    out = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            PYTHON,
+            "-I",
+            "-S",
+            PIDSHIM,
+            "--unshare",
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
     assert out.returncode == 125
     assert out.stderr.startswith("pidshim: cannot create a PID namespace")
 
@@ -59,17 +98,34 @@ def test_private_tmp_gives_the_job_an_empty_tmp(tmp_path):
         f.write("host")
     try:
         out = subprocess.run(
-            [PYTHON, "-I", "-S", PIDSHIM, "--unshare", "--private-tmp", "--", "sh", "-c",
-             "ls -A /tmp /var/tmp; touch /tmp/inside; stat -c %a /tmp"],
-            capture_output=True, text=True, timeout=60)
+            [
+                PYTHON,
+                "-I",
+                "-S",
+                PIDSHIM,
+                "--unshare",
+                "--private-tmp",
+                "--",
+                "sh",
+                "-c",
+                "ls -A /tmp /var/tmp; touch /tmp/inside; stat -c %a /tmp",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert "pidshim-private-tmp-marker" not in out.stdout
         assert out.stdout.splitlines()[-1] == "1777"
         assert not os.path.exists("/tmp/inside")
     finally:
         os.unlink(marker)
-    usage = subprocess.run([PYTHON, "-I", "-S", PIDSHIM, "--private-tmp", "--", "true"],
-                           capture_output=True, text=True, timeout=60)
+    usage = subprocess.run(
+        [PYTHON, "-I", "-S", PIDSHIM, "--private-tmp", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert usage.returncode == 2 and "--private-tmp needs --unshare" in usage.stderr
 
 
@@ -81,10 +137,23 @@ def test_private_ipc_and_shm_give_the_job_its_own(tmp_path):
     host_id = made.stdout.split()[-1]
     try:
         out = subprocess.run(
-            [PYTHON, "-I", "-S", PIDSHIM, "--unshare", "--private-ipc", "--private-shm", "--",
-             "sh", "-c", "ls -A /dev/shm; stat -c %a /dev/shm; touch /dev/shm/inside; "
-             "echo IPCS:; ipcs -m"],
-            capture_output=True, text=True, timeout=60)
+            [
+                PYTHON,
+                "-I",
+                "-S",
+                PIDSHIM,
+                "--unshare",
+                "--private-ipc",
+                "--private-shm",
+                "--",
+                "sh",
+                "-c",
+                "ls -A /dev/shm; stat -c %a /dev/shm; touch /dev/shm/inside; echo IPCS:; ipcs -m",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         files, segments = out.stdout.split("IPCS:")
         assert files.split() == ["1777"]  # an empty /dev/shm of its own
@@ -94,15 +163,21 @@ def test_private_ipc_and_shm_give_the_job_its_own(tmp_path):
         os.unlink(f"/dev/shm/{marker}")
         subprocess.run(["ipcrm", "-m", host_id], check=False)
     for flag in ("--private-ipc", "--private-shm"):
-        usage = subprocess.run([PYTHON, "-I", "-S", PIDSHIM, flag, "--", "true"],
-                               capture_output=True, text=True, timeout=60)
+        usage = subprocess.run(
+            [PYTHON, "-I", "-S", PIDSHIM, flag, "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert usage.returncode == 2 and f"{flag} needs --unshare" in usage.stderr
 
 
-CONNECT = ("import socket, sys\n"
-           "c = socket.socket(socket.AF_UNIX)\n"
-           "try:\n    c.connect(sys.argv[1].encode().replace(b'@', b'\\0')); print('REACHED')\n"
-           "except OSError as e:\n    print('REFUSED', e.errno)\n")
+CONNECT = (
+    "import socket, sys\n"
+    "c = socket.socket(socket.AF_UNIX)\n"
+    "try:\n    c.connect(sys.argv[1].encode().replace(b'@', b'\\0')); print('REACHED')\n"
+    "except OSError as e:\n    print('REFUSED', e.errno)\n"
+)
 
 
 def test_landlock_scope_keeps_the_job_from_abstract_sockets_outside_it():
@@ -116,24 +191,58 @@ def test_landlock_scope_keeps_the_job_from_abstract_sockets_outside_it():
     server.listen(4)
     try:
         for flags, expected in (([], "REACHED"), (["--landlock-scope"], "REFUSED 1")):
-            for user in ([], ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                              "--clear-groups"]):
+            for user in (
+                [],
+                ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"],
+            ):
                 out = subprocess.run(
-                    [*user, PYTHON, "-I", "-S", PIDSHIM, *flags, "--", PYTHON, "-I", "-c",
-                     CONNECT, name], capture_output=True, text=True, timeout=60, cwd="/")
+                    [
+                        *user,
+                        PYTHON,
+                        "-I",
+                        "-S",
+                        PIDSHIM,
+                        *flags,
+                        "--",
+                        PYTHON,
+                        "-I",
+                        "-c",
+                        CONNECT,
+                        name,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    cwd="/",
+                )
                 assert out.returncode == 0, out.stderr
                 assert out.stdout.strip() == expected, (flags, user, out.stdout)
         # Inside its own domain the job still reaches its own sockets, and signals itself.
         own = subprocess.run(
-            [PYTHON, "-I", "-S", PIDSHIM, "--landlock-scope", "--", PYTHON, "-I", "-c",
-             "import socket, os, signal, subprocess, sys\n"
-             "s = socket.socket(socket.AF_UNIX); s.bind(b'\\0own-%d' % os.getpid()); s.listen()\n"
-             f"c = subprocess.run([sys.executable, '-I', '-c', {CONNECT!r}, '@own-%d' % "
-             "os.getpid()], capture_output=True, text=True).stdout\n"
-             "os.kill(os.getpid(), 0); print(c.strip())\n"
-             f"try:\n    os.kill({os.getpid()}, 0); print('SIGNALLED-OUTSIDE')\n"
-             "except PermissionError:\n    print('NO-SIGNAL-OUT')\n"],
-            capture_output=True, text=True, timeout=60, cwd="/")
+            [
+                PYTHON,
+                "-I",
+                "-S",
+                PIDSHIM,
+                "--landlock-scope",
+                "--",
+                PYTHON,
+                "-I",
+                "-c",
+                "import socket, os, signal, subprocess, sys\n"
+                "s = socket.socket(socket.AF_UNIX)\n"
+                "s.bind(b'\\0own-%d' % os.getpid()); s.listen()\n"
+                f"c = subprocess.run([sys.executable, '-I', '-c', {CONNECT!r}, '@own-%d' % "
+                "os.getpid()], capture_output=True, text=True).stdout\n"
+                "os.kill(os.getpid(), 0); print(c.strip())\n"
+                f"try:\n    os.kill({os.getpid()}, 0); print('SIGNALLED-OUTSIDE')\n"
+                "except PermissionError:\n    print('NO-SIGNAL-OUT')\n",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
         assert own.returncode == 0, own.stderr
         assert own.stdout.split("\n")[:2] == ["REACHED", "NO-SIGNAL-OUT"], own.stdout
     finally:

@@ -4,35 +4,41 @@ from __future__ import annotations
 
 import pytest
 
-from slotmgr.features import features_from_version
-from slotmgr.properties import (
+from slotmgr.systemd.features import features_from_version
+from slotmgr.systemd.properties import (
     LIMIT_OPTIONS,
     UNIT_PROPERTIES,
     PropertyError,
     build_property,
     parse_assignment,
 )
-from slotmgr.wire import Property
+from slotmgr.systemd.wire import Property
 
 V252 = features_from_version("252.38-1~deb12u1")
 V257 = features_from_version("257.13-1")
 
 
-@pytest.mark.parametrize(("key", "raw", "expected"), [
-    ("MemoryMax", "2G", [Property("MemoryMax", "t", 2 * 1024**3)]),
-    ("MemoryMax", "infinity", [Property("MemoryMax", "t", 2**64 - 1)]),
-    ("MemoryHigh", "50%", [Property("MemoryHighScale", "u", round(0.5 * (2**32 - 1)))]),
-    ("TasksMax", "64", [Property("TasksMax", "t", 64)]),
-    ("TasksMax", "10%", [Property("TasksMaxScale", "u", round(0.1 * (2**32 - 1)))]),
-    ("CPUQuota", "200%", [Property("CPUQuotaPerSecUSec", "t", 2_000_000)]),
-    ("RuntimeMaxSec", "5min", [Property("RuntimeMaxUSec", "t", 300_000_000)]),
-    ("IOWeight", "500", [Property("IOWeight", "t", 500)]),
-    ("PrivateTmp", "yes", [Property("PrivateTmp", "b", True)]),
-    ("ReadOnlyPaths", "/a /b", [Property("ReadOnlyPaths", "as", ["/a", "/b"])]),
-    ("Nice", "5", [Property("Nice", "i", 5)]),
-    ("IOReadBandwidthMax", ("/", "10M"), [Property("IOReadBandwidthMax", "a(st)",
-                                                   [("/", 10_000_000)])]),
-])
+@pytest.mark.parametrize(
+    ("key", "raw", "expected"),
+    [
+        ("MemoryMax", "2G", [Property("MemoryMax", "t", 2 * 1024**3)]),
+        ("MemoryMax", "infinity", [Property("MemoryMax", "t", 2**64 - 1)]),
+        ("MemoryHigh", "50%", [Property("MemoryHighScale", "u", round(0.5 * (2**32 - 1)))]),
+        ("TasksMax", "64", [Property("TasksMax", "t", 64)]),
+        ("TasksMax", "10%", [Property("TasksMaxScale", "u", round(0.1 * (2**32 - 1)))]),
+        ("CPUQuota", "200%", [Property("CPUQuotaPerSecUSec", "t", 2_000_000)]),
+        ("RuntimeMaxSec", "5min", [Property("RuntimeMaxUSec", "t", 300_000_000)]),
+        ("IOWeight", "500", [Property("IOWeight", "t", 500)]),
+        ("PrivateTmp", "yes", [Property("PrivateTmp", "b", True)]),
+        ("ReadOnlyPaths", "/a /b", [Property("ReadOnlyPaths", "as", ["/a", "/b"])]),
+        ("Nice", "5", [Property("Nice", "i", 5)]),
+        (
+            "IOReadBandwidthMax",
+            ("/", "10M"),
+            [Property("IOReadBandwidthMax", "a(st)", [("/", 10_000_000)])],
+        ),
+    ],
+)
 def test_values_become_dbus_properties(key, raw, expected):
     assert build_property(key, raw, V252) == expected
 
@@ -56,15 +62,18 @@ def test_keys_slotmgr_owns_cannot_be_overridden(key):
         build_property(key, "x", None)
 
 
-@pytest.mark.parametrize(("key", "raw", "message"), [
-    ("MemoryMax", "0%", "above 0%"),
-    ("MemoryMax", "101%", "at most 100%"),
-    ("TasksMax", "0", "task count"),
-    ("RuntimeMaxSec", "0", "above 0"),
-    ("OOMPolicy", "explode", "one of continue, stop, kill"),
-    ("IOReadBandwidthMax", ("relative", "1M"), "absolute path"),
-    ("IOReadBandwidthMax", ("/nonexistent-device", "1M"), "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        ("MemoryMax", "0%", "above 0%"),
+        ("MemoryMax", "101%", "at most 100%"),
+        ("TasksMax", "0", "task count"),
+        ("RuntimeMaxSec", "0", "above 0"),
+        ("OOMPolicy", "explode", "one of continue, stop, kill"),
+        ("IOReadBandwidthMax", ("relative", "1M"), "absolute path"),
+        ("IOReadBandwidthMax", ("/nonexistent-device", "1M"), "does not exist"),
+    ],
+)
 def test_bad_values_name_key_value_and_rule(key, raw, message):
     with pytest.raises(PropertyError, match=message) as info:
         build_property(key, raw, V257)

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from slotmgr import history
-from slotmgr.accounting import build_record, how_main_ended
-from slotmgr.record import SCHEMA, JobRecord, exit_status_from, summary_lines, validate
+from slotmgr.history import store as history
+from slotmgr.history.record import SCHEMA, JobRecord, exit_status_from, summary_lines, validate
+from slotmgr.job.accounting import build_record, how_main_ended
 
 PROPS = {
     "ExecMainStartTimestamp": 1_700_000_000_000_000,
@@ -20,19 +20,46 @@ PROPS = {
     "IPIngressBytes": 2**64 - 1,
     "IPEgressBytes": 42,
     "MemoryPeak": 99,
-    "ExecStart": [("/usr/bin/python3", ["/usr/bin/python3", "-I", "-S", "/x/pidshim.py",
-                                         "--unshare", "--", "sleep", "2"], False, 0, 0, 0, 0, 0,
-                   0, 0)],
+    "ExecStart": [
+        (
+            "/usr/bin/python3",
+            ["/usr/bin/python3", "-I", "-S", "/x/pidshim.py", "--unshare", "--", "sleep", "2"],
+            False,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
+    ],
 }
-COUNTERS = {"memory_peak": 5_000_000, "usage_usec": 2_400_000, "user_usec": 2_000_000,
-            "system_usec": 400_000, "io_read": 4096, "io_write": 8192, "own_usec": 100_000,
-            "own_user_usec": 80_000, "own_system_usec": 20_000}
+COUNTERS = {
+    "memory_peak": 5_000_000,
+    "usage_usec": 2_400_000,
+    "user_usec": 2_000_000,
+    "system_usec": 400_000,
+    "io_read": 4096,
+    "io_write": 8192,
+    "own_usec": 100_000,
+    "own_user_usec": 80_000,
+    "own_system_usec": 20_000,
+}
 
 
 def make(**kw):
-    args = dict(job_id="ab12", unit="slotmgr-ab12.service", slot=None, props=PROPS,
-                counters=COUNTERS, result="success", exit_status=0, end_time=1_700_000_003.0,
-                systemd_version="252.38-1")
+    args = dict(
+        job_id="ab12",
+        unit="slotmgr-ab12.service",
+        slot=None,
+        props=PROPS,
+        counters=COUNTERS,
+        result="success",
+        exit_status=0,
+        end_time=1_700_000_003.0,
+        systemd_version="252.38-1",
+    )
     args.update(kw)
     args.setdefault("run_id", f"run-{args['job_id']}")
     return build_record(**args)
@@ -57,10 +84,18 @@ def test_systemd_figures_are_the_fallback():
     assert rec.memory_peak_source == "unavailable" and rec.memory_peak_bytes is None
 
 
-@pytest.mark.parametrize(("code", "status", "expected"), [
-    ("exited", "0", 0), ("exited", "3", 3), ("killed", "TERM", 143), ("killed", "KILL", 137),
-    ("dumped", "SEGV", 139), ("", "", 0), ("exited", "junk", 255),
-])
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("exited", "0", 0),
+        ("exited", "3", 3),
+        ("killed", "TERM", 143),
+        ("killed", "KILL", 137),
+        ("dumped", "SEGV", 139),
+        ("", "", 0),
+        ("exited", "junk", 255),
+    ],
+)
 def test_exit_status_from_systemd_environment(code, status, expected):
     assert exit_status_from(code, status) == expected
 
@@ -80,8 +115,21 @@ def test_record_validates_against_schema_and_the_validator_catches_errors():
 
 def test_summary_names_every_figure():
     text = "\n".join(summary_lines(make()))
-    for word in ("ab12", "success", "exit status 0", "Wall time", "2.500s", "CPU time", "2.300s",
-                 "Memory peak", "cgroup memory.peak", "IO", "Tasks peak", "IP", "n/a"):
+    for word in (
+        "ab12",
+        "success",
+        "exit status 0",
+        "Wall time",
+        "2.500s",
+        "CPU time",
+        "2.300s",
+        "Memory peak",
+        "cgroup memory.peak",
+        "IO",
+        "Tasks peak",
+        "IP",
+        "n/a",
+    ):
         assert word in text
 
 
@@ -119,7 +167,9 @@ def test_history_concurrent_writers_lose_nothing(tmp_path):
     assert errors == []
     with history.open_db(db) as conn:
         assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT job_id) FROM jobs").fetchone() == (
-            200, 200)
+            200,
+            200,
+        )
 
 
 def test_from_dict_ignores_unknown_fields():
@@ -128,19 +178,34 @@ def test_from_dict_ignores_unknown_fields():
     assert JobRecord.from_dict(data) == make()
 
 
-@pytest.mark.parametrize(("env", "props", "expected"), [
-    # What systemd normally passes to ExecStopPost=.
-    ({"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "143"},
-     {"ExecMainCode": 1, "ExecMainStatus": 143, "Result": "exit-code"}, ("exit-code", 143)),
-    ({"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "KILL"}, {},
-     ("signal", 137)),
-    # Seen on 257: a stop at the job's start runs the hook before systemd has
-    # taken the main process's end in; the unit's properties have it.
-    ({"SERVICE_RESULT": "success"},
-     {"ExecMainCode": 2, "ExecMainStatus": 9, "Result": "signal"}, ("signal", 137)),
-    ({"SERVICE_RESULT": "success"},
-     {"ExecMainCode": 1, "ExecMainStatus": 3, "Result": "exit-code"}, ("exit-code", 3)),
-    ({"SERVICE_RESULT": "success"}, {"ExecMainCode": 0}, ("unknown", 70)),
-])
+@pytest.mark.parametrize(
+    ("env", "props", "expected"),
+    [
+        # What systemd normally passes to ExecStopPost=.
+        (
+            {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "143"},
+            {"ExecMainCode": 1, "ExecMainStatus": 143, "Result": "exit-code"},
+            ("exit-code", 143),
+        ),
+        (
+            {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "KILL"},
+            {},
+            ("signal", 137),
+        ),
+        # Seen on 257: a stop at the job's start runs the hook before systemd has
+        # taken the main process's end in; the unit's properties have it.
+        (
+            {"SERVICE_RESULT": "success"},
+            {"ExecMainCode": 2, "ExecMainStatus": 9, "Result": "signal"},
+            ("signal", 137),
+        ),
+        (
+            {"SERVICE_RESULT": "success"},
+            {"ExecMainCode": 1, "ExecMainStatus": 3, "Result": "exit-code"},
+            ("exit-code", 3),
+        ),
+        ({"SERVICE_RESULT": "success"}, {"ExecMainCode": 0}, ("unknown", 70)),
+    ],
+)
 def test_how_the_main_process_ended(env, props, expected):
     assert how_main_ended(env, props) == expected

@@ -9,10 +9,11 @@ import os
 
 import pytest
 
-from slotmgr import history, runner
 from slotmgr.errors import BusTimeout, ExitCode, RemoteError, SlotmgrError
-from slotmgr.features import features_from_version
-from slotmgr.jobspec import JobSpec
+from slotmgr.history import store as history
+from slotmgr.job import runner
+from slotmgr.job.spec import JobSpec
+from slotmgr.systemd.features import features_from_version
 
 
 class StandInManager:
@@ -25,24 +26,36 @@ class StandInManager:
 
 
 def spec_in(tmp_path, scratch: str | None) -> JobSpec:
-    return JobSpec(command=("true",), job_id="ab12", unit="slotmgr-ab12.service",
-                   history_db=str(tmp_path / "history.db"), python="/usr/bin/python3",
-                   run_id="run-ab12", scratch_dir=scratch)
+    return JobSpec(
+        command=("true",),
+        job_id="ab12",
+        unit="slotmgr-ab12.service",
+        history_db=str(tmp_path / "history.db"),
+        python="/usr/bin/python3",
+        run_id="run-ab12",
+        scratch_dir=scratch,
+    )
 
 
 def start(tmp_path, error: SlotmgrError, scratch: str) -> tuple[SlotmgrError, list[str]]:
     spec = spec_in(tmp_path, scratch)
     with pytest.raises(SlotmgrError) as raised:
-        runner._start_and_wait(StandInManager(error), spec, [],  # type: ignore[arg-type]
-                               contextlib.nullcontext((0, 1, 2)), on_start=None)
+        runner._start_and_wait(
+            StandInManager(error),
+            spec,
+            [],  # type: ignore[arg-type]
+            contextlib.nullcontext((0, 1, 2)),
+            on_start=None,
+        )
     return raised.value, os.listdir(history.spool_dir(spec.history_db))
 
 
 def test_a_refused_start_leaves_no_launch_file_and_no_scratch(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    error, spooled = start(tmp_path, RemoteError("org.freedesktop.DBus.Error.Failed", "no"),
-                           str(scratch))
+    error, spooled = start(
+        tmp_path, RemoteError("org.freedesktop.DBus.Error.Failed", "no"), str(scratch)
+    )
     assert error.exit_code == ExitCode.SYSTEMD_REFUSED
     assert spooled == [] and not scratch.exists()
 
@@ -52,9 +65,12 @@ def test_an_unanswered_start_keeps_what_the_units_hook_needs(tmp_path):
     launch file and removes the scratch itself, so the launcher keeps both."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    error, spooled = start(tmp_path, BusTimeout("systemd did not answer StartTransientUnit in "
-                                                "time"), str(scratch))
+    error, spooled = start(
+        tmp_path, BusTimeout("systemd did not answer StartTransientUnit in time"), str(scratch)
+    )
     assert error.exit_code == ExitCode.UNAVAILABLE
-    assert error.one_line() == ("systemd did not answer StartTransientUnit in time; the job may "
-                                "still start (see: systemctl status slotmgr-ab12.service)")
+    assert error.one_line() == (
+        "systemd did not answer StartTransientUnit in time; the job may "
+        "still start (see: systemctl status slotmgr-ab12.service)"
+    )
     assert spooled == ["run-ab12.start"] and scratch.exists()

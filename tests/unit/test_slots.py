@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr import slots, values
 from slotmgr.errors import ExitCode, UsageError
-from slotmgr.jobspec import DEFAULT_SLICE
-from slotmgr.slots import SlotConfigError, parse
-from slotmgr.values import UINT64_MAX
+from slotmgr.job.spec import DEFAULT_SLICE
+from slotmgr.node import slots
+from slotmgr.node.slots import SlotConfigError, parse
+from slotmgr.systemd import values
+from slotmgr.systemd.values import UINT64_MAX
 
 PATH = "/etc/slotmgr/slots.conf"
 
@@ -60,8 +61,12 @@ def test_good_file_parses_in_order_with_values_as_written():
     assert config.exclusive_cpus is True
     assert [s.number for s in config.slots] == [1, 2]
     one, two = config.slots
-    assert one.limits == (("MemoryMax", "32G"), ("AllowedCPUs", "0-7"), ("IOWeight", "100"),
-                          ("TasksMax", "4096"))
+    assert one.limits == (
+        ("MemoryMax", "32G"),
+        ("AllowedCPUs", "0-7"),
+        ("IOWeight", "100"),
+        ("TasksMax", "4096"),
+    )
     assert one.cpus == frozenset(range(8)) and two.cpus == frozenset(range(8, 16))
     assert (one.line, two.line) == (5, 11)
     assert two.limit("CPUQuota") == "400%" and two.limit("Nope") is None
@@ -106,8 +111,11 @@ def test_slots_are_sorted_and_looked_up_by_number():
     config = conf("[slot10]\n[slot2]\n")
     assert [s.number for s in config.slots] == [2, 10]
     assert config.get("10").number == 10 and config.get("slot2").number == 2
-    with pytest.raises(SlotConfigError, match=r"no slot 3 in /etc/slotmgr/slots.conf "
-                                              r"\(slots: 2, 10\)"):
+    with pytest.raises(
+        SlotConfigError,
+        match=r"no slot 3 in /etc/slotmgr/slots.conf "
+        r"\(slots: 2, 10\)",
+    ):
         config.get("3")
     with pytest.raises(SlotConfigError, match="invalid slot 'x'"):
         config.get("x")
@@ -115,57 +123,85 @@ def test_slots_are_sorted_and_looked_up_by_number():
         config.get("02")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[slot1]\nMemoryMax=lots\n",
-     f"{PATH}:2: [slot1] MemoryMax=lots: 'lots' is not a size"),
-    ("[slot1]\nMemoryMax=\n", f"{PATH}:2: [slot1] MemoryMax=: '' is not a size"),
-    ("[slot1]\nMemoryMax=150%\n", f"{PATH}:2: [slot1] MemoryMax=150%: "),
-    ("[slot1]\n\n# note\nTasksMax=0\n", f"{PATH}:4: [slot1] TasksMax=0: '0' is not a task count"),
-    ("[slot1]\nIOWeight=0\n", f"{PATH}:2: [slot1] IOWeight=0: '0' is not a valid IOWeight"),
-    ("[slot1]\nIOWeight=10001\n", "use an integer from 1 to 10000"),
-    ("[slot1]\nCPUWeight=heavy\n", f"{PATH}:2: [slot1] CPUWeight=heavy"),
-    ("[slot1]\nCPUQuota=2\n", f"{PATH}:2: [slot1] CPUQuota=2: '2' is not a CPU quota"),
-    ("[slot1]\nAllowedCPUs=0-x\n", f"{PATH}:2: [slot1] AllowedCPUs=0-x: '0-x' is not a CPU list"),
-    ("[slot1]\nAllowedCPUs=3-1\n", "CPU range '3-1' runs backwards"),
-    ("[slot1]\nAllowedCPUs=12-17\n",
-     f"{PATH}:2: [slot1] AllowedCPUs=12-17: CPU 16 does not exist: this node has CPUs 0-15"),
-    ("[slot1]\nAllowedCPUs=\n", "names no CPU"),
-    ("[slot1]\nMemoryMax=1G # one gig\n", f"{PATH}:2: [slot1] MemoryMax=1G # one gig"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[slot1]\nMemoryMax=lots\n", f"{PATH}:2: [slot1] MemoryMax=lots: 'lots' is not a size"),
+        ("[slot1]\nMemoryMax=\n", f"{PATH}:2: [slot1] MemoryMax=: '' is not a size"),
+        ("[slot1]\nMemoryMax=150%\n", f"{PATH}:2: [slot1] MemoryMax=150%: "),
+        (
+            "[slot1]\n\n# note\nTasksMax=0\n",
+            f"{PATH}:4: [slot1] TasksMax=0: '0' is not a task count",
+        ),
+        ("[slot1]\nIOWeight=0\n", f"{PATH}:2: [slot1] IOWeight=0: '0' is not a valid IOWeight"),
+        ("[slot1]\nIOWeight=10001\n", "use an integer from 1 to 10000"),
+        ("[slot1]\nCPUWeight=heavy\n", f"{PATH}:2: [slot1] CPUWeight=heavy"),
+        ("[slot1]\nCPUQuota=2\n", f"{PATH}:2: [slot1] CPUQuota=2: '2' is not a CPU quota"),
+        (
+            "[slot1]\nAllowedCPUs=0-x\n",
+            f"{PATH}:2: [slot1] AllowedCPUs=0-x: '0-x' is not a CPU list",
+        ),
+        ("[slot1]\nAllowedCPUs=3-1\n", "CPU range '3-1' runs backwards"),
+        (
+            "[slot1]\nAllowedCPUs=12-17\n",
+            f"{PATH}:2: [slot1] AllowedCPUs=12-17: CPU 16 does not exist: this node has CPUs 0-15",
+        ),
+        ("[slot1]\nAllowedCPUs=\n", "names no CPU"),
+        ("[slot1]\nMemoryMax=1G # one gig\n", f"{PATH}:2: [slot1] MemoryMax=1G # one gig"),
+    ],
+)
 def test_bad_values_name_file_line_and_key(text, expected):
     assert expected in error_of(text)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[slot1]\nMemMax=1G\n",
-     f"{PATH}:2: [slot1] unknown key 'MemMax': allowed are jobs, MemoryMax, MemoryHigh"),
-    ("[slot1]\nmemorymax=1G\n",
-     f"{PATH}:2: [slot1] unknown key 'memorymax' (did you mean MemoryMax?)"),
-    ("[slot1]\nExecStart=/bin/sh\n", "unknown key 'ExecStart'"),
-    ("[node]\nexclusive=yes\n", f"{PATH}:2: [node] unknown key 'exclusive': allowed is "
-                                "exclusive_cpus"),
-    ("[node]\nexclusive_cpus=perhaps\n",
-     f"{PATH}:2: [node] exclusive_cpus: 'perhaps' is not a boolean"),
-    ("\n[slots]\n", f"{PATH}:2: unknown section [slots]: use [node] or [slotN]"),
-    ("[slot0]\n", f"{PATH}:1: unknown section [slot0]"),
-    ("[slot01]\n", "unknown section [slot01]"),
-    ("[slot10000]\n", "N from 1 to 9999"),
-    ("[DEFAULT]\nMemoryMax=1G\n", f"{PATH}:1: unknown section [DEFAULT]"),
-    ("[Slot1]\n", "unknown section [Slot1]"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[slot1]\nMemMax=1G\n",
+            f"{PATH}:2: [slot1] unknown key 'MemMax': allowed are jobs, MemoryMax, MemoryHigh",
+        ),
+        (
+            "[slot1]\nmemorymax=1G\n",
+            f"{PATH}:2: [slot1] unknown key 'memorymax' (did you mean MemoryMax?)",
+        ),
+        ("[slot1]\nExecStart=/bin/sh\n", "unknown key 'ExecStart'"),
+        (
+            "[node]\nexclusive=yes\n",
+            f"{PATH}:2: [node] unknown key 'exclusive': allowed is exclusive_cpus",
+        ),
+        (
+            "[node]\nexclusive_cpus=perhaps\n",
+            f"{PATH}:2: [node] exclusive_cpus: 'perhaps' is not a boolean",
+        ),
+        ("\n[slots]\n", f"{PATH}:2: unknown section [slots]: use [node] or [slotN]"),
+        ("[slot0]\n", f"{PATH}:1: unknown section [slot0]"),
+        ("[slot01]\n", "unknown section [slot01]"),
+        ("[slot10000]\n", "N from 1 to 9999"),
+        ("[DEFAULT]\nMemoryMax=1G\n", f"{PATH}:1: unknown section [DEFAULT]"),
+        ("[Slot1]\n", "unknown section [Slot1]"),
+    ],
+)
 def test_unknown_keys_and_sections(text, expected):
     assert expected in error_of(text)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("MemoryMax=1G\n[slot1]\n", f"{PATH}:1: a key before any section"),
-    ("[slot1]\nMemoryMax=1G\n[slot1]\n", f"{PATH}:3: section [slot1] given twice"),
-    ("[slot1]\nMemoryMax=1G\nTasksMax=5\nMemoryMax=2G\n",
-     f"{PATH}:4: [slot1] MemoryMax given twice"),
-    ("[slot1]\njust some words\n", f"{PATH}:2: cannot parse 'just some words'"),
-    ("[slot1]\nMemoryMax=1G\n  2G\n", f"{PATH}:2: [slot1] MemoryMax: the value goes on over "
-                                     "several lines"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("MemoryMax=1G\n[slot1]\n", f"{PATH}:1: a key before any section"),
+        ("[slot1]\nMemoryMax=1G\n[slot1]\n", f"{PATH}:3: section [slot1] given twice"),
+        (
+            "[slot1]\nMemoryMax=1G\nTasksMax=5\nMemoryMax=2G\n",
+            f"{PATH}:4: [slot1] MemoryMax given twice",
+        ),
+        ("[slot1]\njust some words\n", f"{PATH}:2: cannot parse 'just some words'"),
+        (
+            "[slot1]\nMemoryMax=1G\n  2G\n",
+            f"{PATH}:2: [slot1] MemoryMax: the value goes on over several lines",
+        ),
+    ],
+)
 def test_syntax_errors_carry_the_line(text, expected):
     assert expected in error_of(text)
 
@@ -182,15 +218,18 @@ def test_overlapping_cpus_are_refused_when_exclusive():
         """
     assert error_of(text) == (
         f"{PATH}:7: [slot2] AllowedCPUs=4,2-3: CPUs 2-3 are also slot1's, and [node] "
-        "exclusive_cpus = yes")
+        "exclusive_cpus = yes"
+    )
     # Without exclusive_cpus, sharing CPUs is allowed.
     assert len(conf(text.replace("yes", "no")).slots) == 2
 
 
 def test_exclusive_needs_every_slot_to_name_its_cpus():
     text = "[node]\nexclusive_cpus=1\n[slot1]\nAllowedCPUs=0\n[slot2]\nMemoryMax=1G\n"
-    assert error_of(text) == (f"{PATH}:5: [slot2] AllowedCPUs missing: [node] exclusive_cpus = "
-                              "yes needs every slot to name its own CPUs")
+    assert error_of(text) == (
+        f"{PATH}:5: [slot2] AllowedCPUs missing: [node] exclusive_cpus = "
+        "yes needs every slot to name its own CPUs"
+    )
 
 
 def test_exclusive_order_of_sections_does_not_matter():
@@ -201,7 +240,8 @@ def test_exclusive_order_of_sections_does_not_matter():
 def test_memory_high_above_memory_max_is_contradictory():
     assert error_of("[slot1]\nMemoryMax=1G\nMemoryHigh=2G\n") == (
         f"{PATH}:3: [slot1] MemoryHigh=2G is above MemoryMax=1G: the throttling threshold "
-        "must not exceed the hard limit")
+        "must not exceed the hard limit"
+    )
     assert conf("[slot1]\nMemoryMax=2G\nMemoryHigh=1G\n").slots[0].limit("MemoryHigh") == "1G"
     assert conf("[slot1]\nMemoryMax=infinity\nMemoryHigh=1G\n").slots
 
@@ -255,10 +295,16 @@ def _stat(mode: int, uid: int) -> os.stat_result:
     return os.stat_result((mode, 1, 1, 1, uid, 0, 10, 0, 0, 0))
 
 
-@pytest.mark.parametrize(("mode", "uid", "refused"), [
-    (0o100644, 0, False), (0o100600, 0, False), (0o100664, 0, True), (0o100646, 0, True),
-    (0o100644, 1000, True),
-])
+@pytest.mark.parametrize(
+    ("mode", "uid", "refused"),
+    [
+        (0o100644, 0, False),
+        (0o100600, 0, False),
+        (0o100664, 0, True),
+        (0o100646, 0, True),
+        (0o100644, 1000, True),
+    ],
+)
 def test_as_root_the_slots_file_must_be_roots_alone(mode, uid, refused):
     if not refused:
         slots._check_admin_owned(PATH, _stat(mode, uid))
@@ -266,8 +312,10 @@ def test_as_root_the_slots_file_must_be_roots_alone(mode, uid, refused):
     with pytest.raises(slots.SlotmgrError) as info:
         slots._check_admin_owned(PATH, _stat(mode, uid))
     assert info.value.exit_code == ExitCode.CONFIG
-    assert info.value.one_line().startswith(f"{PATH} is not root's alone (owner uid {uid}, mode "
-                                            f"{mode & 0o7777:04o}): refusing its slot limits")
+    assert info.value.one_line().startswith(
+        f"{PATH} is not root's alone (owner uid {uid}, mode "
+        f"{mode & 0o7777:04o}): refusing its slot limits"
+    )
 
 
 def test_a_group_writable_file_is_refused_when_loaded_as_root(tmp_path, monkeypatch):
@@ -289,8 +337,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "slots.conf.exampl
 
 def _example_settings() -> str:
     """The example's commented-out sections and KEY = VALUE lines, uncommented."""
-    return "\n".join(line[1:] for line in EXAMPLE.read_text().splitlines()
-                     if re.match(r"#(\[|\w+\s*=)", line))
+    return "\n".join(
+        line[1:] for line in EXAMPLE.read_text().splitlines() if re.match(r"#(\[|\w+\s*=)", line)
+    )
 
 
 def test_example_file_in_packaging_parses():
@@ -306,8 +355,7 @@ def test_example_documents_every_key_the_parser_takes_and_no_other():
     documented = set(re.findall(r"^#   (\w+)\s", text, flags=re.M))
     assert documented == {*slots.SLOT_SETTINGS, *slots.SLOT_KEYS, *slots.NODE_KEYS}
     # Every key is also shown in use, in the sections of the example.
-    used = {line.split("=")[0].strip() for line in _example_settings().splitlines()
-            if "=" in line}
+    used = {line.split("=")[0].strip() for line in _example_settings().splitlines() if "=" in line}
     assert used == documented
     # And it says where the limits go: on the slot's slice, for all its jobs together.
     assert "The limits are set on that slice, so they bound ALL the slot's jobs" in text
@@ -328,7 +376,8 @@ def test_a_slot_holds_one_job_unless_it_says_how_many():
 def test_bad_jobs_values(value):
     assert error_of(f"[slot1]\njobs = {value}\n") == (
         f"{PATH}:2: [slot1] jobs = {value}: use the number of jobs the slot holds at a time, "
-        "from 1 to 10000")
+        "from 1 to 10000"
+    )
 
 
 def test_unknown_key_lists_jobs_too():
@@ -350,20 +399,29 @@ IOWeight = 50
 """
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("MemoryMax", "4G", "the job's MemoryMax=4G is above slot 1's MemoryMax=1G"),
-    ("MemoryMax", "infinity", "the job's MemoryMax=infinity is above slot 1's MemoryMax=1G"),
-    ("MemoryMax", "100%", "the job's MemoryMax=100% is above slot 1's MemoryMax=1G"),
-    ("MemoryHigh", "901M", "the job's MemoryHigh=901M is above slot 1's MemoryHigh=900M"),
-    ("MemorySwapMax", "1M", "the job's MemorySwapMax=1M is above slot 1's MemorySwapMax=0"),
-    ("TasksMax", "101", "the job's TasksMax=101 is above slot 1's TasksMax=100"),
-    ("TasksMax", "infinity", "the job's TasksMax=infinity is above slot 1's TasksMax=100"),
-    ("CPUQuota", "250%", "the job's CPUQuota=250% is above slot 1's CPUQuota=200%"),
-    ("AllowedCPUs", "0-3", "the job's AllowedCPUs=0-3 is outside slot 1's AllowedCPUs=2-5 "
-                           "(CPUs 0-1)"),
-    ("AllowedCPUs", "5,7", "the job's AllowedCPUs=5,7 is outside slot 1's AllowedCPUs=2-5 "
-                           "(CPUs 7)"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("MemoryMax", "4G", "the job's MemoryMax=4G is above slot 1's MemoryMax=1G"),
+        ("MemoryMax", "infinity", "the job's MemoryMax=infinity is above slot 1's MemoryMax=1G"),
+        ("MemoryMax", "100%", "the job's MemoryMax=100% is above slot 1's MemoryMax=1G"),
+        ("MemoryHigh", "901M", "the job's MemoryHigh=901M is above slot 1's MemoryHigh=900M"),
+        ("MemorySwapMax", "1M", "the job's MemorySwapMax=1M is above slot 1's MemorySwapMax=0"),
+        ("TasksMax", "101", "the job's TasksMax=101 is above slot 1's TasksMax=100"),
+        ("TasksMax", "infinity", "the job's TasksMax=infinity is above slot 1's TasksMax=100"),
+        ("CPUQuota", "250%", "the job's CPUQuota=250% is above slot 1's CPUQuota=200%"),
+        (
+            "AllowedCPUs",
+            "0-3",
+            "the job's AllowedCPUs=0-3 is outside slot 1's AllowedCPUs=2-5 (CPUs 0-1)",
+        ),
+        (
+            "AllowedCPUs",
+            "5,7",
+            "the job's AllowedCPUs=5,7 is outside slot 1's AllowedCPUs=2-5 (CPUs 7)",
+        ),
+    ],
+)
 def test_a_job_asking_more_than_its_slot_is_refused_naming_both(key, value, expected):
     slot = conf(SLOT).slots[0]
     with pytest.raises(UsageError) as info:
@@ -373,20 +431,31 @@ def test_a_job_asking_more_than_its_slot_is_refused_naming_both(key, value, expe
     assert "\n" not in info.value.one_line()
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("MemoryMax", "1G"), ("MemoryMax", "512M"), ("MemoryHigh", "900M"), ("MemorySwapMax", "0"),
-    ("TasksMax", "100"), ("CPUQuota", "150%"), ("AllowedCPUs", "2-5"), ("AllowedCPUs", "3"),
-    ("IOWeight", "500"),  # a weight is a share among siblings, not a limit
-    ("CPUWeight", "900"), ("RuntimeMaxSec", "infinity"),
-    ("IOReadBandwidthMax", ("/dev/null", "1M")),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("MemoryMax", "1G"),
+        ("MemoryMax", "512M"),
+        ("MemoryHigh", "900M"),
+        ("MemorySwapMax", "0"),
+        ("TasksMax", "100"),
+        ("CPUQuota", "150%"),
+        ("AllowedCPUs", "2-5"),
+        ("AllowedCPUs", "3"),
+        ("IOWeight", "500"),  # a weight is a share among siblings, not a limit
+        ("CPUWeight", "900"),
+        ("RuntimeMaxSec", "infinity"),
+        ("IOReadBandwidthMax", ("/dev/null", "1M")),
+    ],
+)
 def test_a_job_within_its_slot_passes(key, value):
     slots.check_job_fits(conf(SLOT).slots[0], [(key, value)])
 
 
 def test_a_slot_without_a_limit_bounds_nothing():
-    slots.check_job_fits(conf("[slot1]\n").slots[0], [("MemoryMax", "infinity"),
-                                                     ("AllowedCPUs", "0-15")])
+    slots.check_job_fits(
+        conf("[slot1]\n").slots[0], [("MemoryMax", "infinity"), ("AllowedCPUs", "0-15")]
+    )
 
 
 def test_percentages_are_compared_as_amounts(monkeypatch):
@@ -443,9 +512,14 @@ def test_every_lock_wait_has_a_deadline(tmp_path):
     slot = conf("[slot7]\n").slots[0]
     with slots._locked(str(tmp_path / "locks"), slot):
         started = time.monotonic()
-        with pytest.raises(slots.SlotBusy, match=r"slot 7: another launcher held its lock for "
-                                                 r"over 0\.2s") as info, \
-                slots._locked(str(tmp_path / "locks"), slot, timeout=0.2):
+        with (
+            pytest.raises(
+                slots.SlotBusy,
+                match=r"slot 7: another launcher held its lock for "
+                r"over 0\.2s",
+            ) as info,
+            slots._locked(str(tmp_path / "locks"), slot, timeout=0.2),
+        ):
             pass
         assert 0.2 <= time.monotonic() - started < 5
     assert info.value.exit_code == ExitCode.SLOT_BUSY
@@ -502,32 +576,45 @@ def admission(text: str, wait: int | None = None) -> slots.Admission:
 
 
 def test_slot_jobs_counts_running_and_just_accepted_units_only():
-    manager = FakeManager({"a.service": ("active", 0), "b.scope": ("deactivating", 0),
-                           "c.service": ("inactive", 7), "d.service": ("inactive", 0),
-                           "e.service": ("failed", 0), "f.service": ("activating", 3)})
+    manager = FakeManager(
+        {
+            "a.service": ("active", 0),
+            "b.scope": ("deactivating", 0),
+            "c.service": ("inactive", 7),
+            "d.service": ("inactive", 0),
+            "e.service": ("failed", 0),
+            "f.service": ("activating", 3),
+        }
+    )
     assert slots.slot_jobs(manager, conf("[slot1]\n").slots[0]) == [
-        "a.service", "b.scope", "c.service", "f.service"]
+        "a.service",
+        "b.scope",
+        "c.service",
+        "f.service",
+    ]
 
 
 def test_a_free_place_is_held_while_the_unit_starts(lock_dir):
     manager = FakeManager({"a.service": ("active", 0)})
     # Another launcher cannot count while this one starts its unit.
-    with admission("[slot1]\njobs = 2\n").hold(manager), \
-            pytest.raises(slots.SlotBusy, match="held its lock"), \
-            slots._locked(slots.ROOT_LOCK_DIR, conf("[slot1]\n").slots[0], timeout=0.05):
+    with (
+        admission("[slot1]\njobs = 2\n").hold(manager),
+        pytest.raises(slots.SlotBusy, match="held its lock"),
+        slots._locked(slots.ROOT_LOCK_DIR, conf("[slot1]\n").slots[0], timeout=0.05),
+    ):
         pass
     assert manager.prepared == 1  # the slice, with the slot's limits
 
 
 def test_a_full_slot_refuses_at_once_naming_what_runs_in_it(lock_dir):
     manager = FakeManager({"slotmgr-a.service": ("active", 0), "slotmgr-b.service": ("active", 0)})
-    with pytest.raises(slots.SlotBusy) as info, \
-            admission("[slot1]\njobs = 2\n").hold(manager):
+    with pytest.raises(slots.SlotBusy) as info, admission("[slot1]\njobs = 2\n").hold(manager):
         raise AssertionError("must not start")
     assert info.value.exit_code == ExitCode.SLOT_BUSY
     assert info.value.one_line() == (
         "slot 1 is full: it holds 2 jobs at a time, and slotmgr-a.service, slotmgr-b.service "
-        "run in it (hint: --wait-for-slot DURATION waits for a place)")
+        "run in it (hint: --wait-for-slot DURATION waits for a place)"
+    )
     assert manager.waits == 0
 
 
@@ -542,12 +629,13 @@ def test_waiting_starts_once_a_place_is_free(lock_dir):
 def test_waiting_gives_up_at_its_timeout(lock_dir):
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
     begun = time.monotonic()
-    with pytest.raises(slots.SlotBusy) as info, \
-            admission("[slot1]\n", wait=300_000).hold(manager):
+    with pytest.raises(slots.SlotBusy) as info, admission("[slot1]\n", wait=300_000).hold(manager):
         raise AssertionError("must not start")
     assert 0.3 <= time.monotonic() - begun < 5
-    assert info.value.one_line() == ("slot 1 is full: it holds 1 job at a time, and "
-                                     "slotmgr-a.service runs in it; waited 300ms for a place")
+    assert info.value.one_line() == (
+        "slot 1 is full: it holds 1 job at a time, and "
+        "slotmgr-a.service runs in it; waited 300ms for a place"
+    )
     assert manager.prepared == 1
 
 
@@ -558,21 +646,32 @@ def test_a_signal_while_waiting_starts_nothing(lock_dir):
         raise slots.Interrupted(15)
 
     manager.wait_for_signal = interrupted
-    with pytest.raises(slots.SlotBusy, match="slot 1: signal 15 while waiting for a place; no "
-                                             "job was started"), \
-            admission("[slot1]\n", wait=values.USEC_INFINITY).hold(manager):
+    with (
+        pytest.raises(
+            slots.SlotBusy, match="slot 1: signal 15 while waiting for a place; no job was started"
+        ),
+        admission("[slot1]\n", wait=values.USEC_INFINITY).hold(manager),
+    ):
         raise AssertionError("must not start")
 
 
 def test_a_kill_by_the_slots_limit_is_recorded_as_oom_kill():
     """systemd may miss an OOM kill caused by the slot's slice, above the job's
     unit; the recorder reads the kernel's count in the job's cgroup."""
-    from slotmgr.accounting import build_record
+    from slotmgr.job.accounting import build_record
 
     def result(counters, reported):
-        return build_record(job_id="a", unit="slotmgr-a.service", slot="1", props={},
-                            counters=counters, result=reported, exit_status=137,
-                            end_time=1.0, systemd_version="252").result
+        return build_record(
+            job_id="a",
+            unit="slotmgr-a.service",
+            slot="1",
+            props={},
+            counters=counters,
+            result=reported,
+            exit_status=137,
+            end_time=1.0,
+            systemd_version="252",
+        ).result
 
     assert result({"oom_kill": 1}, "exit-code") == "oom-kill"
     assert result({"oom_kill": 2}, "signal") == "oom-kill"
@@ -583,7 +682,7 @@ def test_a_kill_by_the_slots_limit_is_recorded_as_oom_kill():
 
 
 def test_read_counters_reads_oom_kills(tmp_path, monkeypatch):
-    from slotmgr import cgroup
+    from slotmgr.kernel import cgroup
 
     group = tmp_path / "slotmgr.slice" / "slotmgr-a.service"
     group.mkdir(parents=True)
@@ -633,11 +732,11 @@ def test_launchers_racing_for_the_last_places_never_overfill_the_slot(tmp_path, 
     assert len(os.listdir(units)) == 3
 
 
-
 def test_wait_for_slot_counts_from_when_the_job_was_asked_for(lock_dir):
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
-    claim = slots.Admission.for_job(conf("[slot1]\n").slots[0], user_manager=False,
-                                    wait_usec=300_000)
+    claim = slots.Admission.for_job(
+        conf("[slot1]\n").slots[0], user_manager=False, wait_usec=300_000
+    )
     time.sleep(0.35)  # the launcher's own setup took that long
     with pytest.raises(slots.SlotBusy, match="waited 300ms for a place"), claim.hold(manager):
         raise AssertionError("must not start")

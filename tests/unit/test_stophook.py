@@ -1,5 +1,5 @@
 """The stop hook's file and the launcher's make one record, stored once
-(slotmgr.stophook, slotmgr/stophook.sh). The hook itself runs here under
+(slotmgr.history.hook, slotmgr/stophook.sh). The hook itself runs here under
 /bin/sh with a stand-in `systemctl` on PATH; in the guests, under systemd."""
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr import history, stophook, stopnote
-from slotmgr.accounting import SYSTEMD_STOP_JOB
-from slotmgr.stopnote import StopNote
+from slotmgr.history import hook as stophook
+from slotmgr.history import store as history
+from slotmgr.job import stopnote
+from slotmgr.job.accounting import SYSTEMD_STOP_JOB
+from slotmgr.job.stopnote import StopNote
 
 RUN = "0123456789abcdef0123456789abcdef"
 INVOCATION = "fedcba98765432100123456789abcdef"
@@ -45,25 +47,40 @@ def fake_systemctl(bin_dir: Path, job: str = "") -> None:
         'case "$2" in\n'
         f"  show) cat <<'EOF'\n{SHOWN.format(job=job)}EOF\n;;\n"
         f"  list-jobs) echo '{job} slotmgr-ab.service stop running' ;;\n"
-        "esac\n")
+        "esac\n"
+    )
     script.chmod(0o755)
 
 
 def launch(**kw: object) -> stophook.Launch:
     base: dict[str, object] = dict(
-        job_id="ab", run_id=RUN, unit="slotmgr-ab.service", slice="slotmgr.slice", slot="2",
-        user="root", uid=0, command=["sh", "-c", "exit 3"], systemd_version="257")
+        job_id="ab",
+        run_id=RUN,
+        unit="slotmgr-ab.service",
+        slice="slotmgr.slice",
+        slot="2",
+        user="root",
+        uid=0,
+        command=["sh", "-c", "exit 3"],
+        systemd_version="257",
+    )
     base.update(kw)
     return stophook.Launch(**base)  # type: ignore[arg-type]
 
 
-def run_hook(tmp_path: Path, db: str, job: str = "",
-             **env: str) -> subprocess.CompletedProcess[str]:
+def run_hook(
+    tmp_path: Path, db: str, job: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
     fake_systemctl(tmp_path / "bin", job)
     spool = history.private_spool_dir(db)
     full_env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", **env}
-    return subprocess.run(["/bin/sh", stophook.HOOK, spool, RUN, "slotmgr-ab.service", "system"],
-                          env=full_env, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        ["/bin/sh", stophook.HOOK, spool, RUN, "slotmgr-ab.service", "system"],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -72,10 +89,17 @@ def db(tmp_path: Path) -> str:
 
 
 def test_the_hook_writes_how_the_job_ended_and_systemds_view_then_the_pair_is_one_record(
-        tmp_path, db):
+    tmp_path, db
+):
     stophook.write_launch(db, launch())
-    out = run_hook(tmp_path, db, SERVICE_RESULT="exit-code", EXIT_CODE="exited",
-                   EXIT_STATUS="3", INVOCATION_ID=INVOCATION)
+    out = run_hook(
+        tmp_path,
+        db,
+        SERVICE_RESULT="exit-code",
+        EXIT_CODE="exited",
+        EXIT_STATUS="3",
+        INVOCATION_ID=INVOCATION,
+    )
     assert out.returncode == 0 and out.stderr == ""
     spool = Path(history.spool_dir(db))
     assert sorted(os.listdir(spool)) == [f"{RUN}.end", f"{RUN}.start"]  # no temporary left
@@ -92,7 +116,12 @@ def test_the_hook_writes_how_the_job_ended_and_systemds_view_then_the_pair_is_on
     (item,) = stophook.pending(str(spool))
     rec = item.record
     assert (rec.job_id, rec.run_id, rec.slot, rec.user, rec.command) == (
-        "ab", RUN, "2", "root", ["sh", "-c", "exit 3"])
+        "ab",
+        RUN,
+        "2",
+        "root",
+        ["sh", "-c", "exit 3"],
+    )
     assert (rec.result, rec.exit_status, rec.stopped_by) == ("exit-code", 3, None)
     started = datetime.datetime(2026, 12, 1, 13, 45, 0, 250000, tzinfo=datetime.timezone.utc)
     assert rec.start_time == started.timestamp()
@@ -107,7 +136,8 @@ def test_counters_and_systemds_fallbacks_are_read_from_the_hooks_lines():
         "cgroup.system_usec=5000\ncgroup.oom_kill=0\ncgroup.io_read=7\ncgroup.io_write=8\n"
         "hook.times=0m0.005000s 0m0.002000s\n0m0.000000s 0m0.000000s\n"
         "exit_code=killed\nexit_status=KILL\nservice_result=signal\n"
-        + "".join(f"systemd.{line}\n" for line in SHOWN.format(job="").splitlines()))
+        + "".join(f"systemd.{line}\n" for line in SHOWN.format(job="").splitlines())
+    )
     rec = stophook.record_of(launch(), {"systemd.X": "1", **end}, end_time=1.0)
     assert (rec.memory_peak_bytes, rec.memory_peak_source) == (4096, "cgroup memory.peak")
     # The hook's own CPU (systemd's set-up of it included) is not the job's.
@@ -117,9 +147,16 @@ def test_counters_and_systemds_fallbacks_are_read_from_the_hooks_lines():
     assert (rec.io_read_bytes, rec.io_write_bytes) == (7, 8)
     assert (rec.result, rec.exit_status) == ("signal", 137)
     # Without the cgroup's counters: systemd's, where it has them.
-    bare = stophook.record_of(launch(), {"exit_code": "exited", "exit_status": "0",
-                                         "systemd.CPUUsageNSec": "2000000",
-                                         "systemd.MemoryPeak": "[not set]"}, end_time=1.0)
+    bare = stophook.record_of(
+        launch(),
+        {
+            "exit_code": "exited",
+            "exit_status": "0",
+            "systemd.CPUUsageNSec": "2000000",
+            "systemd.MemoryPeak": "[not set]",
+        },
+        end_time=1.0,
+    )
     assert (bare.cpu_usage_usec, bare.memory_peak_bytes) == (2000, None)
     assert bare.memory_peak_source == "unavailable"
 
@@ -135,8 +172,9 @@ def test_no_exit_code_from_systemd_yet_takes_the_units_own(tmp_path, db):
 
 def test_a_pending_stop_job_makes_the_job_cancelled_by_systemd(tmp_path, db):
     stophook.write_launch(db, launch())
-    out = run_hook(tmp_path, db, job="42", SERVICE_RESULT="success", EXIT_CODE="killed",
-                   EXIT_STATUS="TERM")
+    out = run_hook(
+        tmp_path, db, job="42", SERVICE_RESULT="success", EXIT_CODE="killed", EXIT_STATUS="TERM"
+    )
     assert out.returncode == 0, out.stderr
     calls = (tmp_path / "bin" / "calls").read_text().splitlines()
     assert calls[1] == "--system list-jobs --no-legend -- slotmgr-ab.service"
@@ -145,13 +183,20 @@ def test_a_pending_stop_job_makes_the_job_cancelled_by_systemd(tmp_path, db):
 
 
 def test_the_pair_is_stored_once_with_its_users_copy_and_its_note_removed(
-        tmp_path, db, monkeypatch):
+    tmp_path, db, monkeypatch
+):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
     (tmp_path / "runtime").mkdir(mode=0o700)
     assert stopnote.leave(INVOCATION, StopNote(by="slotmgr stop by uid 0"), user_manager=True)
     stophook.write_launch(db, launch(user_manager=True, user="nobody", uid=65534))
-    run_hook(tmp_path, db, SERVICE_RESULT="success", EXIT_CODE="killed", EXIT_STATUS="TERM",
-             INVOCATION_ID=INVOCATION)
+    run_hook(
+        tmp_path,
+        db,
+        SERVICE_RESULT="success",
+        EXIT_CODE="killed",
+        EXIT_STATUS="TERM",
+        INVOCATION_ID=INVOCATION,
+    )
     # Readers see it before it is stored, as a spooled record; the note stays.
     (waiting,) = history.spooled(db)
     assert waiting[1].stopped_by == "slotmgr stop by uid 0"
@@ -167,8 +212,7 @@ def test_the_pair_is_stored_once_with_its_users_copy_and_its_note_removed(
         assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
 
 
-def test_an_ingester_that_died_after_storing_leaves_a_pair_that_is_stored_again_once(
-        tmp_path, db):
+def test_an_ingester_that_died_after_storing_leaves_a_pair_that_is_stored_again_once(tmp_path, db):
     stophook.write_launch(db, launch(user="nobody", uid=65534))
     run_hook(tmp_path, db, SERVICE_RESULT="success", EXIT_CODE="exited", EXIT_STATUS="0")
     spool = history.spool_dir(db)
@@ -204,13 +248,17 @@ def test_a_refused_unit_leaves_no_start_file(db):
 
 @pytest.mark.parametrize("text", ["", "Tue 2026-12-01 13:45:00 UTC", "n/a", "Tue 2026-12-01"])
 def test_a_timestamp_systemd_did_not_set_is_none(text):
-    assert stophook.properties_of(launch(), {"systemd.ExecMainStartTimestamp": text})[
-        "ExecMainStartTimestamp"] is None
+    assert (
+        stophook.properties_of(launch(), {"systemd.ExecMainStartTimestamp": text})[
+            "ExecMainStartTimestamp"
+        ]
+        is None
+    )
 
 
 def test_the_first_record_is_found_and_listed_before_any_database_exists(tmp_path, db):
     # The launcher looks for its record before anything has made the database.
-    from slotmgr import history_query
+    from slotmgr.history import query as history_query
 
     stophook.write_launch(db, launch())
     run_hook(tmp_path, db, SERVICE_RESULT="success", EXIT_CODE="exited", EXIT_STATUS="0")
@@ -230,8 +278,9 @@ def test_collect_returns_its_own_run_and_stores_every_waiting_pair(tmp_path, db)
     other = "f" * 32
     stophook.write_launch(db, launch(run_id=other, job_id="other"))
     spool = history.spool_dir(db)
-    Path(spool, f"{other}.end").write_text("service_result=success\nexit_code=exited\n"
-                                          "exit_status=0\n")
+    Path(spool, f"{other}.end").write_text(
+        "service_result=success\nexit_code=exited\nexit_status=0\n"
+    )
     os.chmod(Path(spool, f"{other}.end"), 0o600)
     stophook.write_launch(db, launch())
     run_hook(tmp_path, db, SERVICE_RESULT="exit-code", EXIT_CODE="exited", EXIT_STATUS="3")

@@ -10,10 +10,10 @@ import stat
 
 import pytest
 
-from slotmgr import stopnote
-from slotmgr.accounting import SYSTEMD_STOP_JOB, stopped_result
-from slotmgr.record import summary_lines, validate
-from slotmgr.stopnote import StopNote
+from slotmgr.history.record import summary_lines, validate
+from slotmgr.job import stopnote
+from slotmgr.job.accounting import SYSTEMD_STOP_JOB, stopped_result
+from slotmgr.job.stopnote import StopNote
 
 from .test_record import make
 
@@ -37,8 +37,7 @@ def test_a_note_is_left_once_private_and_taken_once(notes):
 
 
 def test_a_later_note_replaces_an_earlier_one(notes):
-    stopnote.leave(RUN, StopNote(by="slotmgr kill -s USR1 by uid 0", signal=10),
-                   user_manager=False)
+    stopnote.leave(RUN, StopNote(by="slotmgr kill -s USR1 by uid 0", signal=10), user_manager=False)
     stopnote.leave(RUN, StopNote(by="slotmgr stop by uid 0"), user_manager=False)
     assert stopnote.take(RUN, user_manager=False).by == "slotmgr stop by uid 0"
 
@@ -51,32 +50,60 @@ def test_a_directory_of_someone_else_is_not_trusted(notes):
 
 def test_invocation_id_as_systemd_shows_it():
     assert stopnote.invocation_id(bytes(range(16))) == "000102030405060708090a0b0c0d0e0f"
-    assert stopnote.invocation_id([0xab, 0xcd]) == "abcd"
+    assert stopnote.invocation_id([0xAB, 0xCD]) == "abcd"
     assert stopnote.invocation_id(None) == ""
 
 
-@pytest.mark.parametrize(("result", "status", "note", "job", "expected"), [
-    # Ended by itself: as systemd says, even with status 143.
-    ("exit-code", 143, None, None, ("exit-code", None)),
-    ("success", 0, None, None, ("success", None)),
-    # systemctl stop / a batch system's StopUnit: a stop job is pending.
-    ("success", 143, None, "stop", ("cancelled", SYSTEMD_STOP_JOB)),
-    # slotmgr's own stoppers: their note says who.
-    ("success", 143, StopNote(by="slotmgr stop by uid 0"), None,
-     ("cancelled", "slotmgr stop by uid 0")),
-    ("signal", 137, StopNote(by="slotmgr stop by uid 0"), None,
-     ("cancelled", "slotmgr stop by uid 0")),
-    # The launcher's StopUnit leaves both: the note is the more precise.
-    ("success", 143, stopnote.launcher_signalled(signal.SIGTERM), "stop",
-     ("cancelled", "signal SIGTERM to slotmgr run")),
-    # A kill counts only when the job died of that signal.
-    ("signal", 138, StopNote(by="slotmgr kill -s USR1 by uid 0", signal=10), None,
-     ("cancelled", "slotmgr kill -s USR1 by uid 0")),
-    ("success", 0, StopNote(by="slotmgr kill -s USR1 by uid 0", signal=10), None,
-     ("success", None)),
-    # The OOM killer says more than "stopped".
-    ("oom-kill", 137, StopNote(by="slotmgr stop by uid 0"), "stop", ("oom-kill", None)),
-])
+@pytest.mark.parametrize(
+    ("result", "status", "note", "job", "expected"),
+    [
+        # Ended by itself: as systemd says, even with status 143.
+        ("exit-code", 143, None, None, ("exit-code", None)),
+        ("success", 0, None, None, ("success", None)),
+        # systemctl stop / a batch system's StopUnit: a stop job is pending.
+        ("success", 143, None, "stop", ("cancelled", SYSTEMD_STOP_JOB)),
+        # slotmgr's own stoppers: their note says who.
+        (
+            "success",
+            143,
+            StopNote(by="slotmgr stop by uid 0"),
+            None,
+            ("cancelled", "slotmgr stop by uid 0"),
+        ),
+        (
+            "signal",
+            137,
+            StopNote(by="slotmgr stop by uid 0"),
+            None,
+            ("cancelled", "slotmgr stop by uid 0"),
+        ),
+        # The launcher's StopUnit leaves both: the note is the more precise.
+        (
+            "success",
+            143,
+            stopnote.launcher_signalled(signal.SIGTERM),
+            "stop",
+            ("cancelled", "signal SIGTERM to slotmgr run"),
+        ),
+        # A kill counts only when the job died of that signal.
+        (
+            "signal",
+            138,
+            StopNote(by="slotmgr kill -s USR1 by uid 0", signal=10),
+            None,
+            ("cancelled", "slotmgr kill -s USR1 by uid 0"),
+        ),
+        (
+            "success",
+            0,
+            StopNote(by="slotmgr kill -s USR1 by uid 0", signal=10),
+            None,
+            ("success", None),
+        ),
+        # The OOM killer says more than "stopped".
+        ("oom-kill", 137, StopNote(by="slotmgr stop by uid 0"), "stop", ("oom-kill", None)),
+    ],
+)
 def test_stopped_result(result, status, note, job, expected):
     assert stopped_result(result, status, note, job) == expected
 

@@ -291,8 +291,11 @@ def test_extract_vmlinux_from_fake_bzimage() -> None:
 def tiny_elf(body: bytes = bytes(range(256)) * 64) -> bytes:
     """An ELF64 header and one segment that covers the whole file."""
     size = 64 + 56 + len(body)
-    header = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack(
-        "<HHIQQQIHHHHHH", 2, 62, 1, 0, 64, 0, 0, 64, 56, 1, 64, 0, 0)
+    header = (
+        b"\x7fELF\x02\x01\x01"
+        + bytes(9)
+        + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, 64, 0, 0, 64, 56, 1, 64, 0, 0)
+    )
     segment = struct.pack("<IIQQQQQQ", 1, 5, 0, 0, 0, size, size, 0x1000)
     return header + segment + body
 
@@ -300,12 +303,12 @@ def tiny_elf(body: bytes = bytes(range(256)) * 64) -> bytes:
 def test_extract_vmlinux_from_a_zstd_bzimage() -> None:
     """Debian 13's kernel (6.12) compresses its payload with zstd, not xz."""
     elf = tiny_elf()
-    packed = subprocess.run(["zstd", "-c", "-q"], input=elf, capture_output=True,
-                            check=True).stdout
+    packed = subprocess.run(["zstd", "-c", "-q"], input=elf, capture_output=True, check=True).stdout
     assert extract_vmlinux(b"MZ setup code" + packed + b"trailer\x00\x01") == elf
     # Cut short, the ELF is not whole: the bzImage is booted instead.
-    truncated = subprocess.run(["zstd", "-c", "-q"], input=elf[:-100], capture_output=True,
-                               check=True).stdout
+    truncated = subprocess.run(
+        ["zstd", "-c", "-q"], input=elf[:-100], capture_output=True, check=True
+    ).stdout
     assert extract_vmlinux(b"MZ" + truncated) is None
     assert not whole_elf(elf[:-1]) and whole_elf(elf)
 
@@ -322,13 +325,18 @@ def test_each_guest_gets_its_own_releases_kernel(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(kernel, "host_suite", lambda: "bookworm")
     host = kernel.Apt("bookworm")
     assert not host.private and host.argv("apt-get", "update") == [
-        "apt-get", "-o", "APT::Sandbox::User=root", "update"]
+        "apt-get",
+        "-o",
+        "APT::Sandbox::User=root",
+        "update",
+    ]
     other = kernel.Apt("trixie")
     assert other.private
     argv = other.argv("apt-cache", "policy", "x")
     assert f"Dir::State::Lists={tmp_path}/apt-trixie/lists" in argv
     assert (tmp_path / "apt-trixie" / "sources.list").read_text() == (
-        "deb http://mirror.invalid/debian trixie main\n")
+        "deb http://mirror.invalid/debian trixie main\n"
+    )
 
 
 def test_mask_entries() -> None:

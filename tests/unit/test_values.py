@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from slotmgr import values
+from slotmgr.systemd import values
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("0", 0), ("512", 512), ("1K", 1024), ("512M", 512 * 1024**2), ("2G", 2 * 1024**3),
-    ("1.5G", int(1.5 * 1024**3)), ("3T", 3 * 1024**4), ("2g", 2 * 1024**3), ("10MB", 10 * 1024**2),
-    ("infinity", values.UINT64_MAX),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("512", 512),
+        ("1K", 1024),
+        ("512M", 512 * 1024**2),
+        ("2G", 2 * 1024**3),
+        ("1.5G", int(1.5 * 1024**3)),
+        ("3T", 3 * 1024**4),
+        ("2g", 2 * 1024**3),
+        ("10MB", 10 * 1024**2),
+        ("infinity", values.UINT64_MAX),
+    ],
+)
 def test_parse_bytes(text, expected):
     assert values.parse_bytes(text) == expected
 
@@ -26,11 +36,19 @@ def test_bandwidth_uses_base_1000_like_systemd():
     assert values.parse_bytes("10M", base=1000) == 10_000_000
 
 
-@pytest.mark.parametrize(("text", "usec"), [
-    ("90s", 90_000_000), ("90", 90_000_000), ("5min", 300_000_000), ("1h 30min", 5_400_000_000),
-    ("2.5h", 9_000_000_000), ("250ms", 250_000), ("1d", 86_400_000_000),
-    ("infinity", values.USEC_INFINITY),
-])
+@pytest.mark.parametrize(
+    ("text", "usec"),
+    [
+        ("90s", 90_000_000),
+        ("90", 90_000_000),
+        ("5min", 300_000_000),
+        ("1h 30min", 5_400_000_000),
+        ("2.5h", 9_000_000_000),
+        ("250ms", 250_000),
+        ("1d", 86_400_000_000),
+        ("infinity", values.USEC_INFINITY),
+    ],
+)
 def test_parse_timespan(text, usec):
     assert values.parse_timespan_usec(text) == usec
 

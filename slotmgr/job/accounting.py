@@ -1,0 +1,200 @@
+"""Turn what systemd and the cgroup report about a finished job into a record."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from slotmgr.errors import ExitCode, SlotmgrError
+from slotmgr.history import store as history
+from slotmgr.history.record import JobRecord, exit_status_from
+from slotmgr.job.stopnote import StopNote
+from slotmgr.systemd.values import UINT64_MAX
+
+
+def counter_value(value: Any) -> int | None:
+    """systemd reports 'not available' as UINT64_MAX."""
+    if value is None or value == UINT64_MAX:
+        return None
+    return int(value)
+
+
+def _user_of(props: Mapping[str, Any]) -> tuple[str, int]:
+    name = str(props.get("User") or "")
+    if not name:
+        uid = os.getuid()
+        try:
+            return pwd.getpwuid(uid).pw_name, uid
+        except KeyError:
+            return str(uid), uid
+    try:
+        return name, pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return (name, int(name)) if name.isdigit() else (name, -1)
+
+
+def build_record(
+    *,
+    job_id: str,
+    unit: str,
+    slot: str | None,
+    props: Mapping[str, Any],
+    counters: Mapping[str, int],
+    result: str,
+    exit_status: int,
+    end_time: float,
+    systemd_version: str,
+    command: list[str] | None = None,
+    run_id: str = "",
+    stopped_by: str | None = None,
+) -> JobRecord:
+    """Prefer the cgroup counters read at the job's end (exact, and read
+    before the reader itself could add to them); fall back to systemd's."""
+    start_usec = counter_value(props.get("ExecMainStartTimestamp")) or counter_value(
+        props.get("ActiveEnterTimestamp")
+    )
+    exit_usec = counter_value(props.get("ExecMainExitTimestamp"))
+    start_time = start_usec / 1e6 if start_usec else end_time
+    end_of_main = exit_usec / 1e6 if exit_usec else end_time
+    own = counters.get("own_usec", 0)
+
+    cpu = counters.get("usage_usec")
+    if cpu is None:
+        nsec = counter_value(props.get("CPUUsageNSec"))
+        cpu = None if nsec is None else nsec // 1000
+    if cpu is not None:
+        cpu = max(0, cpu - own)
+    cpu_user = counters.get("user_usec")
+    cpu_system = counters.get("system_usec")
+    if cpu_user is not None and cpu_system is not None:
+        cpu_user = max(0, cpu_user - counters.get("own_user_usec", 0))
+        cpu_system = max(0, cpu_system - counters.get("own_system_usec", 0))
+
+    if "memory_peak" in counters:
+        memory_peak: int | None = counters["memory_peak"]
+        source = "cgroup memory.peak"
+    elif counter_value(props.get("MemoryPeak")) is not None:
+        memory_peak = counter_value(props.get("MemoryPeak"))
+        source = "systemd MemoryPeak"
+    else:
+        memory_peak, source = None, "unavailable"
+
+    if command is None:
+        # Here, not at the top: whoever stores a stop hook's record has the
+        # command already, and needs none of jobspec's property tables.
+        from slotmgr.job.spec import command_of_unit
+
+        command = command_of_unit(props)
+    if counters.get("oom_kill", 0) > 0 and result in ("exit-code", "signal"):
+        # systemd may handle the main process's end before the OOM event (seen
+        # when a slot's limit, on the slice above the unit, caused the kill):
+        # the kernel's count in the job's cgroup says what happened.
+        result = "oom-kill"
+    user, uid = _user_of(props)
+    return JobRecord(
+        job_id=job_id,
+        unit=unit,
+        slice=str(props.get("Slice", "")),
+        slot=slot,
+        user=user,
+        uid=max(uid, 0),
+        command=command or ["?"],
+        start_time=start_time,
+        end_time=end_time,
+        wall_time_usec=max(0, int((end_of_main - start_time) * 1e6)),
+        result=result,
+        exit_status=exit_status,
+        cpu_usage_usec=cpu,
+        cpu_user_usec=cpu_user,
+        cpu_system_usec=cpu_system,
+        memory_peak_bytes=memory_peak,
+        memory_peak_source=source,
+        io_read_bytes=counters.get("io_read", counter_value(props.get("IOReadBytes"))),
+        io_write_bytes=counters.get("io_write", counter_value(props.get("IOWriteBytes"))),
+        tasks_peak=counters.get("pids_peak"),
+        ip_ingress_bytes=counter_value(props.get("IPIngressBytes")),
+        ip_egress_bytes=counter_value(props.get("IPEgressBytes")),
+        systemd_version=systemd_version,
+        hostname=socket.gethostname(),
+        run_id=run_id,
+        stopped_by=stopped_by,
+    )
+
+
+# ExecMainCode= holds the si_code of the main process's end.
+_CLD_NAMES = {1: "exited", 2: "killed", 3: "dumped"}
+
+
+def how_main_ended(env: Mapping[str, str], props: Mapping[str, Any]) -> tuple[str, int]:
+    """(result, shell-style exit status) of the job's main process. systemd
+    passes them to ExecStopPost= in $SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS;
+    but when a stop catches the job at its very start (seen on 257 with
+    PrivatePIDs=), the hook can run before systemd has taken the main
+    process's end into account: no $EXIT_CODE, and a $SERVICE_RESULT of
+    "success" for a job that was killed. The unit's ExecMainCode=,
+    ExecMainStatus= and Result=, which the hook reads a moment later, have it."""
+    if env.get("EXIT_CODE"):
+        return (
+            env.get("SERVICE_RESULT") or "unknown",
+            exit_status_from(env["EXIT_CODE"], env.get("EXIT_STATUS", "")),
+        )
+    code = _CLD_NAMES.get(int(props.get("ExecMainCode") or 0))
+    if code is None:  # nobody knows: say so, as `slotmgr run` does without a record
+        return "unknown", int(ExitCode.INTERNAL)
+    # ExecMainStatus= is the exit code, or the signal's number.
+    exit_status = exit_status_from(code, str(props.get("ExecMainStatus") or 0))
+    return str(props.get("Result") or env.get("SERVICE_RESULT") or "unknown"), exit_status
+
+
+SYSTEMD_STOP_JOB = "systemd stop job (systemctl stop or a batch system's StopUnit)"
+# systemd's own outcomes that say more than "it was stopped".
+_KEPT_RESULTS = frozenset(("oom-kill",))
+
+
+def stopped_result(
+    result: str, exit_status: int, note: StopNote | None, pending_job_type: str | None
+) -> tuple[str, str | None]:
+    """(result, stopped_by) for a job that may have been stopped.
+
+    slotmgr's own stoppers leave a note (slotmgr.job.stopnote) before they
+    signal; a stop through systemd by anybody else leaves a stop job pending
+    while ExecStopPost= runs. A job that ended by itself has neither. A
+    `slotmgr kill` note counts only when the job died of its signal."""
+    if result in _KEPT_RESULTS:
+        return result, None
+    if note is not None and note.explains(exit_status):
+        return "cancelled", note.by
+    if pending_job_type in ("stop", "restart"):
+        return "cancelled", SYSTEMD_STOP_JOB
+    return result, None
+
+
+def wait_for_record(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobRecord | None:
+    """The record of this run: in the database, its spool, or (a caller who
+    is not root, on the system manager) the caller's own copy. A service's
+    stop hook has written it to the spool before the unit turns inactive, so
+    it is normally there at once; the wait covers a slow or busy file system."""
+    from slotmgr.history import query as history_query
+
+    sources = [history_query.HistorySource(db_path, own_copy=False)]
+    if os.geteuid() != 0:
+        sources.append(
+            history_query.HistorySource(
+                history.user_copy_path(db_path, os.geteuid()), own_copy=True
+            )
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        for source in sources:
+            with contextlib.suppress(OSError, SlotmgrError):
+                rec = history_query.get_run(source, run_id)
+                if rec is not None:
+                    return rec
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)

@@ -1,0 +1,148 @@
+"""`slotmgr stop`: SIGTERM, a grace period, SIGKILL, and the wait until
+nothing of the job is left, its record included."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from slotmgr.errors import RemoteError
+from slotmgr.job.delivery import kill_job
+from slotmgr.systemd import messages
+from slotmgr.systemd.manager import Manager
+
+# A service's SubStates once its own processes are gone: the ExecStopPost=
+# stop hook runs ('stop-post') or the unit is being cleaned up. Past these no
+# escalation may happen, or it would kill the stop hook and lose the record.
+_AFTER_MAIN = frozenset(
+    (
+        "stop-post",
+        "final-sigterm",
+        "final-sigkill",
+        "final-watchdog",
+        "dead",
+        "failed",
+        "auto-restart",
+        "cleaning",
+    )
+)
+_WAKE_S = 1.0  # re-read the state at least this often, in case a signal is missed
+
+
+# -- waiting on a unit ------------------------------------------------------------
+
+
+def unit_state(manager: Manager, unit: str) -> tuple[str, str] | None:
+    """(ActiveState, SubState), or None once the unit is unloaded."""
+    path = manager.unit_path(unit)
+    if path is None:
+        return None
+    try:
+        (active,) = manager.conn.call(
+            messages.get_property(path, messages.UNIT_IFACE, "ActiveState")
+        )
+        (sub,) = manager.conn.call(messages.get_property(path, messages.UNIT_IFACE, "SubState"))
+    except RemoteError:
+        return None
+    return str(active[1]), str(sub[1])
+
+
+def is_finished(state: tuple[str, str] | None) -> bool:
+    return state is None or state[0] in ("inactive", "failed")
+
+
+def processes_gone(state: tuple[str, str] | None) -> bool:
+    """The job's own processes are gone (what runs now is systemd's clean-up
+    or the stop hook)."""
+    return is_finished(state) or (state is not None and state[1] in _AFTER_MAIN)
+
+
+def subscribe_to(manager: Manager, unit: str) -> None:
+    path = messages.unit_object_path(unit)
+    manager.subscribe(
+        messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
+        messages.signal_match(messages.MANAGER_IFACE, "UnitRemoved"),
+    )
+
+
+def wait_for(
+    manager: Manager,
+    unit: str,
+    done: Callable[[tuple[str, str] | None], bool],
+    *,
+    timeout: float | None,
+) -> tuple[str, str] | None:
+    """Wait until `done(state)`; raise TimeoutError at the timeout. Call
+    subscribe_to() first. The state is re-read on every change signal of the
+    unit and at least every second, so a missed signal costs a second, no more."""
+    path = messages.unit_object_path(unit)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    state = unit_state(manager, unit)
+    while not done(state):
+        wake = _WAKE_S
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(unit)
+            wake = min(wake, remaining)
+        manager.conn.wait_for_signal(
+            lambda s: (
+                (s.path == path and s.member == "PropertiesChanged")
+                or (s.member == "UnitRemoved" and bool(s.body) and s.body[0] == unit)
+            ),
+            timeout=wake,
+        )
+        state = unit_state(manager, unit)
+    return state
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    escalated: bool  # SIGKILL was needed after the grace period
+    already_stopped: bool
+
+
+def stop_job(
+    manager: Manager,
+    unit: str,
+    *,
+    grace: float,
+    timeout: float | None = None,
+    before_signal: Callable[[], object] | None = None,
+) -> StopOutcome:
+    """SIGTERM to every process of the job; after `grace` seconds SIGKILL to
+    whatever is left of the job's own processes; then wait until the unit is
+    inactive or gone, its ExecStopPost= stop hook included. `before_signal`
+    runs just before the SIGTERM, once the job is known to be still running
+    (it leaves a note of who stopped it, slotmgr.job.stopnote).
+
+    Not StopUnit: its SIGKILL comes after the unit's TimeoutStopSec=, which is
+    fixed when the unit starts, and the same timeout bounds the stop hook, so a
+    short grace would cut the record short too.
+    """
+    subscribe_to(manager, unit)
+    state = unit_state(manager, unit)
+    if processes_gone(state):
+        wait_for(manager, unit, is_finished, timeout=timeout)
+        return StopOutcome(escalated=False, already_stopped=True)
+    if before_signal is not None:
+        before_signal()
+    # To every process of the job, once each (kill_job leaves out the shims
+    # that would forward it again), on every systemd alike.
+    kill_job(manager, unit, signal.SIGTERM)
+    escalated = False
+    try:
+        wait_for(manager, unit, processes_gone, timeout=grace)
+    except TimeoutError:
+        outcome = kill_job(
+            manager,
+            unit,
+            signal.SIGKILL,
+            only_if=lambda s: not processes_gone(s),
+            state=lambda: unit_state(manager, unit),
+        )
+        escalated = outcome.sent
+    wait_for(manager, unit, is_finished, timeout=timeout)
+    return StopOutcome(escalated=escalated, already_stopped=False)
