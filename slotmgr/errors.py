@@ -76,3 +76,11 @@ class RemoteError(SlotmgrError):
         self.name = name
         self.text = text
         self.method = method
+
+
+class Interrupted(Exception):
+    """A signal arrived on the interrupt pipe while we waited for systemd."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum

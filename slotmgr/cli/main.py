@@ -102,7 +102,7 @@ def cli(ctx: click.Context, user_mode: bool, debug: bool) -> None:
             manager.close()
         click.echo(
             f"slotmgr {__version__}: systemd {features.version_string} at "
-            f"{manager.conn.path}. Commands: slotmgr --help"
+            f"{manager.address}. Commands: slotmgr --help"
         )
 
 

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable, TypeVar
 
+from slotmgr.deadline import Deadline
 from slotmgr.errors import SlotmgrError
 from slotmgr.history.record import JobRecord
 
@@ -261,7 +262,7 @@ def _prepare(conn: sqlite3.Connection) -> None:
     another connection opens it can fail as "locked" at once, without SQLite's
     busy wait (seen with 8 writers on one new file): retried until the
     deadline, then the error is raised as it came."""
-    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    deadline = Deadline.after(_BUSY_TIMEOUT_S)
     while True:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -270,7 +271,7 @@ def _prepare(conn: sqlite3.Connection) -> None:
             return
         except sqlite3.OperationalError as exc:
             transient = "locked" in str(exc) or "busy" in str(exc)
-            if not transient or time.monotonic() >= deadline:
+            if not transient or deadline.expired():
                 raise
             time.sleep(0.01)
 
@@ -359,13 +360,13 @@ def _insert_with_recovery(path: str, rec: JobRecord, warn: Warn) -> bool:
 def lock_with_deadline(fd: int, deadline_s: float) -> bool:
     """LOCK_EX, tried without blocking until the deadline; False if it did
     not come (a blocking flock could wait forever)."""
-    deadline = time.monotonic() + deadline_s
+    deadline = Deadline.after(deadline_s)
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            if deadline.expired():
                 return False
             time.sleep(_LOCK_POLL_S)
 

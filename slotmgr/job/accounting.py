@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from slotmgr.deadline import Deadline
 from slotmgr.errors import ExitCode, SlotmgrError
 from slotmgr.history import store as history
 from slotmgr.history.record import JobRecord, exit_status_from
@@ -188,13 +189,13 @@ def wait_for_record(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobR
                 history.user_copy_path(db_path, os.geteuid()), own_copy=True
             )
         )
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.after(timeout)
     while True:
         for source in sources:
             with contextlib.suppress(OSError, SlotmgrError):
                 rec = history_query.get_run(source, run_id)
                 if rec is not None:
                     return rec
-        if time.monotonic() >= deadline:
+        if deadline.expired():
             return None
         time.sleep(0.05)

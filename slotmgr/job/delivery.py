@@ -37,14 +37,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from slotmgr.deadline import Deadline
 from slotmgr.errors import BusTimeout, RemoteError, SlotmgrError
 from slotmgr.job.spec import is_init_argv
 from slotmgr.kernel import procs
 from slotmgr.pidshim import FORWARDED
 from slotmgr.systemd import messages
-from slotmgr.systemd.manager import Manager
+from slotmgr.systemd.manager import Manager, UnitState
 
-UnitState = tuple[str, str]  # (ActiveState, SubState)
 StateCheck = Callable[[Optional[UnitState]], bool]  # Optional: an alias is evaluated on 3.9
 
 # Signals whose default action does not end a process.
@@ -269,10 +269,10 @@ def thaw_job(manager: Manager, unit: str, group: str) -> None:
     at all, it may be stuck starting the stop hook in the frozen cgroup
     (257): thawing the cgroup itself lets it go on.
     """
-    deadline = time.monotonic() + _THAW_RETRY_S
+    deadline = Deadline.after(_THAW_RETRY_S)
     while True:
         try:
-            manager.conn.call(messages.thaw_unit(unit), timeout=_THAW_ANSWER_S)
+            manager.thaw(unit, timeout=_THAW_ANSWER_S)
             return
         except BusTimeout:
             _thaw_cgroup(group)
@@ -287,7 +287,7 @@ def thaw_job(manager: Manager, unit: str, group: str) -> None:
             with contextlib.suppress(RemoteError):
                 manager.stop(unit)
             return
-        if time.monotonic() > deadline:
+        if deadline.expired():
             raise SlotmgrError(f"cannot thaw {unit}: {refused.text} (try: systemctl thaw {unit})")
         time.sleep(0.2)
 

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-from slotmgr.errors import BusTimeout, ExitCode, SlotmgrError, UsageError
+from slotmgr.errors import BusTimeout, ExitCode, Interrupted, SlotmgrError, UsageError
 from slotmgr.history import hook as stophook
 from slotmgr.history.record import JobRecord, summary_lines
 from slotmgr.job import scope, stopnote
@@ -41,8 +41,6 @@ from slotmgr.job.spec import (
     stdio_properties,
     unit_properties,
 )
-from slotmgr.systemd import messages
-from slotmgr.systemd.bus import Interrupted
 from slotmgr.systemd.manager import Manager
 from slotmgr.systemd.properties import PropertyError
 from slotmgr.systemd.wire import Property
@@ -73,11 +71,11 @@ def _signals_to_pipe(manager: Manager) -> Iterator[None]:
     read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_wakeup = signal.set_wakeup_fd(write_fd)
     old_handlers = {sig: signal.signal(sig, lambda *_: None) for sig in FORWARDED_SIGNALS}
-    manager.conn.interrupt_fd = read_fd
+    manager.interrupt_fd = read_fd
     try:
         yield
     finally:
-        manager.conn.interrupt_fd = None
+        manager.interrupt_fd = None
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(old_wakeup)
@@ -189,12 +187,7 @@ def run(
         except PropertyError as exc:
             drop_unused_scratch(spec)
             raise UsageError(str(exc)) from None
-        path = messages.unit_object_path(spec.unit)
-        manager.subscribe(
-            messages.signal_match(messages.MANAGER_IFACE, "JobRemoved"),
-            messages.signal_match(messages.MANAGER_IFACE, "UnitRemoved"),
-            messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
-        )
+        manager.watch_unit(spec.unit, jobs=True)
         admitted = _admitted(admission, manager, outputs)
         on_start = announce_start if announce else None
         with _signals_to_pipe(manager):

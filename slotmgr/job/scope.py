@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from slotmgr.errors import RemoteError, SlotmgrError
+from slotmgr.errors import Interrupted, RemoteError, SlotmgrError
 from slotmgr.history import store as history
 from slotmgr.history.record import JobRecord
 from slotmgr.job import stopnote
@@ -26,7 +26,6 @@ from slotmgr.job.accounting import build_record, counter_value, stopped_result
 from slotmgr.job.spec import JobSpec, exec_argv
 from slotmgr.kernel import cgroup
 from slotmgr.systemd import messages
-from slotmgr.systemd.bus import Interrupted
 from slotmgr.systemd.manager import Manager
 from slotmgr.systemd.wire import Property
 
@@ -73,8 +72,8 @@ def _wait_sampling(
     process in it), if one did."""
     pidfd = os.pidfd_open(pid)
     watched = [pidfd]
-    if manager.conn.interrupt_fd is not None:
-        watched.append(manager.conn.interrupt_fd)
+    if manager.interrupt_fd is not None:
+        watched.append(manager.interrupt_fd)
     stopped_by: int | None = None
     try:
         while True:
@@ -83,8 +82,8 @@ def _wait_sampling(
             ready, _, _ = select.select(watched, [], [], _SAMPLE_INTERVAL_S)
             if pidfd in ready:
                 return os.waitpid(pid, 0)[1], stopped_by
-            if manager.conn.interrupt_fd in ready and stopped_by is None:
-                got = os.read(manager.conn.interrupt_fd, 64)
+            if manager.interrupt_fd in ready and stopped_by is None:
+                got = os.read(manager.interrupt_fd, 64)
                 stopped_by = got[0] if got else 0
                 with contextlib.suppress(SlotmgrError, Interrupted):
                     manager.stop(unit)

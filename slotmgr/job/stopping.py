@@ -4,14 +4,12 @@ nothing of the job is left, its record included."""
 from __future__ import annotations
 
 import signal
-import time
 from dataclasses import dataclass
 from typing import Callable
 
-from slotmgr.errors import RemoteError
+from slotmgr.deadline import Deadline
 from slotmgr.job.delivery import kill_job
-from slotmgr.systemd import messages
-from slotmgr.systemd.manager import Manager
+from slotmgr.systemd.manager import Manager, UnitState
 
 # A service's SubStates once its own processes are gone: the ExecStopPost=
 # stop hook runs ('stop-post') or the unit is being cleaned up. Past these no
@@ -34,67 +32,33 @@ _WAKE_S = 1.0  # re-read the state at least this often, in case a signal is miss
 # -- waiting on a unit ------------------------------------------------------------
 
 
-def unit_state(manager: Manager, unit: str) -> tuple[str, str] | None:
-    """(ActiveState, SubState), or None once the unit is unloaded."""
-    path = manager.unit_path(unit)
-    if path is None:
-        return None
-    try:
-        (active,) = manager.conn.call(
-            messages.get_property(path, messages.UNIT_IFACE, "ActiveState")
-        )
-        (sub,) = manager.conn.call(messages.get_property(path, messages.UNIT_IFACE, "SubState"))
-    except RemoteError:
-        return None
-    return str(active[1]), str(sub[1])
+def is_finished(state: UnitState | None) -> bool:
+    return state is None or state.active in ("inactive", "failed")
 
 
-def is_finished(state: tuple[str, str] | None) -> bool:
-    return state is None or state[0] in ("inactive", "failed")
-
-
-def processes_gone(state: tuple[str, str] | None) -> bool:
+def processes_gone(state: UnitState | None) -> bool:
     """The job's own processes are gone (what runs now is systemd's clean-up
     or the stop hook)."""
-    return is_finished(state) or (state is not None and state[1] in _AFTER_MAIN)
-
-
-def subscribe_to(manager: Manager, unit: str) -> None:
-    path = messages.unit_object_path(unit)
-    manager.subscribe(
-        messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", path),
-        messages.signal_match(messages.MANAGER_IFACE, "UnitRemoved"),
-    )
+    return is_finished(state) or (state is not None and state.sub in _AFTER_MAIN)
 
 
 def wait_for(
     manager: Manager,
     unit: str,
-    done: Callable[[tuple[str, str] | None], bool],
+    done: Callable[[UnitState | None], bool],
     *,
     timeout: float | None,
-) -> tuple[str, str] | None:
+) -> UnitState | None:
     """Wait until `done(state)`; raise TimeoutError at the timeout. Call
-    subscribe_to() first. The state is re-read on every change signal of the
-    unit and at least every second, so a missed signal costs a second, no more."""
-    path = messages.unit_object_path(unit)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    state = unit_state(manager, unit)
+    manager.watch_unit() first. The state is re-read on every change signal of
+    the unit and at least every second, so a missed signal costs a second, no more."""
+    deadline = Deadline.after(timeout)
+    state = manager.unit_state(unit)
     while not done(state):
-        wake = _WAKE_S
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(unit)
-            wake = min(wake, remaining)
-        manager.conn.wait_for_signal(
-            lambda s: (
-                (s.path == path and s.member == "PropertiesChanged")
-                or (s.member == "UnitRemoved" and bool(s.body) and s.body[0] == unit)
-            ),
-            timeout=wake,
-        )
-        state = unit_state(manager, unit)
+        if deadline.expired():
+            raise TimeoutError(unit)
+        manager.wait_for_unit_change(unit, timeout=deadline.wake(_WAKE_S))
+        state = manager.unit_state(unit)
     return state
 
 
@@ -122,8 +86,8 @@ def stop_job(
     fixed when the unit starts, and the same timeout bounds the stop hook, so a
     short grace would cut the record short too.
     """
-    subscribe_to(manager, unit)
-    state = unit_state(manager, unit)
+    manager.watch_unit(unit)
+    state = manager.unit_state(unit)
     if processes_gone(state):
         wait_for(manager, unit, is_finished, timeout=timeout)
         return StopOutcome(escalated=False, already_stopped=True)
@@ -141,7 +105,7 @@ def stop_job(
             unit,
             signal.SIGKILL,
             only_if=lambda s: not processes_gone(s),
-            state=lambda: unit_state(manager, unit),
+            state=lambda: manager.unit_state(unit),
         )
         escalated = outcome.sent
     wait_for(manager, unit, is_finished, timeout=timeout)

@@ -42,11 +42,18 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from slotmgr.errors import ExitCode, PermissionDenied, RemoteError, SlotmgrError, UsageError
-from slotmgr.job.naming import UNIT_SUFFIXES
+from slotmgr.deadline import Deadline
+from slotmgr.errors import (
+    ExitCode,
+    Interrupted,
+    PermissionDenied,
+    RemoteError,
+    SlotmgrError,
+    UsageError,
+)
+from slotmgr.job.naming import UNIT_PREFIX, UNIT_SUFFIXES
 from slotmgr.kernel import procs
-from slotmgr.systemd import messages, values
-from slotmgr.systemd.bus import Interrupted
+from slotmgr.systemd import values
 from slotmgr.systemd.features import Features
 from slotmgr.systemd.manager import UNIT_EXISTS, Manager
 from slotmgr.systemd.messages import SLICE_IFACE, UNIT_IFACE
@@ -55,7 +62,6 @@ from slotmgr.systemd.wire import Property
 
 DEFAULT_CONF = "/etc/slotmgr/slots.conf"
 CONF_ENV = "SLOTMGR_SLOTS_CONF"
-PARENT_SLICE = "slotmgr.slice"
 MAX_SLOT = 9999
 
 # The keys a slot may set, and the value that means "no limit" on the wire.
@@ -78,7 +84,7 @@ SLOT_SETTINGS = (JOBS_KEY,)
 MAX_JOBS = 10000
 NODE_KEYS = ("exclusive_cpus",)
 _SECTION_SLOT = re.compile(r"slot([1-9][0-9]*)")
-_SLICE_SLOT = re.compile(r"^slotmgr-slot([1-9][0-9]*)\.slice$")
+_SLICE_SLOT = re.compile(rf"^{re.escape(UNIT_PREFIX)}slot([1-9][0-9]*)\.slice$")
 
 
 class SlotConfigError(UsageError):
@@ -145,7 +151,7 @@ class SlotConfig:
 
 
 def slice_name(number: int) -> str:
-    return f"slotmgr-slot{number}.slice"
+    return f"{UNIT_PREFIX}slot{number}.slice"
 
 
 def slot_of_slice(slice_: str) -> str | None:
@@ -644,13 +650,13 @@ def _open_lock(directory: str, name: str) -> int:
 def _locked(directory: str, slot: Slot, *, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
     fd = _open_lock(directory, f"slot{slot.number}.lock")
     try:
-        deadline = time.monotonic() + timeout
+        deadline = Deadline.after(timeout)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if deadline.expired():
                     raise SlotBusy(
                         f"slot {slot.name}: another launcher held its lock for over "
                         f"{timeout:g}s; no job was started",
@@ -676,7 +682,7 @@ def slot_jobs(manager: Manager, slot: Slot) -> list[str]:
     names = sorted(str(n) for n in members if str(n).endswith(UNIT_SUFFIXES))
     if not names:
         return []
-    (units,) = manager.conn.call(messages.list_units_by_names(names))
+    units = manager.units_by_names(names)
     # ListUnitsByNames: (name, description, load, active, sub, following, path, job id, ...)
     return [str(u[0]) for u in units if str(u[3]) in _BUSY_STATES or int(u[7]) != 0]
 
@@ -689,6 +695,14 @@ def _busy_text(slot: Slot, running: list[str]) -> str:
     )
 
 
+def _wait_seconds(wait_usec: int | None) -> float | None:
+    """--wait-for-slot in seconds; None for no limit (and for no wait at all,
+    which never waits, so needs none)."""
+    if wait_usec is None or wait_usec == values.USEC_INFINITY:
+        return None
+    return wait_usec / 1e6
+
+
 @dataclass(frozen=True)
 class Admission:
     """A job's claim on a place in its slot (`slotmgr run --slot N`)."""
@@ -696,25 +710,20 @@ class Admission:
     slot: Slot
     user_manager: bool
     wait_usec: int | None = None  # None: refuse a full slot at once; USEC_INFINITY: no limit
-    # When waiting ends (time.monotonic()): --wait-for-slot counts from the
+    # When waiting ends: --wait-for-slot counts from the
     # moment the job was asked for, not from when its unit is ready to start.
-    wait_deadline: float | None = field(default=None, compare=False)
+    wait_deadline: Deadline | None = field(default=None, compare=False)
 
     @classmethod
     def for_job(cls, slot: Slot, *, user_manager: bool, wait_usec: int | None) -> Admission:
-        deadline = None
-        if wait_usec is not None and wait_usec != values.USEC_INFINITY:
-            deadline = time.monotonic() + wait_usec / 1e6
-        return cls(slot, user_manager, wait_usec, deadline)
+        return cls(slot, user_manager, wait_usec, Deadline.after(_wait_seconds(wait_usec)))
 
     @contextlib.contextmanager
     def hold(self, manager: Manager) -> Iterator[None]:
         """Prepare the slot's slice and wait for a place in it; the body starts
         the unit while the place is still held (the lock is released after)."""
         directory = lock_dir(user_manager=self.user_manager)
-        deadline = self.wait_deadline
-        if deadline is None and self.wait_usec not in (None, values.USEC_INFINITY):
-            deadline = time.monotonic() + self.wait_usec / 1e6
+        deadline = self.wait_deadline or Deadline.after(_wait_seconds(self.wait_usec))
         prepared = False
         while True:
             with _locked(directory, self.slot):
@@ -735,24 +744,18 @@ class Admission:
             f"slot {self.slot.name}: signal {signum} while waiting for a place; no job was started"
         )
 
-    def _wait_for_a_place(
-        self, manager: Manager, running: list[str], deadline: float | None
-    ) -> None:
+    def _wait_for_a_place(self, manager: Manager, running: list[str], deadline: Deadline) -> None:
         if self.wait_usec is None:
             raise SlotBusy(
                 _busy_text(self.slot, running), hint="--wait-for-slot DURATION waits for a place"
             )
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
+        if deadline.expired():
             raise SlotBusy(
                 _busy_text(self.slot, running) + "; waited "
                 f"{values.format_usec(self.wait_usec)} for a place"
             )
         try:
             # Any unit that goes may free a place; count again then, or soon anyway.
-            manager.conn.wait_for_signal(
-                lambda s: s.member in ("UnitRemoved", "JobRemoved"),
-                timeout=_RECHECK_S if remaining is None else min(_RECHECK_S, remaining),
-            )
+            manager.wait_for_units_to_change(timeout=deadline.wake(_RECHECK_S))
         except Interrupted as exc:
             raise self._gave_up(exc.signum) from None

@@ -22,7 +22,6 @@ import errno
 import os
 import select
 import socket
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from typing import Any, Callable
 from jeepney import HeaderFields, Message, MessageType
 from jeepney.low_level import Header, calc_msg_size
 
-from slotmgr.errors import BusTimeout, BusUnavailable, RemoteError
+from slotmgr.deadline import Deadline
+from slotmgr.errors import BusTimeout, BusUnavailable, Interrupted, RemoteError
 from slotmgr.systemd import messages
 from slotmgr.systemd.messages import SYSTEMD_BUS_NAME, SignalMatch
 
@@ -49,14 +49,6 @@ TESTBED_HINT = (
     "slotmgr needs a host whose PID 1 is systemd; developers on other machines: "
     "python3 -m tests.testbed run --guest 257 -- python3 -m slotmgr ..."
 )
-
-
-class Interrupted(Exception):
-    """A signal arrived on the interrupt pipe while we waited for systemd."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -182,12 +174,12 @@ class Connection:
             self._sock.sendall(data)
         return self._serial
 
-    def _receive(self, deadline: float | None) -> Message:
+    def _receive(self, deadline: Deadline) -> Message:
         while True:
             msg = self._stream.next_message(self._wanted)
             if msg is not None:
                 return msg
-            remaining = None if deadline is None else deadline - time.monotonic()
+            remaining = deadline.remaining()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError
             watched = [self._sock.fileno()]
@@ -218,7 +210,7 @@ class Connection:
         arrive meanwhile are kept for `wait_for_signal`."""
         method = str(msg.header.fields.get(HeaderFields.member, "?"))
         serial = self.send(msg)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = Deadline.after(self.timeout if timeout is None else timeout)
         while True:
             try:
                 reply = self._receive(deadline)
@@ -254,7 +246,7 @@ class Connection:
         need after subscribing, and re-check state by a call where a signal
         could have been missed.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline.after(timeout)
         while True:
             while self._pending_signals:
                 sig = self._pending_signals.popleft()

@@ -5,10 +5,10 @@ Each method is one or two calls; the logic of jobs lives elsewhere.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+from slotmgr.deadline import Deadline
 from slotmgr.errors import BusUnavailable, RemoteError
 from slotmgr.systemd import bus, messages
 from slotmgr.systemd.features import MINIMUM_VERSION, Features, features_from_version
@@ -20,6 +20,11 @@ NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
 NO_UNIT_FOR_PID = "org.freedesktop.systemd1.NoUnitForPID"
 _GONE = (NO_UNIT_FOR_PID, NO_SUCH_UNIT, "org.freedesktop.DBus.Error.UnknownObject")
+
+
+class UnitState(NamedTuple):
+    active: str  # ActiveState
+    sub: str  # SubState
 
 
 class Manager:
@@ -36,6 +41,21 @@ class Manager:
 
     def close(self) -> None:
         self.conn.close()
+
+    @property
+    def address(self) -> str:
+        """Where it is reached: the bus's or the private socket's path."""
+        return self.conn.path
+
+    @property
+    def interrupt_fd(self) -> int | None:
+        """A pipe whose data ends any wait on the bus with Interrupted (the
+        launcher routes its signals there); None: waits end only by time."""
+        return self.conn.interrupt_fd
+
+    @interrupt_fd.setter
+    def interrupt_fd(self, fd: int | None) -> None:
+        self.conn.interrupt_fd = fd
 
     @property
     def features(self) -> Features:
@@ -148,23 +168,64 @@ class Manager:
         (variant,) = self.conn.call(messages.get_property(path, messages.UNIT_IFACE, "ActiveState"))
         return str(variant[1])
 
+    def unit_state(self, name: str) -> UnitState | None:
+        """(ActiveState, SubState), or None once the unit is unloaded."""
+        path = self.unit_path(name)
+        if path is None:
+            return None
+        try:
+            (active,) = self.conn.call(
+                messages.get_property(path, messages.UNIT_IFACE, "ActiveState")
+            )
+            (sub,) = self.conn.call(messages.get_property(path, messages.UNIT_IFACE, "SubState"))
+        except RemoteError:
+            return None
+        return UnitState(str(active[1]), str(sub[1]))
+
+    def watch_unit(self, name: str, *, jobs: bool = False) -> None:
+        """Subscribe to what `wait_for_unit_change` waits for (and, with
+        `jobs`, to the JobRemoved that `wait_for_job` waits for)."""
+        matches = [
+            messages.signal_match(
+                messages.PROPERTIES_IFACE, "PropertiesChanged", messages.unit_object_path(name)
+            ),
+            messages.signal_match(messages.MANAGER_IFACE, "UnitRemoved"),
+        ]
+        if jobs:
+            matches.insert(0, messages.signal_match(messages.MANAGER_IFACE, "JobRemoved"))
+        self.subscribe(*matches)
+
+    def wait_for_unit_change(self, name: str, *, timeout: float | None) -> bus.Signal | None:
+        """The next change of the unit's properties or its removal (call
+        `watch_unit` first); None at the timeout."""
+        path = messages.unit_object_path(name)
+        return self.conn.wait_for_signal(
+            lambda s: (
+                (s.path == path and s.member == "PropertiesChanged")
+                or (s.member == "UnitRemoved" and bool(s.body) and s.body[0] == name)
+            ),
+            timeout=timeout,
+        )
+
+    def wait_for_units_to_change(self, *, timeout: float | None) -> bool:
+        """Until any unit goes or any job ends (call `subscribe` for
+        UnitRemoved and JobRemoved first); False at the timeout."""
+        return (
+            self.conn.wait_for_signal(
+                lambda s: s.member in ("UnitRemoved", "JobRemoved"), timeout=timeout
+            )
+            is not None
+        )
+
     def wait_until_inactive(self, name: str, *, timeout: float | None = None) -> str | None:
         """Block until the unit is inactive, failed or gone; return the last
         ActiveState seen (None when the unit was already unloaded)."""
-        path = messages.unit_object_path(name)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline.after(timeout)
         state = self.unit_active_state(name)
         while state not in (None, "inactive", "failed"):
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            sig = self.conn.wait_for_signal(
-                lambda s: (
-                    (s.path == path and s.member == "PropertiesChanged")
-                    or (s.member == "UnitRemoved" and s.body[0] == name)
-                ),
-                timeout=_RECHECK_S if remaining is None else min(_RECHECK_S, remaining),
-            )
+            sig = self.wait_for_unit_change(name, timeout=deadline.wake(_RECHECK_S))
             if sig is None:
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline.expired():
                     raise TimeoutError(name)
                 # Quiet for a while: ask. This also learns systemd's new bus
                 # name after a re-exec, whose signals were not believed yet.
@@ -193,14 +254,20 @@ class Manager:
     def freeze(self, name: str) -> None:
         self.conn.call(messages.freeze_unit(name))
 
-    def thaw(self, name: str) -> None:
-        self.conn.call(messages.thaw_unit(name))
+    def thaw(self, name: str, *, timeout: float | None = None) -> None:
+        self.conn.call(messages.thaw_unit(name), timeout=timeout)
 
     def reset_failed(self, name: str) -> None:
         self.conn.call(messages.reset_failed_unit(name))
 
     def attach_processes(self, name: str, pids: Sequence[int]) -> None:
         self.conn.call(messages.attach_processes_to_unit(name, pids))
+
+    def units_by_names(self, names: Sequence[str]) -> list[tuple[Any, ...]]:
+        """ListUnitsByNames: (name, description, load, active, sub, following,
+        path, job id, job type, job path) of each."""
+        (units,) = self.conn.call(messages.list_units_by_names(names))
+        return [tuple(u) for u in units]
 
     def list_units(
         self, patterns: Sequence[str], states: Sequence[str] = ()

@@ -162,7 +162,12 @@ def test_file_list(built: dict[str, Path]) -> None:
         assert f"{sitelib}/{path}" in files, path
     # Byte-compiled for that python, as brp-python-bytecompile does on RHEL.
     tag = "cpython-" + py.replace(".", "")
-    assert f"{sitelib}/slotmgr/__pycache__/cli.{tag}.pyc" in files
+    assert f"{sitelib}/slotmgr/cli/__pycache__/main.{tag}.pyc" in files
+    # Every module of every layer (a sub-package left out of the wheel would
+    # break only the installed slotmgr, not the checkout's).
+    for module in sorted(Path(REPO, "slotmgr").rglob("*.py")):
+        if "__pycache__" not in module.parts:
+            assert f"{sitelib}/{module.relative_to(REPO)}" in files, module
     # Only the slotmgr package and its dist-info; no pip leftovers.
     for f in files:
         if f.startswith(sitelib + "/"):

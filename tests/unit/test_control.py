@@ -16,6 +16,7 @@ from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
 from slotmgr.job import adopt, control, stopping
 from slotmgr.job.control import Action, Caller, JobInfo
 from slotmgr.kernel import procs
+from slotmgr.systemd.manager import UnitState
 from slotmgr.systemd.values import UINT64_MAX
 
 NOW = 1_700_000_100.0
@@ -243,6 +244,7 @@ def test_non_root_may_look_at_their_own_system_jobs(action):
     ],
 )
 def test_states_for_stop(state, gone, finished):
+    state = None if state is None else UnitState(*state)
     assert stopping.processes_gone(state) is gone
     assert stopping.is_finished(state) is finished
 
@@ -443,22 +445,30 @@ def test_cgroup_files(tmp_path):
     assert procs.cgroup_file("/g", "memory.max", root=str(tmp_path)) == "max"
 
 
-def test_wait_for_times_out_and_reads_state_again(monkeypatch):
-    class FakeConn:
-        def wait_for_signal(self, accept, timeout):
-            time.sleep(min(timeout, 0.05))
-            return None
-
+def test_wait_for_times_out_and_reads_state_again():
     class FakeManager:
-        conn = FakeConn()
+        """What stopping asks of the systemd layer: a unit's state, and a wait
+        for its next change (none comes here: each wait ends by time)."""
 
-    manager = FakeManager()
-    monkeypatch.setattr(stopping, "unit_state", lambda _m, _u: ("active", "running"))
+        def __init__(self, states):
+            self.states = states
+            self.waits = []
+
+        def unit_state(self, unit):
+            return next(self.states)
+
+        def wait_for_unit_change(self, unit, *, timeout):
+            self.waits.append(timeout)
+            time.sleep(min(timeout, 0.05))
+
+    running = FakeManager(iter(lambda: UnitState("active", "running"), None))
     with pytest.raises(TimeoutError):
-        stopping.wait_for(manager, "slotmgr-x.service", stopping.is_finished, timeout=0.2)
-    states = iter([("active", "running"), ("deactivating", "stop-post")])
-    monkeypatch.setattr(stopping, "unit_state", lambda _m, _u: next(states))
-    assert stopping.wait_for(manager, "slotmgr-x.service", stopping.processes_gone, timeout=5) == (
-        "deactivating",
-        "stop-post",
+        stopping.wait_for(running, "slotmgr-x.service", stopping.is_finished, timeout=0.2)
+    assert running.waits and all(0 <= t <= 0.2 for t in running.waits)
+    ending = FakeManager(
+        iter([UnitState("active", "running"), UnitState("deactivating", "stop-post")])
     )
+    assert stopping.wait_for(
+        ending, "slotmgr-x.service", stopping.processes_gone, timeout=5
+    ) == UnitState("deactivating", "stop-post")
+    assert ending.waits == [1.0]  # woken at least every second to read the state again

@@ -536,7 +536,6 @@ class FakeManager:
         self.waits = 0
         self.prepared = 0
         self.features = None
-        self.conn = self
 
     # Manager
     def unit_path(self, name):
@@ -550,20 +549,19 @@ class FakeManager:
         self.prepared += 1
         return "/job"
 
-    # Connection
-    def call(self, msg):
-        (names,) = msg.body
-        return ([(n, "", "loaded", *self._state(n)) for n in names],)
+    def units_by_names(self, names):
+        return [(n, "", "loaded", *self._state(n)) for n in names]
 
     def _state(self, name):
         active, job = self.units[name]
         return (active, "", "", "/u", job, "", "/")
 
-    def wait_for_signal(self, accept, *, timeout):
+    def wait_for_units_to_change(self, *, timeout):
         self.waits += 1
         if self.waits == self.frees_after:
             self.units.pop(sorted(self.units)[0])
         time.sleep(min(timeout, 0.01))
+        return self.waits == self.frees_after
 
 
 @pytest.fixture
@@ -642,10 +640,10 @@ def test_waiting_gives_up_at_its_timeout(lock_dir):
 def test_a_signal_while_waiting_starts_nothing(lock_dir):
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
 
-    def interrupted(accept, *, timeout):
+    def interrupted(*, timeout):
         raise slots.Interrupted(15)
 
-    manager.wait_for_signal = interrupted
+    manager.wait_for_units_to_change = interrupted
     with (
         pytest.raises(
             slots.SlotBusy, match="slot 1: signal 15 while waiting for a place; no job was started"

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from slotmgr.deadline import Deadline
+
+
+def test_never_has_no_remaining_and_wakes_at_the_given_interval() -> None:
+    never = Deadline.after(None)
+    assert never.remaining() is None
+    assert not never.expired()
+    assert never.wake(20.0) == 20.0
+
+
+def test_a_deadline_counts_down_and_caps_the_wake(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    deadline = Deadline.after(5.0)
+    assert deadline.remaining() == 5.0 and deadline.wake(20.0) == 5.0 and deadline.wake(1.0) == 1.0
+    now[0] = 104.5
+    assert deadline.remaining() == pytest.approx(0.5) and not deadline.expired()
+    now[0] = 106.0
+    assert deadline.remaining() == 0.0 and deadline.expired() and deadline.wake(20.0) == 0.0
