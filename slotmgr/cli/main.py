@@ -464,6 +464,7 @@ def run(
     if wait_for_slot is not None and slot is None:
         raise UsageError("--wait-for-slot needs --slot: only a slot can be full")
     if slot is not None:
+        from slotmgr.node import admission as slot_admission
         from slotmgr.node import slots
 
         if slice_ is not None:
@@ -471,7 +472,7 @@ def run(
         slot_def = slots.require_slot(slot)
         slots.check_job_fits(slot_def, limits)
         slice_ = slot_def.slice
-        admission = slots.Admission.for_job(
+        admission = slot_admission.Admission.for_job(
             slot_def, user_manager=obj.user, wait_usec=_check_wait(wait_for_slot)
         )
 

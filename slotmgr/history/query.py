@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from slotmgr.errors import PermissionDenied, SlotmgrError, UsageError
 from slotmgr.history import store as history
+from slotmgr.history.private_files import open_private
 from slotmgr.history.record import JobRecord
 from slotmgr.systemd import values
 
@@ -151,7 +152,7 @@ def _ingest_spool_now(path: str) -> None:
         return
     if not history.spooled(path):
         return
-    lock_fd = history.open_private(path + ".lock")
+    lock_fd = open_private(path + ".lock")
     try:
         if history.lock_with_deadline(lock_fd, 0):
             with history.open_db(path) as conn:

@@ -9,15 +9,12 @@ neither be lost to a dead launcher, nor written twice, nor taken for
 another run's.
 
 Nobody but the database's owner (root, for the system history) may open or
-lock any of its files: a user who can take a read lock on the database, its
--shm file or the writers' lock file can stall every writer. So the files
-are 0600 in a directory only the owner writes, opened without following
-symlinks, and their modes are set right on every write (an older install
-made them 0644). Every lock wait has a deadline: a writer that cannot get
-the lock in time puts its record in a spool directory beside the database
-(`history.db.spool/`), which the next writer, or `slotmgr history`, moves
-into the database. A database SQLite finds corrupt is moved aside
-(`history.db.corrupt-<time>`) and a new one started.
+lock any of its files (slotmgr.history.private_files). Every lock wait has a
+deadline: a writer that cannot get the lock in time puts its record in a
+spool directory beside the database (`history.db.spool/`), which the next
+writer, or `slotmgr history`, moves into the database. A database SQLite
+finds corrupt is moved aside (`history.db.corrupt-<time>`) and a new one
+started.
 
 Users see their own records in a copy of each of their records, appended by
 root to `users/<uid>.jsonl` beside the database (see
@@ -27,7 +24,6 @@ root to `users/<uid>.jsonl` beside the database (see
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -42,6 +38,12 @@ from typing import Any, Callable, TypeVar
 
 from slotmgr.deadline import Deadline
 from slotmgr.errors import SlotmgrError
+from slotmgr.history.private_files import (
+    PRIVATE_MODE,
+    make_directory,
+    open_private,
+    secure_files,
+)
 from slotmgr.history.record import JobRecord
 
 SYSTEM_DB = "/var/lib/slotmgr/history.db"
@@ -51,7 +53,6 @@ _LOCK_POLL_S = 0.05
 _BUSY_TIMEOUT_S = 60.0  # SQLite's own wait, for a reader's brief lock
 _STORE_ATTEMPTS = 5
 _USER_COPY_ATTEMPTS = 5  # O_NONBLOCK opens: a lease the user holds must not stall root
-_PRIVATE = 0o600
 
 Warn = Callable[[str], None]
 T = TypeVar("T")
@@ -121,88 +122,6 @@ def legacy_run_id(job_id: str) -> str:
     return f"legacy-{job_id}"
 
 
-# -- files only their owner may open ------------------------------------------------
-
-
-def _check_directory(directory: str) -> None:
-    """The database's directory must be writable by its owner (us) only: in a
-    directory others may write, they could plant a symlink or a file of
-    theirs where SQLite or we will open one."""
-    st = os.stat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        raise SlotmgrError(f"history directory {directory} is not a directory")
-    # A user's own state directory may be group-writable (RHEL's umask 002
-    # with a private group per user); root's may not.
-    others = 0o022 if os.geteuid() == 0 else 0o002
-    if st.st_uid not in (os.geteuid(), 0) or st.st_mode & others:
-        raise SlotmgrError(
-            f"history directory {directory} may be written by others (owner uid {st.st_uid}, "
-            f"mode {stat.S_IMODE(st.st_mode):04o}): refused",
-            hint=f"make it owned by uid {os.geteuid()} and not group- or world-writable",
-        )
-
-
-def _make_directory(directory: str) -> None:
-    """Make the directory 0755 whatever the umask (the users' own copies are
-    below the database's, see append_for_user), then check it."""
-    missing = []
-    here = os.path.abspath(directory)
-    while not os.path.isdir(here):
-        missing.append(here)
-        here = os.path.dirname(here)
-    for name in reversed(missing):
-        # chmod, not os.umask(): the umask is the whole process's, and
-        # threads store too.
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, 0o755)
-            os.chmod(name, 0o755)
-    _check_directory(directory)
-
-
-def _secure_fd(fd: int, name: str) -> None:
-    """A file of the history: a regular file of ours, 0600 (an older install
-    made them 0644; a reader's lock on any of them can stall writers)."""
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise SlotmgrError(f"history file {name} is not a regular file: refused")
-    if st.st_uid != os.geteuid():
-        if os.geteuid() != 0:
-            raise SlotmgrError(f"history file {name} belongs to uid {st.st_uid}: refused")
-        os.fchown(fd, 0, 0)
-    if stat.S_IMODE(st.st_mode) != _PRIVATE:
-        os.fchmod(fd, _PRIVATE)
-
-
-def open_private(name: str, *, create: bool = True) -> int:
-    """Open (and create) one of the history's files: never through a symlink,
-    0600 whatever the umask, never blocking (a FIFO planted there)."""
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-    if create:
-        flags |= os.O_CREAT
-    try:
-        fd = os.open(name, flags, _PRIVATE)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise SlotmgrError(f"history file {name} is a symlink: refused") from None
-        raise
-    try:
-        _secure_fd(fd, name)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def secure_files(path: str) -> None:
-    """Create the database file as 0600 before SQLite does (SQLite gives its
-    -wal and -shm files the database's mode), and set the modes of what an
-    older install left."""
-    os.close(open_private(path))
-    for suffix in ("-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.close(open_private(path + suffix, create=False))
-
-
 # -- the database -------------------------------------------------------------------
 
 
@@ -243,7 +162,7 @@ def open_db(path: str, *, create: bool = True) -> Iterator[sqlite3.Connection]:
     """Open the database to write it, migrated to the current schema.
     With `create`, its directory and a new database are made if missing."""
     if create:
-        _make_directory(os.path.dirname(path) or ".")
+        make_directory(os.path.dirname(path) or ".")
     elif not os.path.exists(path):
         raise FileNotFoundError(path)
     if os.path.islink(path):
@@ -374,7 +293,7 @@ def lock_with_deadline(fd: int, deadline_s: float) -> bool:
 def private_spool_dir(path: str) -> str:
     """The spool beside the database `path`, made if missing; refused unless
     it is ours alone (root's hook writes there too)."""
-    _make_directory(os.path.dirname(path) or ".")
+    make_directory(os.path.dirname(path) or ".")
     directory = spool_dir(path)
     with contextlib.suppress(FileExistsError):
         os.mkdir(directory, 0o700)  # the umask can only take bits away
@@ -392,7 +311,9 @@ def write_whole(name: str, data: bytes) -> str:
     """Write the file `name` whole or not at all: a private temporary file,
     flushed to disk, renamed into place."""
     tmp = f"{name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _PRIVATE)
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_MODE
+    )
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -475,7 +396,7 @@ def store_spooled(
 ) -> bool:
     """Store whatever waits in the spool; False if the lock did not come
     within its deadline (it all stays there, safe, for the next writer)."""
-    _make_directory(os.path.dirname(path) or ".")
+    make_directory(os.path.dirname(path) or ".")
     lock_fd = open_private(path + ".lock")
     try:
         if not lock_with_deadline(lock_fd, lock_deadline_s):
@@ -504,7 +425,7 @@ def store(
     record goes to the spool, and the next writer stores it. Readers do not
     take the lock. Then, as root, a copy for the job's user (append_for_user),
     without any lock."""
-    _make_directory(os.path.dirname(path) or ".")
+    make_directory(os.path.dirname(path) or ".")
     lock_fd = open_private(path + ".lock")
     try:
         if lock_with_deadline(lock_fd, lock_deadline_s):
@@ -553,7 +474,7 @@ def append_for_user(path: str, rec: JobRecord, warn: Warn = warn_journal) -> boo
     user holds on their file makes the open fail instead of wait."""
     directory = users_dir(path)
     try:
-        _make_directory(directory)
+        make_directory(directory)
     except SlotmgrError as exc:
         warn(f"no copy of job {rec.job_id}'s record for uid {rec.uid}: {exc.one_line()}")
         return False
@@ -569,7 +490,7 @@ def append_for_user(path: str, rec: JobRecord, warn: Warn = warn_journal) -> boo
     )
     for attempt in range(_USER_COPY_ATTEMPTS):
         try:
-            fd = os.open(name, flags, _PRIVATE)
+            fd = os.open(name, flags, PRIVATE_MODE)
             break
         except BlockingIOError:  # the user holds a lease on the file
             time.sleep(0.1 * (attempt + 1))
@@ -590,8 +511,8 @@ def append_for_user(path: str, rec: JobRecord, warn: Warn = warn_journal) -> boo
             except KeyError:
                 gid = -1
             os.fchown(fd, rec.uid, gid)
-        if stat.S_IMODE(st.st_mode) != _PRIVATE:
-            os.fchmod(fd, _PRIVATE)
+        if stat.S_IMODE(st.st_mode) != PRIVATE_MODE:
+            os.fchmod(fd, PRIVATE_MODE)
         os.write(fd, (rec.to_json() + "\n").encode())
         return True
     except OSError as exc:

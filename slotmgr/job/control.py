@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from slotmgr.errors import PermissionDenied, RemoteError, UsageError
+from slotmgr.job.isolation import isolation_of_unit
 from slotmgr.job.naming import (
     DESCRIPTION_PREFIX,
     JOB_ID_RULE,
@@ -37,7 +38,7 @@ from slotmgr.job.naming import (
     job_id_of_unit,
     unit_name_for,
 )
-from slotmgr.job.spec import command_from_exec_argv, command_of_unit, isolation_of_unit
+from slotmgr.job.spec import command_from_exec_argv, command_of_unit
 from slotmgr.kernel import procs
 from slotmgr.node.slots import slot_of_slice
 from slotmgr.systemd import messages
@@ -117,7 +118,7 @@ class JobDetail:
     limits: dict[str, str]
     effective_cpus: str | None
     processes: list[tuple[int, str]] = field(default_factory=list)
-    isolation: list[str] = field(default_factory=list)  # jobspec.isolation_of_unit
+    isolation: list[str] = field(default_factory=list)  # isolation.isolation_of_unit
 
     def to_dict(self) -> dict[str, Any]:
         data = self.info.to_dict()

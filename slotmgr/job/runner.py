@@ -34,10 +34,10 @@ from slotmgr.job.asuser import (
     check_working_directory,
     open_output,
 )
+from slotmgr.job.isolation import isolation_lines
 from slotmgr.job.spec import (
     JobSpec,
     check_command,
-    isolation_lines,
     stdio_properties,
     unit_properties,
 )
@@ -46,7 +46,7 @@ from slotmgr.systemd.properties import PropertyError
 from slotmgr.systemd.wire import Property
 
 if TYPE_CHECKING:  # slots.py is imported only for a job in a slot (cli.run)
-    from slotmgr.node.slots import Admission
+    from slotmgr.node.admission import Admission
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # systemd's exit status for "could not execute the command" (EXIT_EXEC).

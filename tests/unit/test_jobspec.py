@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from slotmgr.history.hook import HOOK
+from slotmgr.job.isolation import isolation_lines
 from slotmgr.job.naming import job_id_of_unit
 from slotmgr.job.spec import (
     PIDSHIM,
@@ -18,7 +19,6 @@ from slotmgr.job.spec import (
     complete_unit_name,
     exec_argv,
     expand_output_name,
-    isolation_lines,
     stop_hook_argv,
     unit_name_for,
     unit_properties,
@@ -416,7 +416,7 @@ def test_the_stop_hook_gets_the_spool_the_run_and_the_manager():
 
 @pytest.mark.parametrize("features", [V252, V257])
 def test_status_reads_the_isolation_back_from_the_unit(features):
-    from slotmgr.job.spec import isolation_of_unit
+    from slotmgr.job.isolation import isolation_of_unit
 
     full = spec(scratch_dir=SCRATCH, landlock_scope=True, private_network=True)
     props = {name: p.value for name, p in props_of(full, features).items()}
@@ -566,7 +566,7 @@ def test_the_init_processes_are_told_from_the_jobs():
 
 
 def test_status_says_which_init_ran():
-    from slotmgr.job.spec import isolation_of_unit
+    from slotmgr.job.isolation import isolation_of_unit
 
     for features in (V252, V257):
         for s, line in (

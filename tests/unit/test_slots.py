@@ -13,6 +13,7 @@ import pytest
 
 from slotmgr.errors import ExitCode, UsageError
 from slotmgr.job.spec import DEFAULT_SLICE
+from slotmgr.node import admission as slot_admission
 from slotmgr.node import slots
 from slotmgr.node.slots import SlotConfigError, parse
 from slotmgr.systemd import values
@@ -281,14 +282,14 @@ def test_as_root_the_environment_cannot_move_the_slots_file(tmp_path, monkeypatc
     monkeypatch.setenv(slots.CONF_ENV, str(tmp_path / "mine.conf"))
     assert slots.config_path() == "/etc/slotmgr/slots.conf"
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert slots.lock_dir(user_manager=False) == "/run/slotmgr"
-    assert slots.lock_dir(user_manager=True) == "/run/user/0/slotmgr"
+    assert slot_admission.lock_dir(user_manager=False) == "/run/slotmgr"
+    assert slot_admission.lock_dir(user_manager=True) == "/run/user/0/slotmgr"
 
 
 def test_a_user_locks_in_their_runtime_dir(tmp_path, monkeypatch, as_user):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert slots.lock_dir(user_manager=True) == f"{tmp_path}/slotmgr"
-    assert slots.lock_dir(user_manager=False) == "/run/slotmgr"
+    assert slot_admission.lock_dir(user_manager=True) == f"{tmp_path}/slotmgr"
+    assert slot_admission.lock_dir(user_manager=False) == "/run/slotmgr"
 
 
 def _stat(mode: int, uid: int) -> os.stat_result:
@@ -474,12 +475,12 @@ def test_percentages_are_compared_as_amounts(monkeypatch):
 
 def test_the_lock_file_is_0600_in_a_0700_directory(tmp_path):
     directory = tmp_path / "locks"
-    os.close(slots._open_lock(str(directory), "slot1.lock"))
+    os.close(slot_admission._open_lock(str(directory), "slot1.lock"))
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE((directory / "slot1.lock").stat().st_mode) == 0o600
     # A lock file someone made readable to others is narrowed again.
     (directory / "slot1.lock").chmod(0o644)
-    os.close(slots._open_lock(str(directory), "slot1.lock"))
+    os.close(slot_admission._open_lock(str(directory), "slot1.lock"))
     assert stat.S_IMODE((directory / "slot1.lock").stat().st_mode) == 0o600
 
 
@@ -490,12 +491,12 @@ def test_the_lock_never_follows_a_symlink(tmp_path):
     target.write_text("keep")
     (directory / "slot1.lock").symlink_to(target)
     with pytest.raises(slots.SlotmgrError, match="cannot open the slot lock") as info:
-        slots._open_lock(str(directory), "slot1.lock")
+        slot_admission._open_lock(str(directory), "slot1.lock")
     assert info.value.exit_code == ExitCode.CONFIG
     linked = tmp_path / "linked"
     linked.symlink_to(directory)
     with pytest.raises(slots.SlotmgrError, match=r"cannot use .* for the slot locks"):
-        slots._open_lock(str(linked), "slot1.lock")
+        slot_admission._open_lock(str(linked), "slot1.lock")
     assert target.read_text() == "keep"
 
 
@@ -504,26 +505,26 @@ def test_a_directory_others_may_write_is_refused(tmp_path):
     directory.mkdir()
     directory.chmod(0o777)
     with pytest.raises(slots.SlotmgrError, match=r"is not uid \d+'s alone .*mode 0777") as info:
-        slots._open_lock(str(directory), "slot1.lock")
+        slot_admission._open_lock(str(directory), "slot1.lock")
     assert info.value.exit_code == ExitCode.CONFIG
 
 
 def test_every_lock_wait_has_a_deadline(tmp_path):
     slot = conf("[slot7]\n").slots[0]
-    with slots._locked(str(tmp_path / "locks"), slot):
+    with slot_admission._locked(str(tmp_path / "locks"), slot):
         started = time.monotonic()
         with (
             pytest.raises(
-                slots.SlotBusy,
+                slot_admission.SlotBusy,
                 match=r"slot 7: another launcher held its lock for "
                 r"over 0\.2s",
             ) as info,
-            slots._locked(str(tmp_path / "locks"), slot, timeout=0.2),
+            slot_admission._locked(str(tmp_path / "locks"), slot, timeout=0.2),
         ):
             pass
         assert 0.2 <= time.monotonic() - started < 5
     assert info.value.exit_code == ExitCode.SLOT_BUSY
-    with slots._locked(str(tmp_path / "locks"), slot, timeout=0.2):
+    with slot_admission._locked(str(tmp_path / "locks"), slot, timeout=0.2):
         pass  # released with its holder
 
 
@@ -566,11 +567,11 @@ class FakeManager:
 
 @pytest.fixture
 def lock_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(slots, "ROOT_LOCK_DIR", str(tmp_path / "run-slotmgr"))
+    monkeypatch.setattr(slot_admission, "ROOT_LOCK_DIR", str(tmp_path / "run-slotmgr"))
 
 
-def admission(text: str, wait: int | None = None) -> slots.Admission:
-    return slots.Admission(conf(text).slots[0], user_manager=False, wait_usec=wait)
+def admission(text: str, wait: int | None = None) -> slot_admission.Admission:
+    return slot_admission.Admission(conf(text).slots[0], user_manager=False, wait_usec=wait)
 
 
 def test_slot_jobs_counts_running_and_just_accepted_units_only():
@@ -597,8 +598,10 @@ def test_a_free_place_is_held_while_the_unit_starts(lock_dir):
     # Another launcher cannot count while this one starts its unit.
     with (
         admission("[slot1]\njobs = 2\n").hold(manager),
-        pytest.raises(slots.SlotBusy, match="held its lock"),
-        slots._locked(slots.ROOT_LOCK_DIR, conf("[slot1]\n").slots[0], timeout=0.05),
+        pytest.raises(slot_admission.SlotBusy, match="held its lock"),
+        slot_admission._locked(
+            slot_admission.ROOT_LOCK_DIR, conf("[slot1]\n").slots[0], timeout=0.05
+        ),
     ):
         pass
     assert manager.prepared == 1  # the slice, with the slot's limits
@@ -606,7 +609,10 @@ def test_a_free_place_is_held_while_the_unit_starts(lock_dir):
 
 def test_a_full_slot_refuses_at_once_naming_what_runs_in_it(lock_dir):
     manager = FakeManager({"slotmgr-a.service": ("active", 0), "slotmgr-b.service": ("active", 0)})
-    with pytest.raises(slots.SlotBusy) as info, admission("[slot1]\njobs = 2\n").hold(manager):
+    with (
+        pytest.raises(slot_admission.SlotBusy) as info,
+        admission("[slot1]\njobs = 2\n").hold(manager),
+    ):
         raise AssertionError("must not start")
     assert info.value.exit_code == ExitCode.SLOT_BUSY
     assert info.value.one_line() == (
@@ -627,7 +633,10 @@ def test_waiting_starts_once_a_place_is_free(lock_dir):
 def test_waiting_gives_up_at_its_timeout(lock_dir):
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
     begun = time.monotonic()
-    with pytest.raises(slots.SlotBusy) as info, admission("[slot1]\n", wait=300_000).hold(manager):
+    with (
+        pytest.raises(slot_admission.SlotBusy) as info,
+        admission("[slot1]\n", wait=300_000).hold(manager),
+    ):
         raise AssertionError("must not start")
     assert 0.3 <= time.monotonic() - begun < 5
     assert info.value.one_line() == (
@@ -641,12 +650,13 @@ def test_a_signal_while_waiting_starts_nothing(lock_dir):
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
 
     def interrupted(*, timeout):
-        raise slots.Interrupted(15)
+        raise slot_admission.Interrupted(15)
 
     manager.wait_for_units_to_change = interrupted
     with (
         pytest.raises(
-            slots.SlotBusy, match="slot 1: signal 15 while waiting for a place; no job was started"
+            slot_admission.SlotBusy,
+            match="slot 1: signal 15 while waiting for a place; no job was started",
         ),
         admission("[slot1]\n", wait=values.USEC_INFINITY).hold(manager),
     ):
@@ -715,11 +725,11 @@ def test_launchers_racing_for_the_last_places_never_overfill_the_slot(tmp_path, 
             code = 1
             try:
                 os.read(go_read, 1)
-                with slots.Admission(slot, user_manager=False).hold(DirManager(units)):
+                with slot_admission.Admission(slot, user_manager=False).hold(DirManager(units)):
                     time.sleep(0.05)
                     (units / f"job{i}.service").touch()
                 code = 0
-            except slots.SlotBusy:
+            except slot_admission.SlotBusy:
                 code = ExitCode.SLOT_BUSY
             finally:
                 os._exit(code)
@@ -732,10 +742,13 @@ def test_launchers_racing_for_the_last_places_never_overfill_the_slot(tmp_path, 
 
 def test_wait_for_slot_counts_from_when_the_job_was_asked_for(lock_dir):
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
-    claim = slots.Admission.for_job(
+    claim = slot_admission.Admission.for_job(
         conf("[slot1]\n").slots[0], user_manager=False, wait_usec=300_000
     )
     time.sleep(0.35)  # the launcher's own setup took that long
-    with pytest.raises(slots.SlotBusy, match="waited 300ms for a place"), claim.hold(manager):
+    with (
+        pytest.raises(slot_admission.SlotBusy, match="waited 300ms for a place"),
+        claim.hold(manager),
+    ):
         raise AssertionError("must not start")
     assert manager.waits == 0
