@@ -33,6 +33,8 @@ Needs only the standard library and click; works with click 7.1 and click 8.x.
 slotmgr is imported from PYTHONPATH first, else from the source tree this script is in.
 """
 
+from __future__ import annotations
+
 import argparse
 import ast
 import datetime
@@ -44,8 +46,17 @@ import os
 import re
 import sys
 import tokenize
+from collections.abc import Iterable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 import click
+
+if TYPE_CHECKING:  # only for mypy: the script needs only the standard library and click
+    from typing_extensions import TypeAlias, TypeGuard
+
+    # ("para", str) or ("verbatim", [lines]): the body's type follows the kind.
+    Block: TypeAlias = tuple[str, Any]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UNITS_DIR = os.path.join(os.path.dirname(HERE), "units")
@@ -140,13 +151,13 @@ SEE_ALSO = [
 # ---------------------------------------------------------------- roff helpers
 
 
-def esc(text):
+def esc(text: str) -> str:
     """Escape plain text for roff (not for use at the start of a request line)."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
     return text
 
 
-def line(text):
+def line(text: str) -> str:
     """A text line: escaped, and protected if it starts with a control character."""
     text = esc(text)
     if text.startswith((".", "'")):
@@ -154,12 +165,12 @@ def line(text):
     return text
 
 
-def quoted_arg(text):
+def quoted_arg(text: str) -> str:
     """A request argument in double quotes (roff doubles an inner quote)."""
     return '"' + esc(text).replace('"', '""') + '"'
 
 
-def usage_words(pieces):
+def usage_words(pieces: Iterable[str]) -> str:
     """Render click usage pieces: `[OPTIONS]`, `COMMAND [ARGS]...` with metavars in italics."""
     out = []
     for piece in pieces:
@@ -173,7 +184,7 @@ def usage_words(pieces):
     return " ".join(out)
 
 
-def option_label(opts):
+def option_label(opts: str) -> str:
     """Render a click help record's left column: option names bold, metavars italic."""
     out = []
     for tok in re.split(r"(\s+|,|/)", opts):
@@ -186,7 +197,7 @@ def option_label(opts):
     return "".join(out)
 
 
-def help_blocks(text):
+def help_blocks(text: str | None) -> list[Block]:
     """Split click help text into ("para", str) and ("verbatim", [lines]) blocks.
 
     Mirrors what click does: the text after a form feed is not shown, and a
@@ -205,7 +216,7 @@ def help_blocks(text):
     return blocks
 
 
-def render_blocks(blocks, out, ticks=False):
+def render_blocks(blocks: list[Block], out: list[str], ticks: bool = False) -> None:
     """Render help_blocks(); with ticks, `code` in a paragraph is set in bold."""
     for kind, body in blocks:
         out.append(".PP")
@@ -223,17 +234,19 @@ def render_blocks(blocks, out, ticks=False):
 # ---------------------------------------------------------------- click helpers
 
 
-def is_group(cmd):
+def is_group(cmd: click.Command) -> TypeGuard[click.Group]:
     return hasattr(cmd, "list_commands") and hasattr(cmd, "get_command")
 
 
-def make_ctx(cmd, name, parent=None):
+def make_ctx(
+    cmd: click.Command, name: str | None, parent: click.Context | None = None
+) -> click.Context:
     # A bare Context (no argument parsing, so no callbacks, no required-option
     # errors), with the command's context_settings as make_context() would apply.
     return click.Context(cmd, info_name=name, parent=parent, **(cmd.context_settings or {}))
 
 
-def subcommands(group, ctx):
+def subcommands(group: click.Group, ctx: click.Context) -> Iterator[tuple[str, click.Command]]:
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
         if cmd is None or getattr(cmd, "hidden", False):
@@ -241,12 +254,14 @@ def subcommands(group, ctx):
         yield name, cmd
 
 
-def is_help_option(param, ctx):
+def is_help_option(param: click.Parameter, ctx: click.Context) -> bool:
     names = set(getattr(param, "opts", [])) | set(getattr(param, "secondary_opts", []))
     return bool(names) and names <= set(ctx.help_option_names) and param.is_eager
 
 
-def option_records(cmd, ctx, include_help):
+def option_records(
+    cmd: click.Command, ctx: click.Context, include_help: bool
+) -> Iterator[tuple[str, str]]:
     for param in cmd.get_params(ctx):
         # Arguments are in the usage line (click 8.5 gives them help records too).
         if getattr(param, "hidden", False) or not isinstance(param, click.Option):
@@ -258,7 +273,9 @@ def option_records(cmd, ctx, include_help):
             yield record
 
 
-def option_groups(cmd, ctx):
+def option_groups(
+    cmd: click.Command, ctx: click.Context
+) -> list[tuple[str | None, list[tuple[str, str]]]]:
     """[(title or None, records)]: a SectionedCommand's sections, else one list."""
     if not hasattr(cmd, "option_sections"):
         return [(None, list(option_records(cmd, ctx, include_help=False)))]
@@ -274,17 +291,18 @@ def option_groups(cmd, ctx):
     return [(title, rows) for title, rows in groups if rows]
 
 
-def usage_pieces(cmd, ctx):
+def usage_pieces(cmd: click.Command, ctx: click.Context) -> list[str]:
     """The usage line's words after the command path, the same under click 7.1 and 8."""
     if is_group(cmd):
         sub = "COMMAND [ARGS]..."
         if getattr(cmd, "invoke_without_command", False):
             sub = "[COMMAND] [ARGS]..."
-        return [cmd.options_metavar, sub]
+        # click sets a group's options_metavar ("[OPTIONS]" by default).
+        return [cast(str, cmd.options_metavar), sub]
     return cmd.collect_usage_pieces(ctx)
 
 
-def short_description(cmd, fallback):
+def short_description(cmd: click.Command, fallback: str) -> str:
     text = cmd.short_help
     if not text:
         blocks = help_blocks(cmd.help)
@@ -296,11 +314,12 @@ def short_description(cmd, fallback):
     return text
 
 
-def find_root_command(spec):
+def find_root_command(spec: str) -> click.Command:
     modname, _, attr = spec.partition(":")
     module = importlib.import_module(modname)
     if attr:
-        return getattr(module, attr)
+        named: click.Command = getattr(module, attr)
+        return named
     main = getattr(module, "main", None)
     if isinstance(main, click.Command):
         return main
@@ -318,7 +337,7 @@ def find_root_command(spec):
 # ---------------------------------------------------------------- exit codes
 
 
-def enum_line_comments(enum_cls):
+def enum_line_comments(enum_cls: type) -> dict[str, str]:
     """{member name: trailing comment} from the class's source, if it can be read."""
     try:
         source = inspect.getsource(enum_cls)
@@ -334,7 +353,7 @@ def enum_line_comments(enum_cls):
     return comments
 
 
-def exit_status_section(out):
+def exit_status_section(out: list[str]) -> None:
     try:
         errors = importlib.import_module("slotmgr.errors")
         codes = errors.ExitCode
@@ -358,7 +377,7 @@ def exit_status_section(out):
         out.append(line(meaning))
 
 
-def sequence_line_comments(module, name):
+def sequence_line_comments(module: ModuleType, name: str) -> dict[str, str]:
     """{string item: trailing comment} of the tuple `name = (...)` in module's source."""
     try:
         source = inspect.getsource(module)
@@ -382,7 +401,7 @@ def sequence_line_comments(module, name):
     return comments
 
 
-def record_section(out):
+def record_section(out: list[str]) -> None:
     try:
         record = importlib.import_module("slotmgr.history.record")
         results = record.RESULTS
@@ -408,7 +427,7 @@ def record_section(out):
         out.append(line(comments.get(value) or value.replace("-", " ")))
 
 
-def code_constant(module_name, attr, default):
+def code_constant(module_name: str, attr: str, default: str) -> str:
     """A path the code defines, so the page says what the code does."""
     try:
         value = getattr(importlib.import_module(module_name), attr)
@@ -417,7 +436,7 @@ def code_constant(module_name, attr, default):
     return value if isinstance(value, str) else default
 
 
-def files(prog):
+def files(prog: str) -> list[tuple[str, str]]:
     history_db = code_constant("slotmgr.history.store", "SYSTEM_DB", "/var/lib/slotmgr/history.db")
     slots_conf = code_constant("slotmgr.node.slots", "DEFAULT_CONF", CONFIG_FILE)
     node_conf = code_constant("slotmgr.node.config", "DEFAULT_CONF", "/etc/slotmgr/slotmgr.conf")
@@ -469,7 +488,7 @@ def files(prog):
 # ---------------------------------------------------------------- the page
 
 
-def unit_descriptions():
+def unit_descriptions() -> list[tuple[str, str]]:
     units = []
     if os.path.isdir(UNITS_DIR):
         for name in sorted(os.listdir(UNITS_DIR)):
@@ -483,7 +502,13 @@ def unit_descriptions():
     return units
 
 
-def command_section(name, cmd, parent_ctx, out, envvars):
+def command_section(
+    name: str,
+    cmd: click.Command,
+    parent_ctx: click.Context,
+    out: list[str],
+    envvars: dict[str, str],
+) -> None:
     ctx = make_ctx(cmd, name, parent_ctx)
     out.append(".SS " + quoted_arg(ctx.command_path))
     out.append(".PP")
@@ -506,7 +531,7 @@ def command_section(name, cmd, parent_ctx, out, envvars):
             command_section(sub_name, sub, ctx, out, envvars)
 
 
-def collect_envvars(cmd, ctx, envvars):
+def collect_envvars(cmd: click.Command, ctx: click.Context, envvars: dict[str, str]) -> None:
     for param in cmd.get_params(ctx):
         names = param.envvar if isinstance(param.envvar, (list, tuple)) else [param.envvar]
         for var in filter(None, names):
@@ -514,7 +539,7 @@ def collect_envvars(cmd, ctx, envvars):
             envvars.setdefault(var, f"{ctx.command_path} {label}".strip())
 
 
-def render(root, prog, version, date, summary_fallback):
+def render(root: click.Command, prog: str, version: str, date: str, summary_fallback: str) -> str:
     ctx = make_ctx(root, prog)
     out = [
         '.\\" Generated from the click command tree; do not edit. Regenerate with:',
@@ -541,7 +566,7 @@ def render(root, prog, version, date, summary_fallback):
         out.append(".PP")
         out.append(line(text))
 
-    envvars = {}
+    envvars: dict[str, str] = {}
     collect_envvars(root, ctx, envvars)
     out.append(".SH OPTIONS")
     out.append(".PP")
@@ -583,13 +608,13 @@ def render(root, prog, version, date, summary_fallback):
         out.append(line(text))
 
     out.append(".SH EXAMPLES")
-    for text, commands in EXAMPLES:
+    for text, example_commands in EXAMPLES:
         out.append(".PP")
         out.append(line(text))
         out.append(".PP")
         out.append(".RS 4")
         out.append(".nf")
-        out.extend("\\fB" + line(c) + "\\fR" for c in commands)
+        out.extend("\\fB" + line(c) + "\\fR" for c in example_commands)
         out.append(".fi")
         out.append(".RE")
 
@@ -598,7 +623,7 @@ def render(root, prog, version, date, summary_fallback):
     return "\n".join(out) + "\n"
 
 
-def release_date():
+def release_date() -> str:
     """The date of the spec's newest %changelog entry: "* Mon Nov 23 2026 ..."."""
     with open(SPEC, encoding="utf-8") as f:
         text = f.read()
@@ -610,7 +635,7 @@ def release_date():
     return when.strftime("%Y-%m-%d")
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "command",

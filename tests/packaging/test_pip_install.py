@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(*cmd: str | Path, **kw) -> subprocess.CompletedProcess[str]:
+def _run(*cmd: str | Path, **kw: Any) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300, **kw)
     assert proc.returncode == 0, f"{cmd}: {proc.stdout}{proc.stderr}"
     return proc

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,7 +85,7 @@ def _tools_or_skip() -> None:
         pytest.fail(f"missing {', '.join(missing)}: {APT_HINT}")
 
 
-def _run(*cmd: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
+def _run(*cmd: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
 
 

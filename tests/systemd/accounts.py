@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,7 @@ def user_env(user: pwd.struct_passwd, **extra: str) -> dict[str, str]:
     return env
 
 
-def as_user(user: pwd.struct_passwd, argv: list[str], **kw) -> dict:
+def as_user(user: pwd.struct_passwd, argv: list[str], **kw: Any) -> dict[str, Any]:
     """subprocess keyword arguments that run `argv` as `user`, no root groups."""
     return dict(
         args=argv,

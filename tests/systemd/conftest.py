@@ -11,8 +11,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,9 @@ def _require_real_systemd() -> None:
         )
 
 
-def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | bytes, timeout: float = 120, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     """`slotmgr ARGS` as a subprocess, the way a batch system calls it."""
     return subprocess.run(
         [sys.executable, "-m", "slotmgr", *args],
@@ -46,7 +49,7 @@ def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProce
     )
 
 
-def start_cli(*args: str, **kw) -> subprocess.Popen[str]:
+def start_cli(*args: str, **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "slotmgr", *args],
         stdout=subprocess.PIPE,
@@ -66,7 +69,12 @@ def systemctl_show(unit: str, *props: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> None:
+def wait_until(
+    predicate: Callable[..., object],  # ...: lambdas bind loop variables as defaults
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "",
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

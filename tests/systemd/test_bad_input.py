@@ -24,7 +24,7 @@ def systemd_version() -> int:
     return parse_version(out.stdout.splitlines()[0])
 
 
-CASES = [
+CASES: list[tuple[list[str | bytes], int, str]] = [
     (["run", "--memory-max", "lots", "true"], USAGE, "'lots' is not a size"),
     (["run", "--memory-max", "-5M", "true"], USAGE, "is not a size"),
     (["run", "--memory-max", "150%", "true"], USAGE, "at most 100%"),
@@ -118,7 +118,7 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def outcomes() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
+def outcomes() -> dict[tuple[str | bytes, ...], subprocess.CompletedProcess[str]]:
     """Every case's CLI run, started a few at a time: each is a whole Python
     start, slow under emulation; the tests below then judge one case each."""
     plain = Path("/run/slotmgr-tests/plain-file")
@@ -133,7 +133,12 @@ def outcomes() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
 @pytest.mark.parametrize(
     ("args", "code", "message"), CASES, ids=[" ".join(map(str, c[0]))[:60] for c in CASES]
 )
-def test_bad_input_gets_one_line_and_its_code(outcomes, args, code, message):
+def test_bad_input_gets_one_line_and_its_code(
+    outcomes: dict[tuple[str | bytes, ...], subprocess.CompletedProcess[str]],
+    args: list[str],
+    code: int,
+    message: str,
+) -> None:
     out = outcomes[tuple(args)]
     assert out.returncode == code, (out.returncode, out.stderr)
     lines = out.stderr.strip().splitlines()
@@ -144,7 +149,7 @@ def test_bad_input_gets_one_line_and_its_code(outcomes, args, code, message):
     assert out.stdout == ""
 
 
-def test_property_newer_than_this_systemd_names_the_version():
+def test_property_newer_than_this_systemd_names_the_version() -> None:
     out = run_cli("run", "-p", "MemoryZSwapMax=1G", "-p", "MemoryZSwapWriteback=yes", "--", "true")
     if systemd_version() >= 257:
         assert out.returncode == 0, out.stderr
@@ -155,7 +160,7 @@ def test_property_newer_than_this_systemd_names_the_version():
         ]
 
 
-def test_job_safe_values_reach_the_unit_and_the_job(unique):
+def test_job_safe_values_reach_the_unit_and_the_job(unique: str) -> None:
     """The job-safe set is not refused on the way: each value is on the unit and
     in effect for the job's processes, and the job still gets its record."""
     unit = f"slotmgr-{unique}.service"
@@ -224,7 +229,7 @@ def test_job_safe_values_reach_the_unit_and_the_job(unique):
     assert (record["job_id"], record["unit"]) == (unique, unit)
 
 
-def test_control_characters_in_the_command_and_environment_reach_the_job():
+def test_control_characters_in_the_command_and_environment_reach_the_job() -> None:
     """Not refused, because systemd takes them as given: a tab, a newline and
     an escape in an argument and in a -E value arrive unchanged."""
     text = "a\tb\nc\x1bd\x7f"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from slotmgr.systemd.wire import Property
 from .conftest import systemctl_show, wait_until
 
 
-def test_prints_systemd_version_and_features_match_it():
+def test_prints_systemd_version_and_features_match_it() -> None:
     first_line = subprocess.run(
         ["systemctl", "--version"], capture_output=True, text=True, check=True
     ).stdout.splitlines()[0]
@@ -30,7 +31,7 @@ def test_prints_systemd_version_and_features_match_it():
 
 
 @pytest.mark.parametrize("want_bus", [False, True], ids=["private-socket", "system-bus"])
-def test_transient_service_with_limits_round_trip(want_bus, unique):
+def test_transient_service_with_limits_round_trip(want_bus: bool, unique: str) -> None:
     unit = f"{unique}.service"
     manager = Manager.connect(want_bus=want_bus)
     assert manager.conn.is_direct is (not want_bus)
@@ -68,7 +69,7 @@ def test_transient_service_with_limits_round_trip(want_bus, unique):
         manager.close()
 
 
-def test_leftover_failed_unit_is_reset_and_retried(unique):
+def test_leftover_failed_unit_is_reset_and_retried(unique: str) -> None:
     unit = f"{unique}.service"
     subprocess.run(["systemd-run", "--quiet", f"--unit={unit}", "/bin/false"], check=True)
     wait_until(
@@ -89,7 +90,7 @@ def test_leftover_failed_unit_is_reset_and_retried(unique):
         manager.close()
 
 
-def test_remote_errors_are_typed():
+def test_remote_errors_are_typed() -> None:
     manager = Manager.connect()
     try:
         with pytest.raises(RemoteError) as info:
@@ -101,12 +102,12 @@ def test_remote_errors_are_typed():
         manager.close()
 
 
-def test_missing_socket_is_bus_unavailable(tmp_path):
+def test_missing_socket_is_bus_unavailable(tmp_path: Path) -> None:
     with pytest.raises(BusUnavailable, match="cannot connect"):
         Connection(str(tmp_path / "nothing"), say_hello=False)
 
 
-def test_freeze_thaw_and_kill(unique):
+def test_freeze_thaw_and_kill(unique: str) -> None:
     unit = f"{unique}.service"
     subprocess.run(["systemd-run", "--quiet", f"--unit={unit}", "sleep", "300"], check=True)
     manager = Manager.connect()

@@ -51,7 +51,7 @@ def unique_name_of(pid: int) -> str:
     return ""
 
 
-def test_a_forged_end_of_job_from_another_user_changes_nothing(unique):
+def test_a_forged_end_of_job_from_another_user_changes_nothing(unique: str) -> None:
     unit = f"slotmgr-{unique}.service"
     job = start_cli("run", "--job-id", unique, "--", "sleep", "600")
     try:

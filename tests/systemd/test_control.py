@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import pwd
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,10 +45,10 @@ def cgroup_dir(unit: str, slice_: str = "slotmgr.slice") -> Path:
     return Path("/sys/fs/cgroup") / slice_ / unit
 
 
-def record_of(job_id: str) -> dict:
+def record_of(job_id: str) -> dict[str, Any]:
     out = run_cli("history", "--json")
     assert out.returncode == 0, out.stderr
-    found = [r for r in json.loads(out.stdout) if r["job_id"] == job_id]
+    found: list[dict[str, Any]] = [r for r in json.loads(out.stdout) if r["job_id"] == job_id]
     if len(found) != 1:
         journal = subprocess.run(
             [
@@ -90,7 +92,7 @@ def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_list_status_and_stop_with_its_record(unique):
+def test_list_status_and_stop_with_its_record(unique: str) -> None:
     unit = f"slotmgr-{unique}.service"
     job = start_cli("run", "--job-id", unique, "--", "sh", "-c", f"sleep 600; : {unique}")
     try:
@@ -164,7 +166,7 @@ def test_list_status_and_stop_with_its_record(unique):
         assert f"\n  {label}" in finished.stdout, finished.stdout
 
 
-def test_stop_escalates_to_sigkill_after_the_grace_period_and_keeps_the_record(unique):
+def test_stop_escalates_to_sigkill_after_the_grace_period_and_keeps_the_record(unique: str) -> None:
     unit = f"slotmgr-{unique}.service"
     # SIGTERM is ignored by the shell and, inherited, by its sleep.
     job = start_cli(
@@ -194,7 +196,7 @@ def test_stop_escalates_to_sigkill_after_the_grace_period_and_keeps_the_record(u
     assert job.returncode == 137
 
 
-def test_stop_of_an_unknown_job_is_one_line_and_exit_64():
+def test_stop_of_an_unknown_job_is_one_line_and_exit_64() -> None:
     out = run_cli("stop", "no-such-job-xyz")
     assert out.returncode == USAGE
     assert "no such job 'no-such-job-xyz'" in one_error_line(out)
@@ -223,7 +225,7 @@ FORK_LOOP = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("isolation", [[], ["--no-private-pids"]], ids=["isolated", "plain"])
-def test_kill_of_a_fork_loop_leaves_zero_processes(unique, isolation):
+def test_kill_of_a_fork_loop_leaves_zero_processes(unique: str, isolation: list[str]) -> None:
     unit = f"slotmgr-{unique}.service"
     ready = WORK / f"{unique}.ready"
     job = start_cli(
@@ -283,7 +285,7 @@ CATCHER = textwrap.dedent("""
 """)
 
 
-def test_kill_delivers_a_catchable_signal_to_every_process_and_thaws(unique):
+def test_kill_delivers_a_catchable_signal_to_every_process_and_thaws(unique: str) -> None:
     unit = f"slotmgr-{unique}.service"
     out, ready = WORK / f"{unique}.usr1", WORK / f"{unique}.ready"
     job = start_cli(
@@ -347,7 +349,9 @@ def _init_variants() -> list[tuple[str, ...]]:
 
 
 @pytest.mark.parametrize("init_options", _init_variants())
-def test_every_signal_reaches_every_process_exactly_once(unique, init_options):
+def test_every_signal_reaches_every_process_exactly_once(
+    unique: str, init_options: tuple[str, ...]
+) -> None:
     """slotmgr kill, and stop's SIGTERM, reach each process of the job once:
     not again through the PID-namespace init (257) or the process outside the
     namespace in front of it (252)."""
@@ -410,7 +414,7 @@ def journal_of(job_id: str) -> str:
     ).stdout
 
 
-def test_a_job_is_known_by_its_marker_whatever_its_unit_is_named(unique):
+def test_a_job_is_known_by_its_marker_whatever_its_unit_is_named(unique: str) -> None:
     unit, scope = f"ux-{unique}.service", f"ux-{unique}s.scope"
     fake = f"slotmgr-{unique}f.service"
     job = start_cli(
@@ -489,12 +493,12 @@ def test_a_job_is_known_by_its_marker_whatever_its_unit_is_named(unique):
 
 
 @pytest.fixture(scope="module")
-def alice():
+def alice() -> pwd.struct_passwd:
     return ensure_user("slotalice")
 
 
 @pytest.fixture(scope="module")
-def bob():
+def bob() -> pwd.struct_passwd:
     return ensure_user("slotbob")
 
 
@@ -502,7 +506,9 @@ def cgroup_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cgroup").read_text().strip()
 
 
-def test_adopt_moves_the_jobs_users_process_into_the_job(unique, alice):
+def test_adopt_moves_the_jobs_users_process_into_the_job(
+    unique: str, alice: pwd.struct_passwd
+) -> None:
     unit = f"slotmgr-{unique}.service"
     job = start_cli("run", "--job-id", unique, "--uid", alice.pw_name, "--", "sleep", "600")
     agent = subprocess.Popen(
@@ -528,7 +534,9 @@ def test_adopt_moves_the_jobs_users_process_into_the_job(unique, alice):
         job.communicate(timeout=120)
 
 
-def test_adopt_refuses_others_processes_and_processes_of_other_jobs(unique, alice, bob):
+def test_adopt_refuses_others_processes_and_processes_of_other_jobs(
+    unique: str, alice: pwd.struct_passwd, bob: pwd.struct_passwd
+) -> None:
     unit = f"slotmgr-{unique}.service"
     other = f"{unique}o"
     job = start_cli("run", "--job-id", unique, "--uid", alice.pw_name, "--", "sleep", "600")
@@ -585,7 +593,9 @@ def test_adopt_refuses_others_processes_and_processes_of_other_jobs(unique, alic
 # -- who may do what -------------------------------------------------------------------
 
 
-def test_non_root_sees_only_their_own_system_jobs_and_may_not_control_them(unique, alice):
+def test_non_root_sees_only_their_own_system_jobs_and_may_not_control_them(
+    unique: str, alice: pwd.struct_passwd
+) -> None:
     mine, roots = f"{unique}a", f"{unique}r"
     jobs = [
         start_cli("run", "--job-id", mine, "--uid", alice.pw_name, "--", "sleep", "600"),
@@ -630,7 +640,9 @@ def test_non_root_sees_only_their_own_system_jobs_and_may_not_control_them(uniqu
             job.communicate(timeout=120)
 
 
-def test_user_manager_jobs_are_their_owners_to_control(unique, alice, bob):
+def test_user_manager_jobs_are_their_owners_to_control(
+    unique: str, alice: pwd.struct_passwd, bob: pwd.struct_passwd
+) -> None:
     """--user: the job runs under the caller's own user manager; the owner
     lists, kills and stops it there, and another user cannot reach it."""
     start_user_manager(alice)

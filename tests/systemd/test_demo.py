@@ -30,7 +30,7 @@ def _demo(tmp_path: Path, **env: str) -> tuple[int, str]:
     return status, log.read_text()
 
 
-def test_demo_contrasts_the_mpd_job_without_and_with_slotmgr(tmp_path):
+def test_demo_contrasts_the_mpd_job_without_and_with_slotmgr(tmp_path: Path) -> None:
     status, out = _demo(tmp_path)
     assert status == 0, out
     without, under = out.split("===== 2. under slotmgr")
@@ -52,7 +52,7 @@ def test_demo_contrasts_the_mpd_job_without_and_with_slotmgr(tmp_path):
     assert not Path("/tmp/mpd-demo.sock").exists()
 
 
-def test_demo_fails_when_the_job_escapes(tmp_path):
+def test_demo_fails_when_the_job_escapes(tmp_path: Path) -> None:
     # A "slotmgr" that runs the job as a plain process, as if nothing contained it.
     fake = tmp_path / "no-slotmgr"
     fake.write_text(

@@ -15,6 +15,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,10 +37,11 @@ def work() -> Path:
     return WORK
 
 
-def history_json(*args: str) -> list[dict]:
+def history_json(*args: str) -> list[dict[str, Any]]:
     out = run_cli("history", "--json", *args)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    rows: list[dict[str, Any]] = json.loads(out.stdout)
+    return rows
 
 
 # Four processes burn 8 s of CPU between them and the job adds up what it
@@ -71,7 +73,7 @@ BURN = textwrap.dedent("""
 """)
 
 
-def test_sigkilled_launcher_the_job_ends_cleanly_and_its_record_is_right(unique):
+def test_sigkilled_launcher_the_job_ends_cleanly_and_its_record_is_right(unique: str) -> None:
     unit = f"slotmgr-{unique}.service"
     measured, ready = WORK / f"{unique}.cpu", WORK / f"{unique}.ready"
     # Without the PID-namespace init, whose own start-up the job cannot measure:
@@ -179,7 +181,7 @@ def wait_for_records(db: Path, expected: list[str], timeout: float) -> None:
 
 
 @pytest.fixture
-def leftovers(unique):
+def leftovers(unique: str) -> Iterator[None]:
     """After the test, whatever is left of its jobs is killed, so that a failed
     test does not leave a hundred jobs and hooks to slow the next ones."""
     yield
@@ -222,7 +224,9 @@ def waiting_on(lock: Path, command: list[str]) -> list[str]:
     return ["flock", "--shared", str(lock), *command]
 
 
-def test_200_concurrent_jobs_make_200_records_none_lost_none_twice(unique, leftovers):
+def test_200_concurrent_jobs_make_200_records_none_lost_none_twice(
+    unique: str, leftovers: None
+) -> None:
     # After the barrier the jobs end 0.5 s apart: each one's stop hook asks
     # systemd for the unit (systemctl show), and 200 units stopping at once
     # keep an emulated PID 1 busy for longer than the 25 s systemctl waits.
@@ -268,7 +272,7 @@ def test_200_concurrent_jobs_make_200_records_none_lost_none_twice(unique, lefto
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_history_survives_daemon_reload_during_jobs(unique, leftovers):
+def test_history_survives_daemon_reload_during_jobs(unique: str, leftovers: None) -> None:
     count, spacing = 20, 1.5
     db = WORK / f"{unique}.db"
     prefix = f"{unique}r"
@@ -311,7 +315,7 @@ def test_history_survives_daemon_reload_during_jobs(unique, leftovers):
             assert json.loads(record)["wall_time_usec"] / 1e6 >= sleeps[job_id] - 0.5
 
 
-def test_history_command_filters_and_non_root_sees_only_their_own(unique):
+def test_history_command_filters_and_non_root_sees_only_their_own(unique: str) -> None:
     alice = ensure_user("slotalice")
     mine, theirs = f"{unique}a", f"{unique}r"
     assert run_cli("run", "--quiet", "--job-id", theirs, "--", "true").returncode == 0

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def catatonit() -> str:
 
 
 @pytest.fixture
-def node_init() -> Iterator[object]:
+def node_init() -> Iterator[Callable[[str], None]]:
     """Sets `[node] init = VALUE` in the node's file, removed afterwards."""
     assert not NODE_CONF.exists(), "the guests have no slotmgr.conf of their own"
 
@@ -64,7 +65,7 @@ def unit_argv(unit: str) -> str:
     return systemctl_show(unit, "ExecStart")["ExecStart"]
 
 
-def test_the_summary_status_and_unit_say_which_init_ran(unique, catatonit):
+def test_the_summary_status_and_unit_say_which_init_ran(unique: str, catatonit: str) -> None:
     unit = f"slotmgr-{unique}.service"
     record = WORK / f"{unique}.json"
     job = start_cli(
@@ -101,7 +102,7 @@ def test_the_summary_status_and_unit_say_which_init_ran(unique, catatonit):
     assert json.loads(record.read_text())["command"] == ["sleep", "600"]
 
 
-def test_a_landlock_scope_keeps_pidshim_and_says_so(unique):
+def test_a_landlock_scope_keeps_pidshim_and_says_so(unique: str) -> None:
     out = run_cli("run", "--verbose", "--", "true")
     assert out.returncode == 0, out.stderr
     if landlock_abi() >= LANDLOCK_SCOPE_ABI:
@@ -118,7 +119,9 @@ def in_job_peak(unit: str, slice_: str) -> list[str]:
     return ["cat", f"/sys/fs/cgroup/{slice_}/{unit}/memory.peak"]
 
 
-def test_a_jobs_memory_peak_is_close_to_systemd_runs(unique, node_init):
+def test_a_jobs_memory_peak_is_close_to_systemd_runs(
+    unique: str, node_init: Callable[[str], None]
+) -> None:
     """The init's cost on the job's own bill: with catatonit within 1 MiB of a
     plain systemd-run unit's, measured in the same guest; pidshim's (the node's
     setting) for contrast."""
@@ -167,7 +170,9 @@ def test_a_jobs_memory_peak_is_close_to_systemd_runs(unique, node_init):
     assert recorded <= min(peaks["systemd-run"]) + MIB, (recorded, peaks)
 
 
-def test_the_node_may_choose_pidshim_and_it_still_works(unique, node_init):
+def test_the_node_may_choose_pidshim_and_it_still_works(
+    unique: str, node_init: Callable[[str], None]
+) -> None:
     node_init("pidshim")
     out = run_cli(
         "run",
@@ -191,7 +196,9 @@ def test_the_node_may_choose_pidshim_and_it_still_works(unique, node_init):
     )
 
 
-def test_the_node_may_choose_catatonit_over_a_landlock_scope(unique, node_init, catatonit):
+def test_the_node_may_choose_catatonit_over_a_landlock_scope(
+    unique: str, node_init: Callable[[str], None], catatonit: str
+) -> None:
     node_init("catatonit")
     out = run_cli("run", "--verbose", "--", "true")
     assert out.returncode == 0, out.stderr
@@ -202,7 +209,7 @@ def test_the_node_may_choose_catatonit_over_a_landlock_scope(unique, node_init, 
         assert any("the node's init is catatonit" in line for line in lines), out.stderr
 
 
-def test_a_bad_init_setting_is_one_line_and_78(node_init):
+def test_a_bad_init_setting_is_one_line_and_78(node_init: Callable[[str], None]) -> None:
     node_init("tini")
     out = run_cli("run", "--", "true")
     assert out.returncode == 78
@@ -211,10 +218,10 @@ def test_a_bad_init_setting_is_one_line_and_78(node_init):
     ]
 
 
-def record_of(job_id: str) -> dict:
+def record_of(job_id: str) -> dict[str, Any]:
     out = run_cli("history", "--json")
     assert out.returncode == 0, out.stderr
-    found = [r for r in json.loads(out.stdout) if r["job_id"] == job_id]
+    found: list[dict[str, Any]] = [r for r in json.loads(out.stdout) if r["job_id"] == job_id]
     assert len(found) == 1, (job_id, found)
     return found[0]
 
@@ -242,7 +249,9 @@ def up_enough_to_stop(unit: str) -> bool:
 
 @WINDOW_OPEN
 @pytest.mark.parametrize("who", ["root", "nobody"])
-def test_a_job_stopped_right_after_it_started_ends_promptly_with_its_record(unique, who):
+def test_a_job_stopped_right_after_it_started_ends_promptly_with_its_record(
+    unique: str, who: str
+) -> None:
     """systemd's own stop (systemctl stop) at moments from the unit's first
     appearance on (252; 257: from its start): a SIGTERM the namespace's init
     missed would leave the job to the 90 s stop timeout's SIGKILL. Each must

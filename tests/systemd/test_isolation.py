@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -24,20 +26,24 @@ from .conftest import run_cli, start_cli, systemctl_show, unit_active, wait_unti
 WORK = Path("/run/slotmgr-tests")  # not /tmp: each job has its own /tmp
 SCRATCH_BASE = Path("/var/lib/slotmgr/scratch")  # the default: no slotmgr.conf in the guests
 SYSTEMD_VERSION = int(
-    re.search(
-        r"\d+",
-        subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout or "0",
+    cast(
+        "re.Match[str]",
+        re.search(
+            r"\d+",
+            subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
+            or "0",
+        ),  # never None: the text searched is at least "0"
     ).group()
 )
 
 
 @pytest.fixture(scope="module")
-def alice():
+def alice() -> pwd.struct_passwd:
     return ensure_user("slotalice")
 
 
 @pytest.fixture
-def shared(unique, alice) -> Path:
+def shared(unique: str, alice: pwd.struct_passwd) -> Path:
     """A directory both of the user's jobs and the test may write (not /tmp)."""
     path = WORK / unique
     path.mkdir(parents=True)
@@ -65,7 +71,9 @@ def stop(job: subprocess.Popen[str], unique: str) -> tuple[str, str]:
 # -- finding 3: the job's user does not own its unit's cgroup ------------------------
 
 
-def test_a_jobs_user_cannot_freeze_a_sub_cgroup_and_hang_systemd(unique, alice):
+def test_a_jobs_user_cannot_freeze_a_sub_cgroup_and_hang_systemd(
+    unique: str, alice: pwd.struct_passwd
+) -> None:
     attack = (
         "cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup); "
         "mkdir $cg/.control 2>&1 && echo MKDIR-OK; "
@@ -105,7 +113,9 @@ def test_a_jobs_user_cannot_freeze_a_sub_cgroup_and_hang_systemd(unique, alice):
     assert unique in history.stdout, history.stderr
 
 
-def test_the_unit_is_not_delegated_and_its_record_reads_its_own_cgroup(unique, alice):
+def test_the_unit_is_not_delegated_and_its_record_reads_its_own_cgroup(
+    unique: str, alice: pwd.struct_passwd
+) -> None:
     unit = f"slotmgr-{unique}.service"
     job = start_cli(
         "run",
@@ -137,7 +147,9 @@ def test_the_unit_is_not_delegated_and_its_record_reads_its_own_cgroup(unique, a
 
 
 @pytest.mark.parametrize("mode", [[], ["--scope"]], ids=["service", "scope"])
-def test_dev_shm_and_sysv_segments_are_the_jobs_own(unique, alice, shared, mode):
+def test_dev_shm_and_sysv_segments_are_the_jobs_own(
+    unique: str, alice: pwd.struct_passwd, shared: Path, mode: list[str]
+) -> None:
     ready, go = shared / "ready", shared / "go"
     # Two jobs of one user: alice's services; a scope runs as its caller (--uid is refused).
     user = [] if mode else ["--uid", alice.pw_name]
@@ -175,7 +187,7 @@ def test_dev_shm_and_sysv_segments_are_the_jobs_own(unique, alice, shared, mode)
     assert unique in out  # the job itself saw its file
 
 
-def test_no_private_ipc_and_shm_share_them_again(unique, alice):
+def test_no_private_ipc_and_shm_share_them_again(unique: str, alice: pwd.struct_passwd) -> None:
     out = run_cli(
         "run",
         "--quiet",
@@ -220,7 +232,9 @@ except OSError as e:
 """
 
 
-def reach_daemon_from_second_job(unique, alice, shared, options) -> tuple[str, str]:
+def reach_daemon_from_second_job(
+    unique: str, alice: pwd.struct_passwd, shared: Path, options: list[str]
+) -> tuple[str, str]:
     """Job A serves an abstract socket; job B (same user) tries it. Returns
     B's stdout and A's summary."""
     ready = shared / "ready"
@@ -266,7 +280,9 @@ def reach_daemon_from_second_job(unique, alice, shared, options) -> tuple[str, s
     return client.stdout, summary
 
 
-def test_abstract_socket_of_one_job_is_not_reachable_from_another(unique, alice, shared):
+def test_abstract_socket_of_one_job_is_not_reachable_from_another(
+    unique: str, alice: pwd.struct_passwd, shared: Path
+) -> None:
     if SYSTEMD_VERSION >= 257:
         # The 257 guest boots Debian 13's own kernel (6.12), as RHEL 10 pairs them.
         assert landlock_abi() >= 6, "the 257 guest must boot a kernel with Landlock ABI 6"
@@ -281,7 +297,9 @@ def test_abstract_socket_of_one_job_is_not_reachable_from_another(unique, alice,
     assert "abstract-sockets(landlock), signals(landlock)" in summary, summary
 
 
-def test_private_network_makes_abstract_sockets_and_localhost_the_jobs_own(unique, alice, shared):
+def test_private_network_makes_abstract_sockets_and_localhost_the_jobs_own(
+    unique: str, alice: pwd.struct_passwd, shared: Path
+) -> None:
     client, summary = reach_daemon_from_second_job(unique, alice, shared, ["--private-network"])
     assert client.startswith("REFUSED"), client
     assert "network" in summary.split("isolation:")[1].splitlines()[0]
@@ -291,7 +309,9 @@ def test_private_network_makes_abstract_sockets_and_localhost_the_jobs_own(uniqu
 # -- the per-job scratch directory -----------------------------------------------------
 
 
-def test_scratch_is_the_users_hidden_from_other_jobs_and_removed_at_the_end(unique, alice, shared):
+def test_scratch_is_the_users_hidden_from_other_jobs_and_removed_at_the_end(
+    unique: str, alice: pwd.struct_passwd, shared: Path
+) -> None:
     ready, go = shared / "ready", shared / "go"
     first = start_cli(
         "run",
@@ -335,7 +355,9 @@ def test_scratch_is_the_users_hidden_from_other_jobs_and_removed_at_the_end(uniq
     wait_until(lambda: not own.exists(), timeout=30, what="scratch removed")
 
 
-def test_keep_scratch_keeps_it_and_no_scratch_makes_none(unique, alice):
+def test_keep_scratch_keeps_it_and_no_scratch_makes_none(
+    unique: str, alice: pwd.struct_passwd
+) -> None:
     out = run_cli(
         "run",
         "--quiet",
@@ -372,7 +394,9 @@ def test_keep_scratch_keeps_it_and_no_scratch_makes_none(unique, alice):
     assert not (SCRATCH_BASE / f"{unique}n").exists()
 
 
-def test_scratch_survives_the_launchers_death_and_is_still_removed(unique, alice):
+def test_scratch_survives_the_launchers_death_and_is_still_removed(
+    unique: str, alice: pwd.struct_passwd
+) -> None:
     unit = f"slotmgr-{unique}.service"
     job = start_cli("run", "--uid", alice.pw_name, "--job-id", unique, "--", "sleep", "600")
     wait_until(lambda: unit_active(unit), what=unit)
@@ -387,7 +411,9 @@ def test_scratch_survives_the_launchers_death_and_is_still_removed(unique, alice
     job.communicate(timeout=30)  # the job held the launcher's stdout: closed now
 
 
-def test_summary_and_status_say_which_isolation_the_job_got(unique, alice):
+def test_summary_and_status_say_which_isolation_the_job_got(
+    unique: str, alice: pwd.struct_passwd
+) -> None:
     out = run_cli("run", "--uid", alice.pw_name, "--", "true")
     assert out.returncode == 0, out.stderr
     line = next(li for li in out.stderr.splitlines() if li.startswith("isolation: "))

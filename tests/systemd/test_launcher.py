@@ -9,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +25,7 @@ CAP_LINES = ("CapInh", "CapPrm", "CapEff", "CapAmb")
 
 
 @pytest.fixture
-def user_dir(unique):
+def user_dir(unique: str) -> Iterator[Path]:
     """A directory of user nobody's own, reachable by them."""
     WORK.mkdir(exist_ok=True)
     WORK.chmod(0o755)
@@ -41,8 +43,8 @@ def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def record_of(out: subprocess.CompletedProcess[str]) -> dict:
-    record = json.loads(out.stdout.strip().splitlines()[-1])
+def record_of(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     assert validate(record) == [], validate(record)
     return record
 
@@ -68,7 +70,7 @@ def capabilities(pid: int) -> dict[str, int]:
 # -- identity --------------------------------------------------------------------------
 
 
-def test_scope_refuses_another_user_and_keeps_its_working_directory(unique):
+def test_scope_refuses_another_user_and_keeps_its_working_directory(unique: str) -> None:
     out = run_cli("run", "--scope", "--uid", "nobody", "--", "id", "-un")
     assert out.returncode == 64 and out.stdout == ""  # never run as root instead
     assert "--scope runs the job as the caller" in one_error_line(out)
@@ -76,7 +78,7 @@ def test_scope_refuses_another_user_and_keeps_its_working_directory(unique):
     assert (out.returncode, out.stdout) == (0, "/var\n"), out.stderr
 
 
-def test_a_root_job_says_user_root_and_starts_where_it_was_called(unique):
+def test_a_root_job_says_user_root_and_starts_where_it_was_called(unique: str) -> None:
     unit = f"slotmgr-{unique}.service"
     job = start_cli("run", "--job-id", unique, "--", "sleep", "600", cwd="/var")
     try:
@@ -89,7 +91,7 @@ def test_a_root_job_says_user_root_and_starts_where_it_was_called(unique):
         job.communicate(timeout=120)
 
 
-def test_a_non_root_caller_on_the_system_manager_is_told_what_to_do():
+def test_a_non_root_caller_on_the_system_manager_is_told_what_to_do() -> None:
     alice = ensure_user("slotalice")
     out = slotmgr_as(alice, "run", "--", "true")
     assert out.returncode == 77
@@ -98,7 +100,7 @@ def test_a_non_root_caller_on_the_system_manager_is_told_what_to_do():
     assert "slotmgr --user run" in line and "AccessDenied" not in line
 
 
-def test_the_jobs_environment_never_reaches_the_capable_shim(unique):
+def test_the_jobs_environment_never_reaches_the_capable_shim(unique: str) -> None:
     """252: the init's unshare holds CAP_SYS_ADMIN (pidshim's until it forks the
     job; util-linux's unshare outside catatonit's namespace while the job
     runs); a variable the job sets (LD_PRELOAD, here a harmless library, and a
@@ -155,7 +157,7 @@ def test_the_jobs_environment_never_reaches_the_capable_shim(unique):
 # -- working directory -----------------------------------------------------------------
 
 
-def test_the_readme_command_runs_from_the_callers_directory(user_dir):
+def test_the_readme_command_runs_from_the_callers_directory(user_dir: Path) -> None:
     simulate = user_dir / "simulate"
     simulate.write_text('#!/bin/sh\npwd\nid -un\ncat "$1"\n')
     simulate.chmod(0o755)
@@ -180,7 +182,7 @@ def test_the_readme_command_runs_from_the_callers_directory(user_dir):
     assert out.stdout.splitlines()[0] == str(user_dir)
 
 
-def test_a_working_directory_the_user_cannot_enter_is_refused(user_dir):
+def test_a_working_directory_the_user_cannot_enter_is_refused(user_dir: Path) -> None:
     private = user_dir / "root-only"
     private.mkdir(mode=0o700)
     out = run_cli("run", "--uid", "nobody", "--working-directory", str(private), "--", "true")
@@ -188,7 +190,7 @@ def test_a_working_directory_the_user_cannot_enter_is_refused(user_dir):
     assert f"working directory '{private}' is not accessible to nobody" in one_error_line(out)
 
 
-def test_the_record_is_kept_when_the_job_removes_its_working_directory(user_dir):
+def test_the_record_is_kept_when_the_job_removes_its_working_directory(user_dir: Path) -> None:
     gone = user_dir / "gone"
     gone.mkdir()
     shutil.chown(gone, "nobody", "nogroup")
@@ -212,7 +214,7 @@ def test_the_record_is_kept_when_the_job_removes_its_working_directory(user_dir)
 # -- unit name, start line -------------------------------------------------------------
 
 
-def test_unit_name_gets_its_suffix_and_the_start_line_names_it(unique):
+def test_unit_name_gets_its_suffix_and_the_start_line_names_it(unique: str) -> None:
     out = run_cli(
         "run",
         "--verbose",
@@ -240,7 +242,7 @@ def test_unit_name_gets_its_suffix_and_the_start_line_names_it(unique):
     assert "Running as" not in out.stderr
 
 
-def test_the_start_line_is_printed_when_stderr_is_a_terminal(unique):
+def test_the_start_line_is_printed_when_stderr_is_a_terminal(unique: str) -> None:
     import pty
 
     master, terminal = pty.openpty()
@@ -268,7 +270,7 @@ def test_the_start_line_is_printed_when_stderr_is_a_terminal(unique):
     assert first == f"Running as unit: slotmgr-{unique}.service; job id: {unique}"
 
 
-def test_a_unit_name_of_another_type_is_refused():
+def test_a_unit_name_of_another_type_is_refused() -> None:
     out = run_cli("run", "--unit", "ux.timer", "--", "true")
     assert out.returncode == 64
     assert "invalid --unit 'ux.timer'" in one_error_line(out)
@@ -277,7 +279,7 @@ def test_a_unit_name_of_another_type_is_refused():
 # -- output files ----------------------------------------------------------------------
 
 
-def test_json_file_is_not_followed_through_a_symlink_nor_made_before_checks(user_dir):
+def test_json_file_is_not_followed_through_a_symlink_nor_made_before_checks(user_dir: Path) -> None:
     victim = WORK / f"{user_dir.name}-victim"
     victim.write_text("precious")
     (user_dir / "record.json").symlink_to(victim)
@@ -303,7 +305,7 @@ def pwd_uid(name: str) -> int:
     return pwd.getpwnam(name).pw_uid
 
 
-def test_output_and_error_files_get_the_jobs_stdio_directly(user_dir, unique):
+def test_output_and_error_files_get_the_jobs_stdio_directly(user_dir: Path, unique: str) -> None:
     script = "echo out; echo err >&2"
     out = run_cli(
         "run",
@@ -378,7 +380,7 @@ def copy_of_slotmgr(where: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(where), PYTHONDONTWRITEBYTECODE="1")
 
 
-def test_an_install_the_jobs_user_cannot_reach_is_refused_before_the_unit(unique):
+def test_an_install_the_jobs_user_cannot_reach_is_refused_before_the_unit(unique: str) -> None:
     WORK.mkdir(exist_ok=True)
     hidden = WORK / f"{unique}-private"
     hidden.mkdir(mode=0o700)
@@ -411,7 +413,7 @@ def test_an_install_the_jobs_user_cannot_reach_is_refused_before_the_unit(unique
         shutil.rmtree(hidden)
 
 
-def test_an_install_under_tmp_is_refused_before_the_unit(unique):
+def test_an_install_under_tmp_is_refused_before_the_unit(unique: str) -> None:
     under_tmp = Path(f"/tmp/{unique}")
     under_tmp.mkdir()
     try:
@@ -430,7 +432,7 @@ def test_an_install_under_tmp_is_refused_before_the_unit(unique):
         shutil.rmtree(under_tmp)
 
 
-def test_a_job_refused_for_a_full_slot_makes_no_output_file(unique, user_dir):
+def test_a_job_refused_for_a_full_slot_makes_no_output_file(unique: str, user_dir: Path) -> None:
     conf = Path("/etc/slotmgr/slots.conf")
     before = conf.read_bytes() if conf.exists() else None
     conf.parent.mkdir(parents=True, exist_ok=True)

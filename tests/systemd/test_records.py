@@ -16,7 +16,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any, cast
 
 import pytest
 
@@ -35,14 +37,14 @@ def work() -> Path:
     return WORK
 
 
-def run_json(*args: str, **kw) -> tuple[subprocess.CompletedProcess[str], dict]:
+def run_json(*args: str, **kw: Any) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     out = run_cli("run", "--json", "-", "--quiet", *args, **kw)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert lines, (out.returncode, out.stdout, out.stderr)
     return out, json.loads(lines[-1])
 
 
-def runs_of(job_id: str) -> list[dict]:
+def runs_of(job_id: str) -> list[dict[str, Any]]:
     out = run_cli("history", "--json")
     assert out.returncode == 0, out.stderr
     return [r for r in json.loads(out.stdout) if r["job_id"] == job_id]
@@ -74,7 +76,7 @@ print(" ".join(results))
 """
 
 
-def test_nobody_can_open_or_lock_any_history_file(unique):
+def test_nobody_can_open_or_lock_any_history_file(unique: str) -> None:
     out, rec = run_json("--job-id", unique, "--", "true")
     assert out.returncode == 0 and rec["job_id"] == unique
     # With a connection open, SQLite's -wal and -shm files exist too.
@@ -103,7 +105,7 @@ def test_nobody_can_open_or_lock_any_history_file(unique):
     assert flock.returncode != 0 and "Permission denied" in flock.stderr
 
 
-def test_an_old_install_with_0644_files_is_fixed_by_the_next_record(unique):
+def test_an_old_install_with_0644_files_is_fixed_by_the_next_record(unique: str) -> None:
     run_json("--job-id", f"{unique}a", "--", "true")
     for name in (DB, Path(str(DB) + ".lock")):
         os.chmod(name, 0o644)
@@ -113,7 +115,7 @@ def test_an_old_install_with_0644_files_is_fixed_by_the_next_record(unique):
     assert oct(Path(str(DB) + ".lock").stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_lock_held_past_the_deadline_loses_no_record(unique):
+def test_a_lock_held_past_the_deadline_loses_no_record(unique: str) -> None:
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -130,7 +132,7 @@ def test_a_lock_held_past_the_deadline_loses_no_record(unique):
         text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert cast(IO[str], holder.stdout).readline().strip() == "held"
         began = time.monotonic()
         out, rec = run_json("--job-id", unique, "--", "sh", "-c", "exit 4")
         took = time.monotonic() - began
@@ -157,7 +159,7 @@ def test_a_lock_held_past_the_deadline_loses_no_record(unique):
         assert rows.fetchall() == [(unique,)]
 
 
-def test_a_reused_job_id_is_two_runs_each_reported_as_its_own(unique):
+def test_a_reused_job_id_is_two_runs_each_reported_as_its_own(unique: str) -> None:
     first, rec1 = run_json("--job-id", unique, "--", "sh", "-c", "exit 3")
     second, rec2 = run_json("--job-id", unique, "--", "sh", "-c", "exit 5")
     assert (first.returncode, second.returncode) == (3, 5)
@@ -172,7 +174,7 @@ def test_a_reused_job_id_is_two_runs_each_reported_as_its_own(unique):
     assert [line.split()[0] for line in table[1:]] == [unique, unique]
 
 
-def test_a_corrupt_database_is_moved_aside_and_the_record_kept(unique):
+def test_a_corrupt_database_is_moved_aside_and_the_record_kept(unique: str) -> None:
     run_json("--job-id", f"{unique}before", "--", "true")
     with open(DB, "r+b") as f:
         f.write(b"this is not an SQLite database" * 400)
@@ -189,7 +191,7 @@ def test_a_corrupt_database_is_moved_aside_and_the_record_kept(unique):
     assert [r["run_id"] for r in runs_of(unique)] == [rec["run_id"]]
 
 
-def test_the_jobs_environment_does_not_move_where_root_writes(unique):
+def test_the_jobs_environment_does_not_move_where_root_writes(unique: str) -> None:
     elsewhere = WORK / f"{unique}.db"
     env = dict(os.environ, SLOTMGR_HISTORY_DB=str(elsewhere))
     job = start_cli("run", "--job-id", unique, "--", "sleep", "600", env=env)
@@ -210,7 +212,9 @@ def test_the_jobs_environment_does_not_move_where_root_writes(unique):
 # -- a stopped job is recorded as stopped --------------------------------------------
 
 
-def stopped_run(unique: str, stop) -> tuple[int, dict, str]:
+def stopped_run(
+    unique: str, stop: Callable[[str, subprocess.Popen[str]], object]
+) -> tuple[int, dict[str, Any], str]:
     """Start a job that sleeps, stop it with `stop(unit, launcher)`, return
     the launcher's exit status, its record and its summary."""
     unit = f"slotmgr-{unique}.service"
@@ -224,7 +228,7 @@ def stopped_run(unique: str, stop) -> tuple[int, dict, str]:
     return launcher.returncode, json.loads(out.splitlines()[-1]), err
 
 
-def test_slotmgr_stop_is_recorded_as_cancelled_by_slotmgr_stop(unique):
+def test_slotmgr_stop_is_recorded_as_cancelled_by_slotmgr_stop(unique: str) -> None:
     code, rec, err = stopped_run(unique, lambda unit, _l: run_cli("stop", unit))
     assert code == 143
     assert (rec["result"], rec["exit_status"], rec["stopped_by"]) == (
@@ -236,20 +240,20 @@ def test_slotmgr_stop_is_recorded_as_cancelled_by_slotmgr_stop(unique):
     assert runs_of(unique)[0]["stopped_by"] == "slotmgr stop by uid 0"
 
 
-def test_slotmgr_kill_is_recorded_as_cancelled_by_slotmgr_kill(unique):
+def test_slotmgr_kill_is_recorded_as_cancelled_by_slotmgr_kill(unique: str) -> None:
     code, rec, _err = stopped_run(unique, lambda unit, _l: run_cli("kill", "-s", "TERM", unit))
     assert code == 143
     assert (rec["result"], rec["stopped_by"]) == ("cancelled", "slotmgr kill -s SIGTERM by uid 0")
 
 
-def test_a_signal_to_the_launcher_is_recorded_as_such(unique):
+def test_a_signal_to_the_launcher_is_recorded_as_such(unique: str) -> None:
     code, rec, _err = stopped_run(unique, lambda _u, launcher: launcher.send_signal(signal.SIGINT))
     assert code == 143  # the stop's SIGTERM
     assert (rec["result"], rec["stopped_by"]) == ("cancelled", "signal SIGINT to slotmgr run")
 
 
-def test_systemctl_stop_is_recorded_as_a_systemd_stop(unique):
-    def stop(unit, _launcher):
+def test_systemctl_stop_is_recorded_as_a_systemd_stop(unique: str) -> None:
+    def stop(unit: str, _launcher: subprocess.Popen[str]) -> None:
         subprocess.run(["systemctl", "stop", unit], check=True, timeout=120)
 
     code, rec, _err = stopped_run(unique, stop)
@@ -258,7 +262,7 @@ def test_systemctl_stop_is_recorded_as_a_systemd_stop(unique):
     assert rec["stopped_by"].startswith("systemd stop job")
 
 
-def test_a_job_that_exits_143_by_itself_is_not_cancelled(unique):
+def test_a_job_that_exits_143_by_itself_is_not_cancelled(unique: str) -> None:
     out, rec = run_json("--job-id", unique, "--", "sh", "-c", "exit 143")
     assert out.returncode == 143
     assert (rec["result"], rec["exit_status"], rec["stopped_by"]) == ("exit-code", 143, None)
@@ -285,7 +289,7 @@ def test_a_job_that_exits_143_by_itself_is_not_cancelled(unique):
     assert (rec["result"], rec["exit_status"], rec["stopped_by"]) == ("success", 0, None)
 
 
-def test_other_users_never_see_anothers_records(unique):
+def test_other_users_never_see_anothers_records(unique: str) -> None:
     alice, bob = ensure_user("slotalice"), ensure_user("slotbob")
     out, _rec = run_json("--job-id", unique, "--uid", alice.pw_name, "--", "true")
     assert out.returncode == 0
@@ -304,7 +308,7 @@ def test_other_users_never_see_anothers_records(unique):
 
 
 @pytest.mark.parametrize("how", ["slotmgr stop", "signal to the launcher"])
-def test_a_stopped_scope_is_recorded_as_cancelled(unique, how):
+def test_a_stopped_scope_is_recorded_as_cancelled(unique: str, how: str) -> None:
     unit = f"slotmgr-{unique}.scope"
     launcher = start_cli("run", "--scope", "--job-id", unique, "--json", "-", "--", "sleep", "600")
     try:

@@ -37,15 +37,17 @@ def installed() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
-def test_installed_slotmgr_runs_a_job_in_the_installed_slice(unique, installed):
+def test_installed_slotmgr_runs_a_job_in_the_installed_slice(
+    unique: str, installed: dict[str, str]
+) -> None:
     fragment = systemctl_show("slotmgr.slice", "FragmentPath")["FragmentPath"]
     # Debian 12 names it through the merged-/usr /lib symlink: the same file.
     assert os.path.realpath(fragment) == "/usr/lib/systemd/system/slotmgr.slice"
     env = installed
-    installed = subprocess.run(
+    version = subprocess.run(
         ["/usr/bin/slotmgr", "--version"], capture_output=True, text=True, env=env, cwd="/"
     )
-    assert installed.returncode == 0 and installed.stdout.startswith("slotmgr ")
+    assert version.returncode == 0 and version.stdout.startswith("slotmgr ")
     unit = f"slotmgr-{unique}.service"
     job = subprocess.Popen(
         ["/usr/bin/slotmgr", "run", "--job-id", unique, "--", "sleep", "600"],
@@ -90,7 +92,9 @@ def test_installed_slotmgr_runs_a_job_in_the_installed_slice(unique, installed):
     assert [(r["result"], r["exit_status"]) for r in runs] == [("cancelled", 143)]
 
 
-def test_installed_ingest_timer_is_enabled_and_stores_what_a_dead_launcher_left(unique, installed):
+def test_installed_ingest_timer_is_enabled_and_stores_what_a_dead_launcher_left(
+    unique: str, installed: dict[str, str]
+) -> None:
     # What %post does on a first install (the crude install runs no scriptlets).
     preset = subprocess.run(
         ["systemctl", "preset", "slotmgr-ingest.timer"], capture_output=True, text=True

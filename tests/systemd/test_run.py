@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,7 +73,7 @@ def wait_for_ready_daemon(marker: str) -> int:
     return found[0]
 
 
-def test_mpd_case_is_contained_and_cleaned_up(work, unique):
+def test_mpd_case_is_contained_and_cleaned_up(work: Path, unique: str) -> None:
     go = work / f"{unique}.go"
     unit = f"slotmgr-{unique}.service"
     job = start_cli("run", "--job-id", unique, "--", *mpd_job(unique, go))
@@ -131,7 +132,7 @@ def test_mpd_case_is_contained_and_cleaned_up(work, unique):
         ("kill -KILL $$", 137),
     ],
 )
-def test_exit_status_passes_through(script, expected):
+def test_exit_status_passes_through(script: str, expected: int) -> None:
     out = run_cli("run", "--quiet", "--", "sh", "-c", script)
     assert out.returncode == expected, out.stderr
 
@@ -139,7 +140,7 @@ def test_exit_status_passes_through(script, expected):
 @pytest.mark.parametrize(
     "isolation", [[], ["--no-private-pids", "--no-private-tmp"]], ids=["isolated", "plain"]
 )
-def test_stdio_is_the_callers_own(isolation):
+def test_stdio_is_the_callers_own(isolation: list[str]) -> None:
     out = run_cli(
         "run",
         "--quiet",
@@ -155,7 +156,7 @@ def test_stdio_is_the_callers_own(isolation):
     assert out.stderr == "to-stderr\n"
 
 
-def test_a_stop_at_the_very_start_of_a_job_is_not_lost(unique):
+def test_a_stop_at_the_very_start_of_a_job_is_not_lost(unique: str) -> None:
     # SIGTERM to slotmgr as soon as systemd says the job is active, while its PID-namespace
     # init is still starting: the stop must end the job, by SIGTERM (143) or, on 257 when
     # the init is not up yet, by systemd's SIGKILL (137), and be reported as such; not be
@@ -174,7 +175,7 @@ def test_a_stop_at_the_very_start_of_a_job_is_not_lost(unique):
         ) in err
 
 
-def test_sigterm_to_slotmgr_stops_every_process(work, unique):
+def test_sigterm_to_slotmgr_stops_every_process(work: Path, unique: str) -> None:
     job = start_cli(
         "run", "--job-id", unique, "--", "sh", "-c", f"{sys.executable} {MPD} {unique}; sleep 600"
     )
@@ -189,7 +190,7 @@ def test_sigterm_to_slotmgr_stops_every_process(work, unique):
     assert systemctl_show(unit, "ActiveState")["ActiveState"] in ("inactive", "failed")
 
 
-def test_signals_are_forwarded_to_the_job_through_the_init(work, unique):
+def test_signals_are_forwarded_to_the_job_through_the_init(work: Path, unique: str) -> None:
     ready = work / f"{unique}.ready"  # written once the job's trap is set
     job = start_cli(
         "run",
@@ -206,13 +207,13 @@ def test_signals_are_forwarded_to_the_job_through_the_init(work, unique):
     assert job.returncode == 42, err
 
 
-def json_of(out: subprocess.CompletedProcess[str]) -> dict:
-    record = json.loads(out.stdout.strip().splitlines()[-1])
+def json_of(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     assert validate(record) == [], validate(record)
     return record
 
 
-def test_memory_max_ends_as_oom_kill():
+def test_memory_max_ends_as_oom_kill() -> None:
     out = run_cli(
         "run",
         "--memory-max",
@@ -230,7 +231,7 @@ def test_memory_max_ends_as_oom_kill():
     assert "finished: oom-kill" in out.stderr
 
 
-def test_runtime_max_ends_as_timeout():
+def test_runtime_max_ends_as_timeout() -> None:
     out = run_cli("run", "--runtime-max", "2s", "--json", "-", "--", "sleep", "60")
     assert out.returncode == 124, out.stderr
     record = json_of(out)
@@ -267,7 +268,7 @@ BURNER = textwrap.dedent("""
 """)
 
 
-def test_cpu_time_of_200_short_lived_children_is_accounted():
+def test_cpu_time_of_200_short_lived_children_is_accounted() -> None:
     # Without the PID-namespace init, whose own start-up the job cannot measure:
     # what is compared is exactly the job and its short-lived children.
     out = run_cli(
@@ -282,7 +283,7 @@ def test_cpu_time_of_200_short_lived_children_is_accounted():
     assert record["cpu_user_usec"] + record["cpu_system_usec"] == pytest.approx(reported, rel=0.05)
 
 
-def test_block_io_is_accounted(scratch_mount):
+def test_block_io_is_accounted(scratch_mount: Path) -> None:
     target = scratch_mount / "io-test"
     script = (
         f"dd if=/dev/zero of={target} bs=1M count=32 oflag=direct status=none && "
@@ -296,7 +297,7 @@ def test_block_io_is_accounted(scratch_mount):
     assert "IO:" in out.stderr
 
 
-def test_json_file_and_summary_fields(tmp_path):
+def test_json_file_and_summary_fields(tmp_path: Path) -> None:
     path = tmp_path / "record.json"
     out = run_cli(
         "run",
@@ -322,7 +323,7 @@ def test_json_file_and_summary_fields(tmp_path):
         assert label in out.stderr
 
 
-def test_limits_reach_the_unit(unique):
+def test_limits_reach_the_unit(unique: str) -> None:
     unit = f"slotmgr-{unique}.service"
     job = start_cli(
         "run",
@@ -383,7 +384,7 @@ def test_limits_reach_the_unit(unique):
         sleeper: list[int] = []
         wait_until(
             lambda: (
-                sleeper.extend(
+                sleeper.extend(  # type: ignore[func-returns-value]  # None, then `or sleeper`
                     p
                     for p in processes_with_marker("sleep")
                     if f"slotmgr-{unique}" in Path(f"/proc/{p}/cgroup").read_text()
@@ -402,7 +403,7 @@ def test_limits_reach_the_unit(unique):
     assert job.returncode == 143, err
 
 
-def test_uid_runs_the_job_as_that_user_without_capabilities():
+def test_uid_runs_the_job_as_that_user_without_capabilities() -> None:
     out = run_cli(
         "run",
         "--quiet",
@@ -421,13 +422,13 @@ def test_uid_runs_the_job_as_that_user_without_capabilities():
     assert [line.split()[1] for line in lines[2:]] == ["0000000000000000"] * 3, lines
 
 
-def test_dollar_signs_reach_the_job_unexpanded():
+def test_dollar_signs_reach_the_job_unexpanded() -> None:
     out = run_cli("run", "--quiet", "--", "sh", "-c", "echo \"$0\" '$HOME'")
     assert out.returncode == 0
     assert out.stdout.strip() == "sh $HOME"
 
 
-def test_environment_cannot_reach_the_root_stop_hook(unique):
+def test_environment_cannot_reach_the_root_stop_hook(unique: str) -> None:
     # The job's PATH (and ENV, which some shells read at start) must not make
     # the root ExecStopPost= hook run the job's own systemctl, sync or mv.
     evil = WORK / unique
@@ -459,7 +460,7 @@ def test_environment_cannot_reach_the_root_stop_hook(unique):
     assert rec["result"] == "success" and rec["wall_time_usec"] > 0
 
 
-def test_scope_job_is_isolated_accounted_and_passes_its_status(unique):
+def test_scope_job_is_isolated_accounted_and_passes_its_status(unique: str) -> None:
     unit = f"slotmgr-{unique}.scope"
     out = run_cli(
         "run",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ USAGE = 64
 
 
 @pytest.fixture
-def slots_conf():
+def slots_conf() -> Iterator[Callable[[str], dict[str, str]]]:
     """Write the node's own slots file (the guest is throwaway); put back what
     was there after the test. As root slotmgr reads only this file."""
     WORK.mkdir(exist_ok=True)
@@ -64,7 +65,9 @@ GREEDY = textwrap.dedent("""
 """)
 
 
-def test_a_job_cannot_exceed_its_slots_memory_whatever_it_asks(unique, slots_conf):
+def test_a_job_cannot_exceed_its_slots_memory_whatever_it_asks(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     env = slots_conf("""
         [slot1]
         MemoryMax = 64M
@@ -111,7 +114,9 @@ def test_a_job_cannot_exceed_its_slots_memory_whatever_it_asks(unique, slots_con
     )
 
 
-def test_slot_limits_reach_the_slice_and_follow_edits_of_the_file(slots_conf):
+def test_slot_limits_reach_the_slice_and_follow_edits_of_the_file(
+    slots_conf: Callable[[str], dict[str, str]],
+) -> None:
     env = slots_conf("""
         [slot2]
         AllowedCPUs = 1
@@ -173,7 +178,7 @@ def test_slot_limits_reach_the_slice_and_follow_edits_of_the_file(slots_conf):
     }
 
 
-def test_tasks_max_of_the_slot_binds_the_job(slots_conf):
+def test_tasks_max_of_the_slot_binds_the_job(slots_conf: Callable[[str], dict[str, str]]) -> None:
     env = slots_conf("""
         [slot4]
         TasksMax = 12
@@ -209,7 +214,9 @@ def test_tasks_max_of_the_slot_binds_the_job(slots_conf):
     assert 5 <= forked < 12, out.stdout
 
 
-def test_slots_command_shows_limits_and_use_including_swap(unique, slots_conf):
+def test_slots_command_shows_limits_and_use_including_swap(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     env = slots_conf("""
         [slot3]
         MemoryMax = 256M
@@ -259,7 +266,9 @@ def test_slots_command_shows_limits_and_use_including_swap(unique, slots_conf):
     assert len(record) == 1 and record[0]["slot"] == "3"
 
 
-def test_bad_slots_file_is_refused_before_any_unit(unique, slots_conf):
+def test_bad_slots_file_is_refused_before_any_unit(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     env = slots_conf("""
         [node]
         exclusive_cpus = yes
@@ -277,7 +286,9 @@ def test_bad_slots_file_is_refused_before_any_unit(unique, slots_conf):
     assert systemctl_show(f"slotmgr-{unique}.service", "LoadState")["LoadState"] == "not-found"
 
 
-def test_as_root_slotmgr_slots_conf_is_ignored(unique, slots_conf):
+def test_as_root_slotmgr_slots_conf_is_ignored(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     """Which limits apply is the node admin's: a caller's environment cannot
     swap in its own slots file (issue: trust boundary, finding 8)."""
     env = slots_conf("""
@@ -304,7 +315,9 @@ def test_as_root_slotmgr_slots_conf_is_ignored(unique, slots_conf):
     assert systemctl_show(f"slotmgr-{unique}.service", "LoadState")["LoadState"] == "not-found"
 
 
-def test_a_job_asking_more_than_its_slot_is_refused_before_any_unit(unique, slots_conf):
+def test_a_job_asking_more_than_its_slot_is_refused_before_any_unit(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     env = slots_conf("""
         [slot2]
         MemoryMax = 1G
@@ -327,7 +340,9 @@ def test_a_job_asking_more_than_its_slot_is_refused_before_any_unit(unique, slot
         assert systemctl_show(f"slotmgr-{unique}.service", "LoadState")["LoadState"] == "not-found"
 
 
-def _wait_for_exit(launchers, timeout: float):
+def _wait_for_exit(
+    launchers: list[subprocess.Popen[str]], timeout: float
+) -> subprocess.Popen[str] | None:
     """The first launcher to end, or None if all still run after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -338,7 +353,7 @@ def _wait_for_exit(launchers, timeout: float):
     return None
 
 
-def _stop(launchers) -> None:
+def _stop(launchers: list[subprocess.Popen[str]]) -> None:
     for launcher in launchers:
         if launcher.poll() is None:
             launcher.send_signal(signal.SIGTERM)
@@ -351,7 +366,9 @@ def _running_in(slice_: str) -> list[str]:
     return sorted(u for u in members if unit_active(u))
 
 
-def test_n_plus_one_jobs_at_once_into_a_slot_of_n_exactly_n_run(unique, slots_conf):
+def test_n_plus_one_jobs_at_once_into_a_slot_of_n_exactly_n_run(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     env = slots_conf("""
         [slot6]
         jobs = 2
@@ -390,7 +407,9 @@ def test_n_plus_one_jobs_at_once_into_a_slot_of_n_exactly_n_run(unique, slots_co
     assert oct(lock.parent.stat().st_mode & 0o777) == "0o700"
 
 
-def test_wait_for_slot_starts_once_the_running_job_ends(unique, slots_conf):
+def test_wait_for_slot_starts_once_the_running_job_ends(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     env = slots_conf("""
         [slot7]
         """)
@@ -430,7 +449,9 @@ def test_wait_for_slot_starts_once_the_running_job_ends(unique, slots_conf):
         _stop([p for p in (first, waiter) if p is not None])
 
 
-def test_wait_for_slot_gives_75_when_its_timeout_passes(unique, slots_conf):
+def test_wait_for_slot_gives_75_when_its_timeout_passes(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     env = slots_conf("""
         [slot8]
         """)
@@ -470,7 +491,7 @@ def test_wait_for_slot_gives_75_when_its_timeout_passes(unique, slots_conf):
         _stop([first])
 
 
-def test_a_user_slot_is_counted_under_the_users_own_lock(unique):
+def test_a_user_slot_is_counted_under_the_users_own_lock(unique: str) -> None:
     """--user: the user's own slots file (the environment may name it for a
     non-root caller), the count under a lock in the user's runtime dir."""
     alice = ensure_user("slotalice")
@@ -545,7 +566,9 @@ def test_a_user_slot_is_counted_under_the_users_own_lock(unique):
     assert first.returncode != SLOT_BUSY
 
 
-def test_scopes_and_services_share_the_slots_places(unique, slots_conf):
+def test_scopes_and_services_share_the_slots_places(
+    unique: str, slots_conf: Callable[[str], dict[str, str]]
+) -> None:
     """--scope jobs take a place and are counted like services; a refused
     scope job leaves no process behind (its forked child never runs)."""
     env = slots_conf("""

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO, cast
 
 import pytest
 
@@ -30,8 +31,8 @@ def _as_root() -> None:
     assert os.geteuid() == 0, "these tests take a user's ids from root"
 
 
-def spec(**kw) -> JobSpec:
-    base = dict(
+def spec(**kw: Any) -> JobSpec:
+    base: dict[str, Any] = dict(
         command=("true",),
         job_id="ab12",
         unit="slotmgr-ab12.service",
@@ -56,13 +57,13 @@ def reachable() -> Iterator[Path]:
 
 
 @pytest.fixture
-def shared(reachable):
+def shared(reachable: Path) -> Path:
     """A directory nobody may write in, as a user's own directory would be."""
     reachable.chmod(0o777)
     return reachable
 
 
-def test_acting_as_takes_the_users_ids_and_gives_them_back():
+def test_acting_as_takes_the_users_ids_and_gives_them_back() -> None:
     groups = os.getgroups()
     with acting_as(NOBODY):
         assert (os.geteuid(), os.getegid()) == (NOBODY.uid, NOBODY.gid)
@@ -70,7 +71,7 @@ def test_acting_as_takes_the_users_ids_and_gives_them_back():
     assert (os.geteuid(), os.getegid(), os.getgroups()) == (0, 0, groups)
 
 
-def test_a_symlink_is_never_followed(shared):
+def test_a_symlink_is_never_followed(shared: Path) -> None:
     target = shared / "victim"
     target.write_text("precious")
     (shared / "out.json").symlink_to(target)
@@ -80,7 +81,7 @@ def test_a_symlink_is_never_followed(shared):
     assert target.read_text() == "precious"
 
 
-def test_a_file_of_someone_else_is_not_truncated(shared):
+def test_a_file_of_someone_else_is_not_truncated(shared: Path) -> None:
     theirs = shared / "theirs"
     theirs.write_text("precious")  # root's, writable by all, where the user may write
     theirs.chmod(0o666)
@@ -89,7 +90,7 @@ def test_a_file_of_someone_else_is_not_truncated(shared):
     assert theirs.read_text() == "precious"
 
 
-def test_the_users_file_is_made_by_the_user_truncated_or_appended(shared):
+def test_the_users_file_is_made_by_the_user_truncated_or_appended(shared: Path) -> None:
     path = shared / "out"
     with acting_as(NOBODY):
         fd = open_output(str(path), append=False, what="--output")
@@ -106,19 +107,19 @@ def test_the_users_file_is_made_by_the_user_truncated_or_appended(shared):
     assert path.read_text() == ""
 
 
-def test_a_device_is_written_as_it_is():
+def test_a_device_is_written_as_it_is() -> None:
     with acting_as(NOBODY):
         fd = open_output("/dev/null", append=False, what="--output")
     os.close(fd)
 
 
-def test_the_user_cannot_write_where_root_could(reachable):
+def test_the_user_cannot_write_where_root_could(reachable: Path) -> None:
     with acting_as(NOBODY), pytest.raises(UsageError, match="Permission denied"):
         open_output(str(reachable / "out"), append=False, what="--output")
     assert not (reachable / "out").exists()
 
 
-def test_working_directory_is_checked_as_the_user(reachable):
+def test_working_directory_is_checked_as_the_user(reachable: Path) -> None:
     private = reachable / "private"
     private.mkdir(mode=0o700)
     with acting_as(NOBODY), pytest.raises(UsageError, match="not accessible to nobody"):
@@ -128,20 +129,22 @@ def test_working_directory_is_checked_as_the_user(reachable):
     check_working_directory(spec(working_directory="/"))
 
 
-def test_a_working_directory_under_a_private_tmp_is_refused():
+def test_a_working_directory_under_a_private_tmp_is_refused() -> None:
     with pytest.raises(UsageError, match="under /var/tmp"):
         check_working_directory(spec(working_directory="/var/tmp/run1"))
     check_working_directory(spec(working_directory="/tmp", private_tmp=False))
 
 
-def test_an_install_under_tmp_is_refused_with_exit_78():
+def test_an_install_under_tmp_is_refused_with_exit_78() -> None:
     with pytest.raises(SlotmgrError, match="under /tmp") as info:
         check_install_reachable(spec(python="/tmp/venv/bin/python3"))
     assert info.value.exit_code == ExitCode.CONFIG
     assert "install slotmgr where" in info.value.one_line()
 
 
-def test_an_install_the_user_cannot_reach_is_refused_with_exit_78(reachable, monkeypatch):
+def test_an_install_the_user_cannot_reach_is_refused_with_exit_78(
+    reachable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tmp_path = reachable
     hidden = tmp_path / "venv"
     hidden.mkdir(mode=0o700)
@@ -161,13 +164,13 @@ def test_an_install_the_user_cannot_reach_is_refused_with_exit_78(reachable, mon
         check_install_reachable(spec(private_pids=False, private_tmp=False, python=str(python)))
 
 
-def test_identity_takes_group_and_supplementary_groups():
+def test_identity_takes_group_and_supplementary_groups() -> None:
     root = Identity.of("root", 5)
     assert (root.uid, root.gid) == (0, 5) and 5 in root.groups
     assert dataclasses.is_dataclass(root)
 
 
-def test_output_and_error_naming_one_file_share_one_descriptor(shared):
+def test_output_and_error_naming_one_file_share_one_descriptor(shared: Path) -> None:
     from slotmgr.job.runner import OutputFiles, _Outputs
 
     path = str(shared / "both")
@@ -178,5 +181,5 @@ def test_output_and_error_naming_one_file_share_one_descriptor(shared):
         assert outputs.json_out is not None and (shared / "r.json").stat().st_uid == NOBODY.uid
     finally:
         outputs.close()
-        outputs.json_out.close()
+        cast(TextIO, outputs.json_out).close()  # not None: asserted above
     assert _Outputs(OutputFiles(), None).open() == (0, 1, 2)

@@ -20,7 +20,7 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -57,6 +57,11 @@ def too_big(rng: random.Random) -> str:
     return str(rng.randint(2**64, 2**200))
 
 
+def pick(rng: random.Random, makers: list[Callable[[], str]]) -> str:
+    """One of `makers`, chosen by `rng`, called."""
+    return rng.choice(makers)()
+
+
 def spoil(rng: random.Random, good: str, extra: list[str] = UNICODE) -> str:
     """`good` with a control (or odd unicode) character inside it: never at an
     end, where stripping the value's whitespace could take it away."""
@@ -71,7 +76,8 @@ def good_size(rng: random.Random) -> str:
 
 
 def bad_size(rng: random.Random) -> str:
-    return rng.choice(
+    return pick(
+        rng,
         [
             lambda: too_big(rng),
             lambda: f"{rng.randint(17, 10**6)}E",
@@ -84,8 +90,8 @@ def bad_size(rng: random.Random) -> str:
             lambda: rng.choice(["infinite", "inf", "none", "max", "1.2.3G", "0x10", "G"]),
             lambda: f"{rng.randint(101, 10**9)}%",
             lambda: "0%",
-        ]
-    )()
+        ],
+    )
 
 
 def good_time(rng: random.Random) -> str:
@@ -93,7 +99,8 @@ def good_time(rng: random.Random) -> str:
 
 
 def bad_time(rng: random.Random) -> str:
-    return rng.choice(
+    return pick(
+        rng,
         [
             lambda: f"{too_big(rng)}{rng.choice(['s', 'd', 'w'])}",
             lambda: f"{rng.randint(2**64 // 10**6 // 604800 + 1, 10**20)}w",
@@ -103,8 +110,8 @@ def bad_time(rng: random.Random) -> str:
             lambda: "9" * rng.randint(31, 500),
             lambda: spoil(rng, good_time(rng)),
             lambda: rng.choice(["soon", "forever", "1h30x", "min", "infinity s", "5e3s"]),
-        ]
-    )()
+        ],
+    )
 
 
 def good_percent(rng: random.Random) -> str:
@@ -112,7 +119,8 @@ def good_percent(rng: random.Random) -> str:
 
 
 def bad_quota(rng: random.Random) -> str:
-    return rng.choice(
+    return pick(
+        rng,
         [
             lambda: f"{rng.randint(819201, 10**30)}%",
             lambda: f"{too_big(rng)}%",
@@ -122,8 +130,8 @@ def bad_quota(rng: random.Random) -> str:
             lambda: f"-{good_percent(rng)}",
             lambda: f"{rng.randint(1, 99)}.{rng.randint(100, 999)}%",
             lambda: spoil(rng, good_percent(rng)),
-        ]
-    )()
+        ],
+    )
 
 
 def good_cpus(rng: random.Random) -> str:
@@ -131,7 +139,8 @@ def good_cpus(rng: random.Random) -> str:
 
 
 def bad_cpus(rng: random.Random) -> str:
-    return rng.choice(
+    return pick(
+        rng,
         [
             lambda: str(rng.randint(8192, 10**6)),
             lambda: f"0-{rng.randint(8192, 10**25)}",
@@ -139,8 +148,8 @@ def bad_cpus(rng: random.Random) -> str:
             lambda: rng.choice(["a", "0-", "-3", "0,,x", "1:2", "0-3,a", ",", "0x1", " - "]),
             lambda: spoil(rng, "0-3"),
             lambda: "٣",
-        ]
-    )()
+        ],
+    )
 
 
 def good_weight(rng: random.Random) -> str:
@@ -148,7 +157,8 @@ def good_weight(rng: random.Random) -> str:
 
 
 def bad_weight(rng: random.Random) -> str:
-    return rng.choice(
+    return pick(
+        rng,
         [
             lambda: "0",
             lambda: str(rng.randint(10001, 10**30)),
@@ -157,8 +167,8 @@ def bad_weight(rng: random.Random) -> str:
             lambda: "\uff11\uff10\uff10",
             lambda: spoil(rng, "500"),
             lambda: rng.choice(["high", "1.5", "1e3", ""]),
-        ]
-    )()
+        ],
+    )
 
 
 def good_tasks(rng: random.Random) -> str:
@@ -166,7 +176,8 @@ def good_tasks(rng: random.Random) -> str:
 
 
 def bad_tasks(rng: random.Random) -> str:
-    return rng.choice(
+    return pick(
+        rng,
         [
             lambda: str(rng.randint(2**64 - 1, 2**90)),
             lambda: "0",
@@ -176,8 +187,8 @@ def bad_tasks(rng: random.Random) -> str:
             lambda: spoil(rng, "64"),
             lambda: "٦٤",
             lambda: "-1",
-        ]
-    )()
+        ],
+    )
 
 
 def good_bool(rng: random.Random) -> str:
@@ -195,7 +206,8 @@ def bad_choice(rng: random.Random, choices: tuple[str, ...]) -> str:
 
 
 def bad_integer(rng: random.Random, low: int, high: int) -> str:
-    return rng.choice(
+    return pick(
+        rng,
         [
             lambda: str(rng.randint(-(10**12), low - 1)),
             lambda: str(rng.randint(high + 1, 10**12)),
@@ -206,8 +218,8 @@ def bad_integer(rng: random.Random, low: int, high: int) -> str:
             lambda: spoil(rng, str(low)),
             lambda: "ten",
             lambda: "0x5",
-        ]
-    )()
+        ],
+    )
 
 
 def good_value(rng: random.Random, key: str) -> str | tuple[str, str]:
@@ -425,28 +437,30 @@ def name_cases(rng: random.Random) -> Iterator[Case]:
 
 
 def signal_cases(rng: random.Random) -> Iterator[Case]:
-    value = rng.choice(
+    value = pick(
+        rng,
         [
             lambda: str(rng.randint(65, 10**30)),
             lambda: too_big(rng),
             lambda: rng.choice(BAD_SIGNALS_FIXED),
             lambda: spoil(rng, "TERM"),
             lambda: "SIG" + rng.choice(["TERMM", "KIL", "FOO", "RTMIN+1", "1"]),
-        ]
-    )()
+        ],
+    )
     yield Case(("kill", "-s", value, "somejob"), ("--signal", named(value)))
 
 
 def control_cases(rng: random.Random) -> Iterator[Case]:
     """The job control commands' own numbers, checked before they open a bus."""
-    pid = rng.choice(
+    pid = pick(
+        rng,
         [
             lambda: str(rng.randint(4 * 1024 * 1024 + 1, 2**64)),
             lambda: too_big(rng),
             lambda: rng.choice(["0", "1", "\u00b2", "٣٤", "12a", "0x10", "1.5", ""]),
             lambda: spoil(rng, str(rng.randint(100, 99999))),
-        ]
-    )()
+        ],
+    )
     yield Case(("adopt", "somejob", "4242", pid), ("invalid PID", named(pid)))
     limit = rng.choice(["0", "-1", "\u00b2", "٣", "ten", spoil(rng, "10")])
     yield Case(("history", "--limit", limit), ("--limit", shown(limit)))
@@ -527,7 +541,7 @@ def judge(case: Case, out: subprocess.CompletedProcess[bytes]) -> str | None:
     return None
 
 
-def test_generated_bad_command_lines_are_refused_in_one_line_with_exit_64():
+def test_generated_bad_command_lines_are_refused_in_one_line_with_exit_64() -> None:
     cases = generated_cases()
     assert len(cases) >= AT_LEAST
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
@@ -543,11 +557,11 @@ def test_generated_bad_command_lines_are_refused_in_one_line_with_exit_64():
     assert not failures, f"{len(failures)} of {len(cases)} lines:\n" + "\n".join(failures[:25])
 
 
-def test_generation_is_deterministic():
+def test_generation_is_deterministic() -> None:
     assert generated_cases() == generated_cases()
 
 
-def test_the_good_values_of_the_same_tables_are_taken():
+def test_the_good_values_of_the_same_tables_are_taken() -> None:
     rng = random.Random(SEED)
     for _ in range(500):
         key = rng.choice([k for k in JOB_SAFE if k != "AllowedMemoryNodes"])

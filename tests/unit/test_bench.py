@@ -35,14 +35,14 @@ def load_script(name: str) -> types.ModuleType:
     return module
 
 
-def test_median_of_odd_and_even_counts_and_of_nothing():
+def test_median_of_odd_and_even_counts_and_of_nothing() -> None:
     assert benchlib.median([3.0, 1.0, 2.0]) == 2.0
     assert benchlib.median([4.0, 1.0, 2.0, 3.0]) == 2.5
     with pytest.raises(ValueError):
         benchlib.median([])
 
 
-def test_overhead_is_counted_in_bare_interpreter_starts():
+def test_overhead_is_counted_in_bare_interpreter_starts() -> None:
     # The issue's 252 figures: 2154 ms against 219 ms, a bare start of 440 ms.
     assert benchlib.overhead_in_bare_starts(2.154, 0.219, 0.440) == pytest.approx(4.398, abs=1e-3)
     assert benchlib.overhead_in_bare_starts(0.2, 0.3, 0.1) == pytest.approx(-1.0)
@@ -51,7 +51,7 @@ def test_overhead_is_counted_in_bare_interpreter_starts():
     assert benchlib.ratio(1.0, 0.0) is None
 
 
-def test_goal_verdicts():
+def test_goal_verdicts() -> None:
     assert benchlib.goal("<= 2", True) == "(goal <= 2: met)"
     assert benchlib.goal("<= 2", False) == "(goal <= 2: NOT met)"
     assert benchlib.goal("<= 2", None) == "(goal <= 2: not measured)"
@@ -61,14 +61,14 @@ def test_goal_verdicts():
     assert benchlib.at_least(0.79, 0.8) is False
 
 
-def test_figures_are_printed_in_their_units_or_as_not_available():
+def test_figures_are_printed_in_their_units_or_as_not_available() -> None:
     assert benchlib.ms(0.2194) == "219 ms"
     assert benchlib.ms(None) == "n/a"
     assert benchlib.mib(7.5 * 1024 * 1024) == "7.50 MiB"
     assert benchlib.mib(None) == "n/a"
 
 
-def test_systemctl_show_values_that_systemd_has_not():
+def test_systemctl_show_values_that_systemd_has_not() -> None:
     props = benchlib.parse_show(
         "CPUUsageNSec=165001000\nMemoryPeak=[not set]\n"
         "MemoryCurrent=18446744073709551615\nControlGroup=\n"
@@ -81,7 +81,7 @@ def test_systemctl_show_values_that_systemd_has_not():
     assert benchlib.parse_show("Description=a=b")["Description"] == "a=b"
 
 
-def test_records_are_counted_by_run_and_job_id_prefix():
+def test_records_are_counted_by_run_and_job_id_prefix() -> None:
     records = [
         {"job_id": "bench-1a-0", "run_id": "r1"},
         {"job_id": "bench-1a-1", "run_id": "r2"},
@@ -94,7 +94,7 @@ def test_records_are_counted_by_run_and_job_id_prefix():
     assert benchlib.count_records([], "bench-") == 0
 
 
-def test_interpreter_of_an_installed_script(tmp_path):
+def test_interpreter_of_an_installed_script(tmp_path: Path) -> None:
     direct = tmp_path / "direct"
     direct.write_text("#!/opt/venv/bin/python3 -sP\nimport x\n")
     via_env = tmp_path / "via_env"
@@ -111,7 +111,7 @@ def test_interpreter_of_an_installed_script(tmp_path):
         Slotmgr.choose(str(binary))
 
 
-def test_the_repositorys_slotmgr_runs_on_this_interpreter():
+def test_the_repositorys_slotmgr_runs_on_this_interpreter() -> None:
     slotmgr = Slotmgr.choose(None)
     assert slotmgr.run("--quiet", "true") == [
         sys.executable,
@@ -126,7 +126,7 @@ def test_the_repositorys_slotmgr_runs_on_this_interpreter():
     assert landlock_off.run("--quiet", "true")[-4:] == ["run", "--no-landlock", "--quiet", "true"]
 
 
-def test_throughput_verdict_needs_the_ratio_no_failure_and_no_lost_record():
+def test_throughput_verdict_needs_the_ratio_no_failure_and_no_lost_record() -> None:
     ref = Throughput(jobs=20, seconds=10.0, failed=0)
     assert ref.rate == 2.0
     met = benchlib.throughput_line(20, ref, Throughput(20, 12.0, 0, lost_records=0))
@@ -138,7 +138,7 @@ def test_throughput_verdict_needs_the_ratio_no_failure_and_no_lost_record():
     assert Throughput(1, 0.0, 0).rate == 0.0
 
 
-def test_failures_are_summed_up_by_exit_status_and_last_line():
+def test_failures_are_summed_up_by_exit_status_and_last_line() -> None:
     failures = [
         (70, "Traceback...\nslotmgr: error: internal\n"),
         (75, "slotmgr: error: full\n"),
@@ -156,7 +156,7 @@ def test_failures_are_summed_up_by_exit_status_and_last_line():
     assert benchlib.failure_lines([]) == []
 
 
-def test_at_once_verdicts():
+def test_at_once_verdicts() -> None:
     done = AtOnce(durations=(10.0, 30.5, 119.0), failed=0, records=3)
     assert (done.ended_in_time, done.slowest) == (3, 119.0)
     assert done.line() == (
@@ -172,7 +172,7 @@ def test_at_once_verdicts():
     assert AtOnce((1.0, 2.0), failed=1, records=2).line().endswith("NOT met)")
 
 
-def test_measure_reads_wall_time_cpu_and_output():
+def test_measure_reads_wall_time_cpu_and_output() -> None:
     launch = load_script("launch")
     got = launch.measure([sys.executable, "-c", "print('out'); sum(range(10**6))"])
     assert got.stdout == "out\n"
@@ -181,7 +181,7 @@ def test_measure_reads_wall_time_cpu_and_output():
         launch.measure([sys.executable, "-c", "raise SystemExit(3)"])
 
 
-def test_peak_rss_is_the_programs_own_not_its_forking_parents():
+def test_peak_rss_is_the_programs_own_not_its_forking_parents() -> None:
     launch = load_script("launch")
     ballast = bytearray(64 * 1024 * 1024)  # this process: > 64 MiB resident
     ballast[::4096] = b"x" * len(ballast[::4096])
@@ -202,7 +202,7 @@ def test_peak_rss_is_the_programs_own_not_its_forking_parents():
         launch.peak_rss(["false"])
 
 
-def test_vm_hwm_of_proc_status():
+def test_vm_hwm_of_proc_status() -> None:
     assert (
         benchlib.parse_vm_hwm("Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    1536 kB\n") == 1536 * 1024
     )
@@ -227,7 +227,9 @@ FAKE_SLOTMGR = textwrap.dedent("""
 """)
 
 
-def test_at_once_times_each_launcher_stops_the_late_and_counts_records(tmp_path, monkeypatch):
+def test_at_once_times_each_launcher_stops_the_late_and_counts_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     throughput = load_script("throughput")
     fake = tmp_path / "fake_slotmgr.py"
     fake.write_text(FAKE_SLOTMGR)
@@ -259,7 +261,9 @@ def test_at_once_times_each_launcher_stops_the_late_and_counts_records(tmp_path,
 
 
 @pytest.mark.parametrize("script", ["launch", "throughput"])
-def test_scripts_explain_themselves_and_refuse_without_systemd(script, monkeypatch, capsys):
+def test_scripts_explain_themselves_and_refuse_without_systemd(
+    script: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     shown = subprocess.run(
         [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, check=True
     )
@@ -269,7 +273,7 @@ def test_scripts_explain_themselves_and_refuse_without_systemd(script, monkeypat
     assert f"bench/{script}: needs root on a host whose PID 1 is systemd" in capsys.readouterr().err
 
 
-def test_history_records_reads_the_json_of_slotmgr_history(tmp_path):
+def test_history_records_reads_the_json_of_slotmgr_history(tmp_path: Path) -> None:
     fake = tmp_path / "fake_slotmgr.py"
     fake.write_text(FAKE_SLOTMGR)
     (tmp_path / "r").mkdir()
@@ -282,7 +286,7 @@ def test_history_records_reads_the_json_of_slotmgr_history(tmp_path):
     assert benchlib.history_records(broken) == []
 
 
-def test_ci_runs_both_benchmarks_small_in_both_guests_and_lints_them():
+def test_ci_runs_both_benchmarks_small_in_both_guests_and_lints_them() -> None:
     from tests import check
 
     stages = {s.name: s for s in check.stages([])}

@@ -4,14 +4,25 @@ would, or say nothing, or are not there."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 from jeepney import HeaderFields, new_error, new_method_return
 
+from slotmgr.errors import BusTimeout
 from slotmgr.systemd import bus, messages
+
+if TYPE_CHECKING:
+
+    class Serve(Protocol):
+        """The `sockets` fixture: a stand-in for the bus or PID 1's socket."""
+
+        def __call__(self, name: str, *, answers: bool, gives_up: bool = False) -> StandIn: ...
 
 
 class StandIn:
@@ -78,9 +89,9 @@ class StandIn:
 
 
 @pytest.fixture
-def sockets(tmp_path, monkeypatch):
+def sockets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Serve]:
     monkeypatch.setattr(bus, "systemd_is_running", lambda: True)
-    monkeypatch.setattr(bus.os, "geteuid", lambda: 0)  # root's choice, whoever runs the test
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # root's choice, whoever runs the test
     monkeypatch.setattr(bus, "SYSTEM_BUS_SOCKET", str(tmp_path / "system_bus_socket"))
     monkeypatch.setattr(bus, "SYSTEMD_PRIVATE_SOCKET", str(tmp_path / "private"))
     monkeypatch.setattr(bus, "_BUS_HELLO_S", 0.5)
@@ -96,7 +107,7 @@ def sockets(tmp_path, monkeypatch):
         server.close()
 
 
-def test_the_launcher_takes_the_bus_when_it_answers(sockets):
+def test_the_launcher_takes_the_bus_when_it_answers(sockets: Serve) -> None:
     sockets("system_bus_socket", answers=True)
     private = sockets("private", answers=True)
     conn = bus.connect(prefer_bus=True, timeout=7)
@@ -105,14 +116,14 @@ def test_the_launcher_takes_the_bus_when_it_answers(sockets):
     conn.close()
 
 
-def test_without_a_bus_the_launcher_takes_pid1s_own_socket(sockets):
+def test_without_a_bus_the_launcher_takes_pid1s_own_socket(sockets: Serve) -> None:
     sockets("private", answers=True)
     conn = bus.connect(prefer_bus=True)
     assert (conn.path, conn.is_direct) == (bus.SYSTEMD_PRIVATE_SOCKET, True)
     conn.close()
 
 
-def test_a_hung_broker_is_passed_by_for_pid1s_own_socket(sockets):
+def test_a_hung_broker_is_passed_by_for_pid1s_own_socket(sockets: Serve) -> None:
     hung = sockets("system_bus_socket", answers=False)
     sockets("private", answers=True)
     conn = bus.connect(prefer_bus=True)
@@ -120,7 +131,7 @@ def test_a_hung_broker_is_passed_by_for_pid1s_own_socket(sockets):
     conn.close()
 
 
-def test_other_commands_keep_pid1s_own_socket(sockets):
+def test_other_commands_keep_pid1s_own_socket(sockets: Serve) -> None:
     sockets("system_bus_socket", answers=True)
     sockets("private", answers=True)
     conn = bus.connect()
@@ -128,7 +139,9 @@ def test_other_commands_keep_pid1s_own_socket(sockets):
     conn.close()
 
 
-def test_root_ignores_a_bus_address_from_the_environment(sockets, tmp_path, monkeypatch):
+def test_root_ignores_a_bus_address_from_the_environment(
+    sockets: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     elsewhere = sockets("elsewhere", answers=True)
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'elsewhere'}")
     sockets("system_bus_socket", answers=True)
@@ -137,15 +150,15 @@ def test_root_ignores_a_bus_address_from_the_environment(sockets, tmp_path, monk
     conn.close()
 
 
-def test_a_broker_that_gave_up_waiting_is_no_answer_not_a_refusal(sockets):
+def test_a_broker_that_gave_up_waiting_is_no_answer_not_a_refusal(sockets: Serve) -> None:
     sockets("system_bus_socket", answers=True, gives_up=True)
     conn = bus.connect(prefer_bus=True)
-    with pytest.raises(bus.BusTimeout, match="did not answer StartTransientUnit in time"):
+    with pytest.raises(BusTimeout, match="did not answer StartTransientUnit in time"):
         conn.call(messages.start_transient_unit("slotmgr-ab12.service", []))
     conn.close()
 
 
-def test_on_the_bus_systemds_unique_name_is_learnt_from_its_answer(sockets):
+def test_on_the_bus_systemds_unique_name_is_learnt_from_its_answer(sockets: Serve) -> None:
     sockets("system_bus_socket", answers=True)
     conn = bus.connect(prefer_bus=True)
     assert conn.systemd_sender is None  # no signal is believed before systemd answered

@@ -3,8 +3,11 @@ anywhere, and signals nobody asked for dropped on their header alone."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
-from jeepney import DBusAddress, HeaderFields, MessageType, new_method_return, new_signal
+from jeepney import DBusAddress, HeaderFields, Message, MessageType, new_method_return, new_signal
+from jeepney.low_level import Header
 
 from slotmgr.systemd import bus, messages
 
@@ -15,34 +18,37 @@ OTHER = messages.unit_object_path("slotmgr-cd34.service")
 def properties_changed(path: str, state: str) -> bytes:
     emitter = DBusAddress(path, interface=messages.PROPERTIES_IFACE)
     changed = {"ActiveState": ("s", state), "SubState": ("s", "running")}
-    return new_signal(
+    data: bytes = new_signal(
         emitter, "PropertiesChanged", "sa{sv}as", (messages.UNIT_IFACE, changed, [])
     ).serialise(serial=7)
+    return data
 
 
 def job_removed(unit: str) -> bytes:
     emitter = DBusAddress(messages.MANAGER_PATH, interface=messages.MANAGER_IFACE)
-    return new_signal(
+    data: bytes = new_signal(
         emitter, "JobRemoved", "uoss", (3, "/org/freedesktop/systemd1/job/3", unit, "done")
     ).serialise(serial=8)
+    return data
 
 
 def reply_to(serial: int) -> bytes:
     call = messages.get_unit("slotmgr-ab12.service")
     call.header.serial = serial
-    return new_method_return(call, "o", (UNIT,)).serialise(serial=9)
+    data: bytes = new_method_return(call, "o", (UNIT,)).serialise(serial=9)
+    return data
 
 
-def kept_by(matches: list[messages.SignalMatch]):
+def kept_by(matches: list[messages.SignalMatch]) -> Callable[[Header], bool]:
     return lambda header: bus.is_wanted(header, matches)
 
 
-def drain(stream: bus._MessageStream, wanted) -> list:
+def drain(stream: bus._MessageStream, wanted: Callable[[Header], bool]) -> list[Message]:
     return list(iter(lambda: stream.next_message(wanted), None))
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 16, 100, 1 << 20])
-def test_messages_come_out_whole_whatever_the_reads_cut(chunk):
+def test_messages_come_out_whole_whatever_the_reads_cut(chunk: int) -> None:
     data = properties_changed(UNIT, "active") + job_removed("x.service") + reply_to(5)
     stream = bus._MessageStream()
     got = []
@@ -59,7 +65,7 @@ def test_messages_come_out_whole_whatever_the_reads_cut(chunk):
     assert got[2].header.fields[HeaderFields.reply_serial] == 5
 
 
-def test_only_the_signals_asked_for_are_kept_and_replies_always():
+def test_only_the_signals_asked_for_are_kept_and_replies_always() -> None:
     asked = [
         messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", UNIT),
         messages.signal_match(messages.MANAGER_IFACE, "JobRemoved"),
@@ -79,7 +85,7 @@ def test_only_the_signals_asked_for_are_kept_and_replies_always():
     ] == [(UNIT, "PropertiesChanged"), (messages.MANAGER_PATH, "JobRemoved"), (None, None)]
 
 
-def test_with_nothing_asked_for_no_signal_is_kept():
+def test_with_nothing_asked_for_no_signal_is_kept() -> None:
     stream = bus._MessageStream()
     stream.add_data(properties_changed(UNIT, "active") + reply_to(4))
     got = drain(stream, kept_by([]))
@@ -93,10 +99,11 @@ def with_sender(data: bytes, sender: str) -> bytes:
     msg = stream.next_message(lambda _h: True)
     assert msg is not None
     msg.header.fields[HeaderFields.sender] = sender
-    return msg.serialise(serial=msg.header.serial)
+    relayed: bytes = msg.serialise(serial=msg.header.serial)
+    return relayed
 
 
-def test_on_a_bus_only_systemds_own_signals_are_believed():
+def test_on_a_bus_only_systemds_own_signals_are_believed() -> None:
     """Anyone on the system bus may send anyone a signal: a job's user could
     otherwise tell a root launcher that its job had ended."""
     asked = [messages.signal_match(messages.PROPERTIES_IFACE, "PropertiesChanged", UNIT)]
@@ -106,7 +113,7 @@ def test_on_a_bus_only_systemds_own_signals_are_believed():
         + with_sender(properties_changed(UNIT, "active"), ":1.1")
     )
 
-    def systemd_is(name):
+    def systemd_is(name: str) -> Callable[[Header], bool]:
         return lambda header: bus.is_wanted(header, asked, systemd_sender=name)
 
     got = drain(stream, systemd_is(":1.1"))

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ def catatonit() -> str:
     return path
 
 
-def argv_of(form: str, catatonit: str, command: list[str], **kw: object) -> list[str]:
+def argv_of(form: str, catatonit: str, command: list[str], **kw: Any) -> list[str]:
     version, _, who = form.partition("-")
     spec = JobSpec(
         command=tuple(command),
@@ -58,7 +59,7 @@ def argv_of(form: str, catatonit: str, command: list[str], **kw: object) -> list
         catatonit=catatonit,
         user="nobody" if who else "root",
         **kw,
-    )  # type: ignore[arg-type]
+    )
     argv = exec_argv(spec, features_from_version(version))
     if version == "257":
         return [*STAND_IN_FOR_PRIVATE_PIDS, *argv]
@@ -102,19 +103,21 @@ def the_init(top: int, catatonit: str) -> int:
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_the_jobs_exit_status_is_passed_on(form, catatonit):
+def test_the_jobs_exit_status_is_passed_on(form: str, catatonit: str) -> None:
     assert run(argv_of(form, catatonit, ["sh", "-c", "exit 7"])).returncode == 7
     assert run(argv_of(form, catatonit, ["true"])).returncode == 0
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_a_job_killed_by_a_signal_gives_128_plus_n(form, catatonit):
+def test_a_job_killed_by_a_signal_gives_128_plus_n(form: str, catatonit: str) -> None:
     out = run(argv_of(form, catatonit, ["sh", "-c", "kill -USR1 $$"]))
     assert out.returncode == 128 + signal.SIGUSR1
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_a_command_that_cannot_run_gives_126_or_127(form, catatonit, tmp_path):
+def test_a_command_that_cannot_run_gives_126_or_127(
+    form: str, catatonit: str, tmp_path: Path
+) -> None:
     assert run(argv_of(form, catatonit, ["no-such-command-catatonit"])).returncode == 127
     plain = tmp_path / "not-executable"
     plain.write_text("x\n")
@@ -124,7 +127,7 @@ def test_a_command_that_cannot_run_gives_126_or_127(form, catatonit, tmp_path):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_the_job_starts_with_no_signal_blocked_or_ignored(form, catatonit):
+def test_the_job_starts_with_no_signal_blocked_or_ignored(form: str, catatonit: str) -> None:
     # catatonit itself would hand on TSTP, TTIN and TTOU blocked (and on 252 the
     # mask it inherited): the job's own env(1) clears both.
     out = run(argv_of(form, catatonit, ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]))
@@ -133,7 +136,7 @@ def test_the_job_starts_with_no_signal_blocked_or_ignored(form, catatonit):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_the_jobs_variables_reach_the_job_and_not_the_init(form, catatonit):
+def test_the_jobs_variables_reach_the_job_and_not_the_init(form: str, catatonit: str) -> None:
     job = ["sh", "-c", "echo $SLOTMGR_T_VAR; read _"]
     proc = subprocess.Popen(
         argv_of(form, catatonit, job, environment=("SLOTMGR_T_VAR=own",)),
@@ -154,7 +157,7 @@ def test_the_jobs_variables_reach_the_job_and_not_the_init(form, catatonit):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_sigterm_to_the_init_reaches_the_job_once(form, catatonit):
+def test_sigterm_to_the_init_reaches_the_job_once(form: str, catatonit: str) -> None:
     job = [
         "sh",
         "-c",
@@ -174,7 +177,7 @@ def test_sigterm_to_the_init_reaches_the_job_once(form, catatonit):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_nothing_of_the_job_outlives_its_main_process(form, catatonit):
+def test_nothing_of_the_job_outlives_its_main_process(form: str, catatonit: str) -> None:
     marker = f"{300 + os.getpid() % 1000}.{FORMS.index(form) + 1}"
     job = ["sh", "-c", f"setsid sleep {marker} & sleep {marker} & sleep 0.3; exit 5"]
     assert run(argv_of(form, catatonit, job)).returncode == 5
@@ -197,7 +200,7 @@ def caps(pid: int | str) -> dict[str, int]:
     }
 
 
-def test_a_user_jobs_processes_hold_no_capability(catatonit):
+def test_a_user_jobs_processes_hold_no_capability(catatonit: str) -> None:
     job = ["sh", "-c", "grep ^Cap /proc/self/status; echo child; sh -c 'grep ^Cap /proc/$$/status'"]
     out = run(argv_of("252-user", catatonit, job))
     assert out.returncode == 0, out.stderr
@@ -208,7 +211,7 @@ def test_a_user_jobs_processes_hold_no_capability(catatonit):
         assert status["CapInh"] == 0, (name, status)
 
 
-def test_a_user_jobs_init_cannot_be_read_or_traced_by_the_job(catatonit):
+def test_a_user_jobs_init_cannot_be_read_or_traced_by_the_job(catatonit: str) -> None:
     # catatonit keeps the capability unshare needed (as unshare does, outside):
     # the job, which has none, may neither read its memory nor its environment.
     job = ["sh", "-c", "grep ^CapEff /proc/1/status; head -c1 /proc/1/environ && echo readable"]
@@ -217,7 +220,7 @@ def test_a_user_jobs_init_cannot_be_read_or_traced_by_the_job(catatonit):
     assert "readable" not in out.stdout and "Permission denied" in out.stderr, out
 
 
-def test_without_setpriv_the_capability_would_reach_the_job(catatonit):
+def test_without_setpriv_the_capability_would_reach_the_job(catatonit: str) -> None:
     # What SETPRIV_NO_CAPS is for: the ambient capability survives both execs.
     argv = argv_of("252-user", catatonit, ["grep", "^CapAmb", "/proc/self/status"])
     at = argv.index("/usr/bin/setpriv")

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from typing import cast
 
 import click
 from click.testing import CliRunner
@@ -35,7 +36,9 @@ def _sections() -> dict[str, list[str]]:
     by_section: dict[str, list[str]] = {}
     for param in run.get_params(ctx):
         if isinstance(param, click.Option):
-            by_section.setdefault(run.section_of(param), []).append(option_key(param))
+            by_section.setdefault(cast(SectionedCommand, run).section_of(param), []).append(
+                option_key(param)
+            )
     return by_section
 
 

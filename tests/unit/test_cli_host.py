@@ -24,7 +24,7 @@ def slotmgr_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_version_and_help():
+def test_version_and_help() -> None:
     out = slotmgr_cli("--version")
     assert out.returncode == 0 and out.stdout.strip() == f"slotmgr {slotmgr.__version__}"
     out = slotmgr_cli("--help")
@@ -35,7 +35,7 @@ def test_version_and_help():
     os.path.isdir("/run/systemd/system"), reason="this host runs systemd; the guests test that case"
 )
 @pytest.mark.parametrize("args", [(), ("run", "true")])
-def test_no_systemd_gives_one_line_and_points_to_the_test_bed(args):
+def test_no_systemd_gives_one_line_and_points_to_the_test_bed(args: tuple[str, ...]) -> None:
     out = slotmgr_cli(*args)
     assert out.returncode == 69
     lines = out.stderr.strip().splitlines()
@@ -45,7 +45,7 @@ def test_no_systemd_gives_one_line_and_points_to_the_test_bed(args):
     assert "Traceback" not in out.stderr
 
 
-def test_usage_errors_exit_64_without_traceback():
+def test_usage_errors_exit_64_without_traceback() -> None:
     out = slotmgr_cli("run", "--memory-max", "lots", "true")
     assert out.returncode == 64
     assert out.stderr.strip() == (

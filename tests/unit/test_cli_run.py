@@ -9,13 +9,15 @@ import pytest
 from slotmgr.cli import main as cli
 
 
-def run_main(capsys, *args: str) -> tuple[int, str]:
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     with pytest.raises(SystemExit) as info:
         cli.main(list(args))
     return int(info.value.code or 0), capsys.readouterr().err
 
 
-def test_a_non_root_caller_on_the_system_manager_gets_77_and_what_to_do(capsys, monkeypatch):
+def test_a_non_root_caller_on_the_system_manager_gets_77_and_what_to_do(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     code, err = run_main(capsys, "run", "--", "true")
     assert code == 77
@@ -23,7 +25,7 @@ def test_a_non_root_caller_on_the_system_manager_gets_77_and_what_to_do(capsys, 
     assert "slotmgr --user run" in err and "admin" in err
 
 
-def test_scope_with_another_user_is_refused(capsys):
+def test_scope_with_another_user_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run_main(capsys, "run", "--scope", "--uid", "nobody", "--", "true")
     assert code == 64 and "--scope runs the job as the caller" in err
     assert err.count("\n") == 1
@@ -38,12 +40,14 @@ def test_scope_with_another_user_is_refused(capsys):
         (("--append",), "--append needs --output or --error"),
     ],
 )
-def test_bad_output_and_unit_options_are_one_line_usage_errors(capsys, args, expected):
+def test_bad_output_and_unit_options_are_one_line_usage_errors(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], expected: str
+) -> None:
     code, err = run_main(capsys, "run", *args, "--", "true")
     assert code == 64 and expected in err and err.count("\n") == 1, err
 
 
-def test_help_names_the_output_escapes(capsys):
+def test_help_names_the_output_escapes(capsys: pytest.CaptureFixture[str]) -> None:
     code = 0
     with pytest.raises(SystemExit) as info:
         cli.main(["run", "--help"])

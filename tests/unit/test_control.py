@@ -8,7 +8,9 @@ import pwd
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -16,7 +18,7 @@ from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
 from slotmgr.job import adopt, control, stopping
 from slotmgr.job.control import Action, Caller, JobInfo
 from slotmgr.kernel import procs
-from slotmgr.systemd.manager import UnitState
+from slotmgr.systemd.manager import Manager, UnitState
 from slotmgr.systemd.values import UINT64_MAX
 
 NOW = 1_700_000_100.0
@@ -37,11 +39,11 @@ PROPS = {
 }
 
 
-def info(**changes) -> JobInfo:
+def info(**changes: object) -> JobInfo:
     return control.job_info("slotmgr-ab12.service", {**PROPS, **changes}, owner_uid=0, now=NOW)
 
 
-def test_job_info_from_unit_properties():
+def test_job_info_from_unit_properties() -> None:
     job = info()
     assert (job.job_id, job.unit, job.slot, job.user, job.uid) == (
         "ab12",
@@ -57,7 +59,7 @@ def test_job_info_from_unit_properties():
     assert job.to_dict()["state"] == "active/running"
 
 
-def test_job_info_unavailable_figures_are_none_and_frozen_shows():
+def test_job_info_unavailable_figures_are_none_and_frozen_shows() -> None:
     job = info(
         MemoryCurrent=UINT64_MAX,
         TasksCurrent=UINT64_MAX,
@@ -73,7 +75,7 @@ def test_job_info_unavailable_figures_are_none_and_frozen_shows():
     assert job.state == "active/running (frozen)"
 
 
-def test_job_user_from_user_property_name_number_or_owner():
+def test_job_user_from_user_property_name_number_or_owner() -> None:
     nobody = pwd.getpwnam("nobody")
     assert (info(User="nobody").user, info(User="nobody").uid) == ("nobody", nobody.pw_uid)
     assert info(User=str(nobody.pw_uid)).user == "nobody"
@@ -82,7 +84,7 @@ def test_job_user_from_user_property_name_number_or_owner():
     assert owned.user == "nobody"
 
 
-def test_job_info_takes_the_id_from_the_marker_not_the_name():
+def test_job_info_takes_the_id_from_the_marker_not_the_name() -> None:
     job = control.job_info("ux-named.service", PROPS, owner_uid=0, now=NOW)
     assert (job.job_id, job.unit, job.command) == ("ab12", "ux-named.service", [])
     with pytest.raises(control.NotAJob, match=r"'slotmgr-ab12\.service' is not a slotmgr job"):
@@ -95,17 +97,19 @@ class FakeManager:
     """Loaded units (name -> properties) as GetUnit, GetAll and
     ListUnitsByPatterns show them."""
 
-    def __init__(self, units):
+    def __init__(self, units: dict[str, dict[str, object]]) -> None:
         self.units = units
         self.listed = 0
 
-    def unit_path(self, name):
+    def unit_path(self, name: str) -> str | None:
         return f"/unit/{name}" if name in self.units else None
 
-    def unit_properties(self, name, interface=""):
+    def unit_properties(self, name: str, interface: str = "") -> dict[str, object]:
         return self.units[name]
 
-    def list_units(self, patterns, states=()):
+    def list_units(
+        self, patterns: Sequence[str], states: Sequence[str] = ()
+    ) -> list[tuple[str, str, str, object]]:
         self.listed += 1
         assert tuple(patterns) == ("*.service", "*.scope")
         return [
@@ -115,7 +119,7 @@ class FakeManager:
         ]
 
 
-def marked(job_id, **changes):
+def marked(job_id: str, **changes: object) -> dict[str, object]:
     return {
         **PROPS,
         "LogExtraFields": [f"SLOTMGR_JOB={job_id}".encode()],
@@ -124,28 +128,28 @@ def marked(job_id, **changes):
     }
 
 
-def test_find_job_by_id_under_its_default_name_without_listing():
+def test_find_job_by_id_under_its_default_name_without_listing() -> None:
     manager = FakeManager({"slotmgr-ab12.service": marked("ab12")})
-    assert control.find_job(manager, "ab12")[0] == "slotmgr-ab12.service"
+    assert control.find_job(cast(Manager, manager), "ab12")[0] == "slotmgr-ab12.service"
     assert manager.listed == 0
 
 
-def test_find_job_by_id_or_unit_whatever_its_unit_is_named():
+def test_find_job_by_id_or_unit_whatever_its_unit_is_named() -> None:
     manager = FakeManager(
         {
             "ux-named.service": marked("ab12"),
             "sshd.service": {**PROPS, "LogExtraFields": [], "Description": "OpenSSH server"},
         }
     )
-    assert control.find_job(manager, "ab12")[0] == "ux-named.service"
-    assert control.find_job(manager, "ux-named.service")[0] == "ux-named.service"
+    assert control.find_job(cast(Manager, manager), "ab12")[0] == "ux-named.service"
+    assert control.find_job(cast(Manager, manager), "ux-named.service")[0] == "ux-named.service"
     with pytest.raises(control.NotAJob, match=r"'sshd\.service' is not a slotmgr job"):
-        control.find_job(manager, "sshd.service")
+        control.find_job(cast(Manager, manager), "sshd.service")
     with pytest.raises(UsageError, match="no such job 'zz'"):
-        control.find_job(manager, "zz")
+        control.find_job(cast(Manager, manager), "zz")
 
 
-def test_a_description_alone_does_not_make_a_job():
+def test_a_description_alone_does_not_make_a_job() -> None:
     """A service that says it is job ab12 but has no marker (or another's) is none."""
     manager = FakeManager(
         {
@@ -157,14 +161,14 @@ def test_a_description_alone_does_not_make_a_job():
         }
     )
     with pytest.raises(UsageError, match="no such job 'ab12'"):
-        control.find_job(manager, "ab12")
+        control.find_job(cast(Manager, manager), "ab12")
     # What the marker says counts: other.service is job zz.
-    assert [(j.unit, j.job_id) for j in control.list_jobs(manager, ROOT)] == [
+    assert [(j.unit, j.job_id) for j in control.list_jobs(cast(Manager, manager), ROOT)] == [
         ("other.service", "zz")
     ]
 
 
-def test_list_jobs_finds_jobs_by_marker():
+def test_list_jobs_finds_jobs_by_marker() -> None:
     manager = FakeManager(
         {
             "ux-named.service": marked("ab12"),
@@ -173,7 +177,7 @@ def test_list_jobs_finds_jobs_by_marker():
             "slotmgr-lookalike.service": {**PROPS, "LogExtraFields": [], "Description": "x"},
         }
     )
-    assert [j.job_id for j in control.list_jobs(manager, ROOT)] == ["cd", "ab12"]
+    assert [j.job_id for j in control.list_jobs(cast(Manager, manager), ROOT)] == ["cd", "ab12"]
 
 
 @pytest.mark.parametrize(
@@ -184,7 +188,7 @@ def test_list_jobs_finds_jobs_by_marker():
         ("slotmgr-a b.service", "invalid unit name"),
     ],
 )
-def test_job_argument_refused(arg, message):
+def test_job_argument_refused(arg: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         control.check_job_argument(arg)
 
@@ -199,23 +203,23 @@ def owned_by(uid: int) -> JobInfo:
 
 
 @pytest.mark.parametrize("action", list(Action))
-def test_root_and_user_managers_may_do_everything(action):
+def test_root_and_user_managers_may_do_everything(action: Action) -> None:
     control.check_permission(ROOT, owned_by(1000), action)
     control.check_permission(ALICE_USER_MANAGER, owned_by(1000), action)
 
 
 @pytest.mark.parametrize("action", list(Action))
-def test_non_root_may_not_touch_other_users_system_jobs(action):
+def test_non_root_may_not_touch_other_users_system_jobs(action: Action) -> None:
     with pytest.raises(
         PermissionDenied,
         match=f"job ab12 belongs to root: you may {action.value} only your own jobs",
     ) as err:
         control.check_permission(ALICE, owned_by(0), action)
-    assert err.value.exit_code == ExitCode.NO_PERMISSION == 77
+    assert err.value.exit_code == ExitCode.NO_PERMISSION == 77  # type: ignore[comparison-overlap]  # an IntEnum member equals its int
 
 
 @pytest.mark.parametrize("action", [Action.STOP, Action.KILL, Action.ADOPT])
-def test_non_root_may_not_control_even_their_own_system_jobs(action):
+def test_non_root_may_not_control_even_their_own_system_jobs(action: Action) -> None:
     with pytest.raises(PermissionDenied) as err:
         control.check_permission(ALICE, owned_by(1000), action)
     message = err.value.one_line()
@@ -224,7 +228,7 @@ def test_non_root_may_not_control_even_their_own_system_jobs(action):
 
 
 @pytest.mark.parametrize("action", [Action.LIST, Action.STATUS])
-def test_non_root_may_look_at_their_own_system_jobs(action):
+def test_non_root_may_look_at_their_own_system_jobs(action: Action) -> None:
     control.check_permission(ALICE, owned_by(1000), action)
     assert control.visible(ALICE, owned_by(1000)) and not control.visible(ALICE, owned_by(0))
     assert control.visible(ROOT, owned_by(1000))
@@ -243,13 +247,13 @@ def test_non_root_may_look_at_their_own_system_jobs(action):
         (("active", "abandoned"), False, False),
     ],
 )
-def test_states_for_stop(state, gone, finished):
-    state = None if state is None else UnitState(*state)
-    assert stopping.processes_gone(state) is gone
-    assert stopping.is_finished(state) is finished
+def test_states_for_stop(state: tuple[str, str] | None, gone: bool, finished: bool) -> None:
+    unit_state = None if state is None else UnitState(*state)
+    assert stopping.processes_gone(unit_state) is gone
+    assert stopping.is_finished(unit_state) is finished
 
 
-def test_parse_pids():
+def test_parse_pids() -> None:
     assert adopt.parse_pids(["12", "7", "12"]) == [12, 7]
     for bad in ("1", "0", "-3", "x", "1.5", ""):
         with pytest.raises(UsageError, match="invalid PID"):
@@ -265,11 +269,11 @@ def process(uid: int = 1000, cgroup: str = "/user.slice/session-1.scope") -> pro
     )
 
 
-def test_adoptable_process_of_the_jobs_user():
+def test_adoptable_process_of_the_jobs_user() -> None:
     assert adopt.check_adoptable(process(), owned_by(1000)) is True
 
 
-def test_adopt_refuses_another_users_process():
+def test_adopt_refuses_another_users_process() -> None:
     with pytest.raises(
         PermissionDenied,
         match=r"process 777 \(mpi agent\) belongs to root "
@@ -278,13 +282,13 @@ def test_adopt_refuses_another_users_process():
         adopt.check_adoptable(process(uid=0), owned_by(1000))
 
 
-def test_adopt_refuses_a_setuid_process_with_mixed_ids():
+def test_adopt_refuses_a_setuid_process_with_mixed_ids() -> None:
     mixed = procs.ProcessInfo(pid=9, start_time=1, uids=(1000, 0, 0, 0), cgroup="/", comm="su")
     with pytest.raises(PermissionDenied, match=r"belongs to root \(uid 0\) and "):
         adopt.check_adoptable(mixed, owned_by(1000))
 
 
-def test_adopt_refuses_a_process_in_another_job_and_skips_one_in_this_job():
+def test_adopt_refuses_a_process_in_another_job_and_skips_one_in_this_job() -> None:
     with pytest.raises(
         PermissionDenied,
         match=r"already in slotmgr job zz9 "
@@ -296,28 +300,33 @@ def test_adopt_refuses_a_process_in_another_job_and_skips_one_in_this_job():
     )
 
 
-def test_job_of_process_is_the_marked_unit_systemd_names():
+def test_job_of_process_is_the_marked_unit_systemd_names() -> None:
     class ByPid:
-        def __init__(self, unit, props):
+        def __init__(self, unit: str, props: dict[str, object]) -> None:
             self.found = (unit, props)
 
-        def unit_of_pid(self, pid):
+        def unit_of_pid(self, pid: int) -> tuple[str, dict[str, object]]:
             return self.found
 
-    assert control.job_of_process(ByPid("ux.service", marked("q")), 9) == ("ux.service", "q")
+    assert control.job_of_process(cast(Manager, ByPid("ux.service", marked("q"))), 9) == (
+        "ux.service",
+        "q",
+    )
     # A user's own `systemd-run --user --unit slotmgr-q.service`: in their user@UID.service.
     assert (
-        control.job_of_process(ByPid("user@1000.service", {**PROPS, "LogExtraFields": []}), 9)
+        control.job_of_process(
+            cast(Manager, ByPid("user@1000.service", {**PROPS, "LogExtraFields": []})), 9
+        )
         is None
     )
 
 
-def test_parse_stat_with_a_hostile_name():
+def test_parse_stat_with_a_hostile_name() -> None:
     text = "123 (a) b (c) S 1 123 123 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3"
     assert procs.parse_stat(text) == ("a) b (c", 98765)
 
 
-def test_parse_status_uids_and_cgroup():
+def test_parse_status_uids_and_cgroup() -> None:
     assert procs.parse_status_uids("Name:\tx\nUid:\t1\t2\t3\t4\nGid:\t0\t0\t0\t0\n") == (1, 2, 3, 4)
     assert (
         procs.parse_cgroup("1:name=systemd:/x\n0::/slotmgr.slice/a.service\n")
@@ -327,7 +336,7 @@ def test_parse_status_uids_and_cgroup():
         procs.parse_status_uids("Name: x\n")
 
 
-def test_pinned_process_reads_itself_and_detects_its_end():
+def test_pinned_process_reads_itself_and_detects_its_end() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         with procs.PinnedProcess(child.pid) as pin:
@@ -342,7 +351,7 @@ def test_pinned_process_reads_itself_and_detects_its_end():
             child.wait()
 
 
-def test_pinned_process_notices_a_reused_pid(tmp_path):
+def test_pinned_process_notices_a_reused_pid(tmp_path: Path) -> None:
     """A fake /proc whose PID now shows another start time: not the same process."""
     pid = os.getpid()
     real = procs.read_process(pid)
@@ -362,40 +371,40 @@ def test_pinned_process_notices_a_reused_pid(tmp_path):
         assert not pin.still_same()
 
 
-def test_no_such_process():
+def test_no_such_process() -> None:
     with pytest.raises(ProcessLookupError):
         procs.PinnedProcess(2**22 + 12345)
 
 
-def test_adopt_refuses_a_pid_with_no_process_before_any_bus_call():
+def test_adopt_refuses_a_pid_with_no_process_before_any_bus_call() -> None:
     class NoBus:
-        def attach_processes(self, *_a):
+        def attach_processes(self, *_a: object) -> None:
             raise AssertionError("must not be called")
 
-        def unit_of_pid(self, *_a):
+        def unit_of_pid(self, *_a: object) -> None:
             raise AssertionError("must not be called")
 
     with pytest.raises(UsageError, match="no process 4194999"):
         adopt.adopt(NoBus(), owned_by(os.getuid()), [4194999])  # type: ignore[arg-type]
 
 
-def test_adopt_checks_every_pid_before_moving_any():
-    calls = []
+def test_adopt_checks_every_pid_before_moving_any() -> None:
+    calls: list[tuple[str, Sequence[int]]] = []
 
     class Recorder:
-        def attach_processes(self, unit, pids):
+        def attach_processes(self, unit: str, pids: Sequence[int]) -> None:
             calls.append((unit, pids))
 
-        def unit_of_pid(self, pid):
+        def unit_of_pid(self, pid: int) -> tuple[str, dict[str, str]]:
             return ("session-1.scope", {"Description": "Session 1"})
 
     mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         job = owned_by(os.getuid())
         outcome = adopt.adopt(
-            Recorder(),
+            cast(Manager, Recorder()),
             job,
-            [mine.pid],  # type: ignore[arg-type]
+            [mine.pid],
             user_manager=True,
         )
         assert outcome.adopted == (mine.pid,) and calls == [(job.unit, [mine.pid])]
@@ -408,7 +417,7 @@ def test_adopt_checks_every_pid_before_moving_any():
         mine.wait()
 
 
-def test_a_system_job_adopts_by_roots_own_write_to_its_cgroup(tmp_path):
+def test_a_system_job_adopts_by_roots_own_write_to_its_cgroup(tmp_path: Path) -> None:
     """No AttachProcessesToUnit (it needs Delegate=yes): the PID is written to
     the unit's cgroup.procs, and the move is then confirmed."""
     mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -435,7 +444,7 @@ def test_a_system_job_adopts_by_roots_own_write_to_its_cgroup(tmp_path):
         mine.wait()
 
 
-def test_cgroup_files(tmp_path):
+def test_cgroup_files(tmp_path: Path) -> None:
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "memory.max").write_text("max\n")
     (tmp_path / "g" / "memory.current").write_text("4096\n")
@@ -445,30 +454,33 @@ def test_cgroup_files(tmp_path):
     assert procs.cgroup_file("/g", "memory.max", root=str(tmp_path)) == "max"
 
 
-def test_wait_for_times_out_and_reads_state_again():
+def test_wait_for_times_out_and_reads_state_again() -> None:
     class FakeManager:
         """What stopping asks of the systemd layer: a unit's state, and a wait
         for its next change (none comes here: each wait ends by time)."""
 
-        def __init__(self, states):
+        def __init__(self, states: Iterator[UnitState]) -> None:
             self.states = states
-            self.waits = []
+            self.waits: list[float | None] = []
 
-        def unit_state(self, unit):
+        def unit_state(self, unit: str) -> UnitState:
             return next(self.states)
 
-        def wait_for_unit_change(self, unit, *, timeout):
+        def wait_for_unit_change(self, unit: str, *, timeout: float | None) -> None:
+            assert timeout is not None
             self.waits.append(timeout)
             time.sleep(min(timeout, 0.05))
 
     running = FakeManager(iter(lambda: UnitState("active", "running"), None))
     with pytest.raises(TimeoutError):
-        stopping.wait_for(running, "slotmgr-x.service", stopping.is_finished, timeout=0.2)
-    assert running.waits and all(0 <= t <= 0.2 for t in running.waits)
+        stopping.wait_for(
+            cast(Manager, running), "slotmgr-x.service", stopping.is_finished, timeout=0.2
+        )
+    assert running.waits and all(t is not None and 0 <= t <= 0.2 for t in running.waits)
     ending = FakeManager(
         iter([UnitState("active", "running"), UnitState("deactivating", "stop-post")])
     )
     assert stopping.wait_for(
-        ending, "slotmgr-x.service", stopping.processes_gone, timeout=5
+        cast(Manager, ending), "slotmgr-x.service", stopping.processes_gone, timeout=5
     ) == UnitState("deactivating", "stop-post")
     assert ending.waits == [1.0]  # woken at least every second to read the state again

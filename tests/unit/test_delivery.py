@@ -36,11 +36,11 @@ DEFAULTS = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n"
         (signal.SIGRTMIN, DEFAULTS, True),
     ],
 )
-def test_is_fatal(signum, status, fatal):
+def test_is_fatal(signum: signal.Signals, status: str, fatal: bool) -> None:
     assert delivery.is_fatal(int(signum), "Name:\tx\n" + status) is fatal
 
 
-def test_is_fatal_reads_a_real_process():
+def test_is_fatal_reads_a_real_process() -> None:
     # This test process: Python catches SIGINT, SIGTERM is left at its default.
     status = Path("/proc/self/status").read_text()
     assert delivery.is_fatal(signal.SIGINT, status) is False
@@ -56,7 +56,9 @@ CATCHER = (
 )
 
 
-def test_signal_all_but_skips_the_excluded_and_the_gone(tmp_path, monkeypatch):
+def test_signal_all_but_skips_the_excluded_and_the_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A fake cgroup directory listing two live children, a PID that is gone,
     and this process; the real /proc says which cgroup each one is in."""
     own = procs.parse_cgroup(Path("/proc/self/cgroup").read_text())
@@ -87,7 +89,9 @@ def test_signal_all_but_skips_the_excluded_and_the_gone(tmp_path, monkeypatch):
                 child.wait()
 
 
-def test_signal_all_but_leaves_a_process_of_another_cgroup(tmp_path, monkeypatch):
+def test_signal_all_but_leaves_a_process_of_another_cgroup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A PID listed under a cgroup it is not in (its number reused) is not signalled."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -107,7 +111,7 @@ def test_signal_all_but_leaves_a_process_of_another_cgroup(tmp_path, monkeypatch
 SHIM = ["/usr/bin/python3", "-I", "-S", PIDSHIM]
 
 
-def test_257_the_init_is_the_main_process_and_not_signalled():
+def test_257_the_init_is_the_main_process_and_not_signalled() -> None:
     table = {
         300: (1, [*SHIM, "--started-blocked", "--", "sh", "-c", "x"]),
         301: (300, ["sh", "-c", "x"]),
@@ -117,7 +121,7 @@ def test_257_the_init_is_the_main_process_and_not_signalled():
     assert delivery.not_to_signal(table, 300) == {300}
 
 
-def test_252_the_outer_shim_and_its_init_are_not_signalled():
+def test_252_the_outer_shim_and_its_init_are_not_signalled() -> None:
     table = {
         200: (1, [*SHIM, "--unshare", "--started-blocked", "--", "job"]),
         201: (200, [*SHIM, "--unshare", "--started-blocked", "--", "job"]),
@@ -126,7 +130,7 @@ def test_252_the_outer_shim_and_its_init_are_not_signalled():
     assert delivery.not_to_signal(table, 200) == {200, 201}
 
 
-def test_a_scope_shim_is_its_top_process():
+def test_a_scope_shim_is_its_top_process() -> None:
     table = {
         500: (77, [*SHIM, "--unshare", "--", "job"]),
         501: (500, [*SHIM, "--unshare", "--", "job"]),
@@ -135,7 +139,7 @@ def test_a_scope_shim_is_its_top_process():
     assert delivery.not_to_signal(table, 0) == {500, 501}
 
 
-def test_before_the_command_is_forked_the_innermost_shim_gets_it_to_forward():
+def test_before_the_command_is_forked_the_innermost_shim_gets_it_to_forward() -> None:
     outer_and_init = {
         200: (1, [*SHIM, "--unshare", "--", "job"]),
         201: (200, [*SHIM, "--unshare", "--", "job"]),
@@ -144,19 +148,19 @@ def test_before_the_command_is_forked_the_innermost_shim_gets_it_to_forward():
     assert delivery.not_to_signal({300: (1, [*SHIM, "--", "job"])}, 300) == set()
 
 
-def test_a_job_that_only_looks_like_a_shim_lower_down_is_signalled():
+def test_a_job_that_only_looks_like_a_shim_lower_down_is_signalled() -> None:
     """Only the top of the job (and a shim's shim child) is a shim: a command of
     the job named like the shim, but started by the job, is the job's."""
     table = {300: (1, [*SHIM, "--", "sh"]), 301: (300, ["sh"]), 302: (301, [*SHIM, "--", "x"])}
     assert delivery.not_to_signal(table, 300) == {300}
 
 
-def test_without_private_pids_nothing_is_left_out():
+def test_without_private_pids_nothing_is_left_out() -> None:
     table = {400: (1, ["sleep", "9"]), 401: (400, ["sleep", "1"])}
     assert delivery.not_to_signal(table, 400) == set()
 
 
-def test_parse_ppid_with_a_hostile_name():
+def test_parse_ppid_with_a_hostile_name() -> None:
     assert procs.parse_ppid("123 (a) 7 (b) S 45 123 123 0 -1") == 45
     assert procs.parent_pid(os.getpid()) == os.getppid()
 
@@ -166,7 +170,7 @@ JOB_ENV = ["/usr/bin/env", "--default-signal", "--", "A=1"]
 UNSHARE = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
 
 
-def test_257_catatonit_is_left_out_and_its_job_signalled():
+def test_257_catatonit_is_left_out_and_its_job_signalled() -> None:
     table = {
         300: (1, [*CATATONIT, *JOB_ENV, "sh", "-c", "x"]),
         301: (300, ["sh", "-c", "x"]),
@@ -175,7 +179,7 @@ def test_257_catatonit_is_left_out_and_its_job_signalled():
     assert delivery.not_to_signal(table, 300) == {300}
 
 
-def test_252_unshare_and_catatonit_are_left_out():
+def test_252_unshare_and_catatonit_are_left_out() -> None:
     outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]  # a root job's: no setpriv
     table = {200: (1, outer), 201: (200, [*CATATONIT, *JOB_ENV, "job"]), 202: (201, ["job"])}
     assert delivery.not_to_signal(table, 200) == {200, 201}
@@ -189,7 +193,7 @@ def _always_fatal(_pid: int, _signum: int) -> bool:
     return True
 
 
-def test_252_sigkill_spares_unshare_and_catatonit_until_the_main_process_gets_it():
+def test_252_sigkill_spares_unshare_and_catatonit_until_the_main_process_gets_it() -> None:
     """252's unshare(1) exits 1 when the init it waits for dies of SIGKILL: the
     shims are left out, and the main process (unshare) is killed after the thaw."""
     outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]
@@ -209,18 +213,18 @@ def test_252_sigkill_spares_unshare_and_catatonit_until_the_main_process_gets_it
     )
 
 
-def test_257_sigkill_to_a_frozen_job_kills_catatonit_only_after_the_thaw():
+def test_257_sigkill_to_a_frozen_job_kills_catatonit_only_after_the_thaw() -> None:
     table = {300: (1, [*CATATONIT, *JOB_ENV, "sh"]), 301: (300, ["sh"])}
     assert delivery.delivery_plan(table, 300, signal.SIGKILL, _always_fatal) == ({300}, 300)
 
 
-def test_a_forwarded_signal_never_reaches_the_shims_nor_later_the_main_process():
+def test_a_forwarded_signal_never_reaches_the_shims_nor_later_the_main_process() -> None:
     outer = [*UNSHARE, *CATATONIT, *JOB_ENV, "job"]
     table = {200: (1, outer), 201: (200, [*CATATONIT, *JOB_ENV, "job"]), 202: (201, ["job"])}
     assert delivery.delivery_plan(table, 200, signal.SIGTERM, _always_fatal) == ({200, 201}, 0)
 
 
-def test_without_shims_the_main_process_gets_a_fatal_signal_after_the_thaw():
+def test_without_shims_the_main_process_gets_a_fatal_signal_after_the_thaw() -> None:
     table = {400: (1, ["sleep", "9"]), 401: (400, ["sleep", "1"])}
     assert delivery.delivery_plan(table, 400, signal.SIGTERM, _always_fatal) == ({400}, 400)
     harmless = delivery.delivery_plan(table, 400, signal.SIGTERM, lambda _p, _s: False)

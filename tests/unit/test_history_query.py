@@ -9,6 +9,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -35,11 +37,11 @@ NOW = 1_700_000_000.0
         ("infinity", 0.0),
     ],
 )
-def test_parse_since(text, expected):
+def test_parse_since(text: str, expected: float) -> None:
     assert parse_since(text, now=NOW) == pytest.approx(expected)
 
 
-def test_parse_since_dates_are_local_time():
+def test_parse_since_dates_are_local_time() -> None:
     assert parse_since("2024-05-01", now=NOW) == datetime.datetime(2024, 5, 1).timestamp()
     assert (
         parse_since("2024-05-01 14:30", now=NOW)
@@ -57,13 +59,13 @@ def test_parse_since_dates_are_local_time():
 @pytest.mark.parametrize(
     "text", ["", "soon", "2024-13-01", "2024-05-01 25:00", "@x", "5 parsecs", "1h ago ago"]
 )
-def test_parse_since_refuses(text):
+def test_parse_since_refuses(text: str) -> None:
     with pytest.raises(UsageError, match=rf"invalid --since {text!r}: use a date") as err:
         parse_since(text, now=NOW)
     assert err.value.exit_code == ExitCode.USAGE
 
 
-def test_non_root_sees_only_their_own_history():
+def test_non_root_sees_only_their_own_history() -> None:
     query = HistoryQuery(slot="1", limit=5)
     assert (
         history_query.scoped_query(query, caller_uid=0, caller_name="root", user_mode=False)
@@ -123,7 +125,7 @@ def record(
 
 
 @pytest.fixture
-def db(tmp_path):
+def db(tmp_path: Path) -> str:
     path = str(tmp_path / "state" / "history.db")
     with history.open_db(path) as conn:
         for i in range(6):
@@ -136,7 +138,7 @@ def db(tmp_path):
     return path
 
 
-def test_records_filters_and_limit_keeps_the_newest(db):
+def test_records_filters_and_limit_keeps_the_newest(db: str) -> None:
     everything = history_query.records(db, HistoryQuery())
     assert [r.job_id for r in everything] == ["j0", "j1", "j2", "j3", "j4", "j5"]
     assert [r.job_id for r in history_query.records(db, HistoryQuery(limit=2))] == ["j4", "j5"]
@@ -154,12 +156,12 @@ def test_records_filters_and_limit_keeps_the_newest(db):
         "j4",
         "j5",
     ]
-    assert history_query.get(db, "j3").user == "alice"
+    assert cast(JobRecord, history_query.get(db, "j3")).user == "alice"
     assert history_query.get(db, "nope") is None
     assert history_query.records(db + ".missing", HistoryQuery()) == []
 
 
-def test_open_readonly_refuses_writes(db):
+def test_open_readonly_refuses_writes(db: str) -> None:
     with history_query.open_readonly(db) as conn, pytest.raises(sqlite3.OperationalError):
         conn.execute("DELETE FROM jobs")
 
@@ -176,7 +178,7 @@ def slotmgr_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 
 # SLOTMGR_HISTORY_DB is honoured for --user (and a non-root caller) only, so
 # the command is run with --user here: it reads that database without a bus.
-def test_history_command_table_and_json(db):
+def test_history_command_table_and_json(db: str) -> None:
     env = {"SLOTMGR_HISTORY_DB": db}
     out = slotmgr_cli("--user", "history", "--limit", "2", env=env)
     assert out.returncode == 0, out.stderr
@@ -189,7 +191,7 @@ def test_history_command_table_and_json(db):
     assert validate(records[0]) == []
 
 
-def test_history_command_without_a_database(tmp_path):
+def test_history_command_without_a_database(tmp_path: Path) -> None:
     env = {"SLOTMGR_HISTORY_DB": str(tmp_path / "none.db")}
     out = slotmgr_cli("--user", "history", env=env)
     assert out.returncode == 0 and "no history yet" in out.stdout
@@ -205,7 +207,7 @@ def test_history_command_without_a_database(tmp_path):
         (["--slot", "x"], "invalid --slot 'x'"),
     ],
 )
-def test_history_command_bad_input(args, message, tmp_path):
+def test_history_command_bad_input(args: list[str], message: str, tmp_path: Path) -> None:
     out = slotmgr_cli(
         "--user", "history", *args, env={"SLOTMGR_HISTORY_DB": str(tmp_path / "h.db")}
     )

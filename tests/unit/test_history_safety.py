@@ -12,6 +12,8 @@ import os
 import sqlite3
 import stat
 import time
+from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -19,6 +21,7 @@ from slotmgr.errors import SlotmgrError
 from slotmgr.history import query as history_query
 from slotmgr.history import store as history
 from slotmgr.history.query import HistoryQuery, HistorySource
+from slotmgr.history.record import JobRecord
 
 from .test_history_query import record
 
@@ -28,11 +31,11 @@ def mode(path: str) -> int:
 
 
 @pytest.fixture
-def db(tmp_path) -> str:
+def db(tmp_path: Path) -> str:
     return str(tmp_path / "state" / "history.db")
 
 
-def test_every_history_file_is_0600_whatever_the_umask(db):
+def test_every_history_file_is_0600_whatever_the_umask(db: str) -> None:
     old = os.umask(0)
     try:
         assert history.store(db, record("a", 1.0))
@@ -45,7 +48,7 @@ def test_every_history_file_is_0600_whatever_the_umask(db):
         os.umask(old)
 
 
-def test_an_old_install_with_0644_files_is_fixed_on_open(db):
+def test_an_old_install_with_0644_files_is_fixed_on_open(db: str) -> None:
     assert history.store(db, record("a", 1.0))
     for name in (db, db + ".lock"):
         os.chmod(name, 0o644)
@@ -53,7 +56,7 @@ def test_an_old_install_with_0644_files_is_fixed_on_open(db):
     assert mode(db) == 0o600 and mode(db + ".lock") == 0o600
 
 
-def test_a_symlink_is_never_followed(db, tmp_path):
+def test_a_symlink_is_never_followed(db: str, tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.write_text("precious")
     os.makedirs(os.path.dirname(db))
@@ -68,7 +71,7 @@ def test_a_symlink_is_never_followed(db, tmp_path):
     assert os.listdir(history.spool_dir(db)) == ["run-a.json"]
 
 
-def test_a_directory_others_may_write_is_refused(tmp_path):
+def test_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)
@@ -84,7 +87,9 @@ def _hold_lock(path: str, held: multiprocessing.synchronize.Event, seconds: floa
     time.sleep(seconds)
 
 
-def test_a_held_lock_costs_a_deadline_and_loses_no_record(db, capsys):
+def test_a_held_lock_costs_a_deadline_and_loses_no_record(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert history.store(db, record("first", 1.0))
     ctx = multiprocessing.get_context("fork")
     held = ctx.Event()
@@ -99,7 +104,7 @@ def test_a_held_lock_costs_a_deadline_and_loses_no_record(db, capsys):
         assert [n for n in os.listdir(history.spool_dir(db))] == ["run-second.json"]
         # Readers see the spooled record at once, while the lock is still held.
         assert [r.job_id for r in history_query.records(db, HistoryQuery())] == ["first", "second"]
-        assert history_query.get_run(db, "run-second").job_id == "second"
+        assert cast(JobRecord, history_query.get_run(db, "run-second")).job_id == "second"
     finally:
         holder.kill()
         holder.join()
@@ -109,18 +114,18 @@ def test_a_held_lock_costs_a_deadline_and_loses_no_record(db, capsys):
         assert [r.job_id for r in history.query(conn)] == ["first", "second", "third"]
 
 
-def test_a_reused_job_id_is_two_runs_each_read_back_by_its_run(db):
+def test_a_reused_job_id_is_two_runs_each_read_back_by_its_run(db: str) -> None:
     assert history.store(db, record("requeued", 1.0, run_id="run1"))
     assert history.store(db, record("requeued", 5.0, run_id="run2"))
     assert not history.store(db, record("requeued", 5.0, run_id="run2"))  # same run: once
     with history.open_db(db) as conn:
-        assert history.get(conn, "requeued").run_id == "run2"  # the newest run
-        assert history.get_run(conn, "run1").end_time == 1.0
+        assert cast(JobRecord, history.get(conn, "requeued")).run_id == "run2"  # the newest run
+        assert cast(JobRecord, history.get_run(conn, "run1")).end_time == 1.0
     runs = history_query.records(db, HistoryQuery())
     assert [(r.job_id, r.run_id) for r in runs] == [("requeued", "run1"), ("requeued", "run2")]
 
 
-def test_a_database_of_the_first_schema_is_migrated_keeping_its_rows(db):
+def test_a_database_of_the_first_schema_is_migrated_keeping_its_rows(db: str) -> None:
     os.makedirs(os.path.dirname(db))
     old = sqlite3.connect(db)
     old.executescript("""
@@ -145,7 +150,9 @@ def test_a_database_of_the_first_schema_is_migrated_keeping_its_rows(db):
     assert runs == [("old", "legacy-old"), ("old", "new-run")]
 
 
-def test_a_corrupt_database_is_moved_aside_and_the_record_stored(db, capsys):
+def test_a_corrupt_database_is_moved_aside_and_the_record_stored(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert history.store(db, record("before", 1.0))
     with open(db, "r+b") as f:  # overwrite the header and the first pages
         f.write(os.urandom(8192))
@@ -157,7 +164,7 @@ def test_a_corrupt_database_is_moved_aside_and_the_record_stored(db, capsys):
     assert [r.job_id for r in history_query.records(db, HistoryQuery())] == ["after"]
 
 
-def test_the_override_is_ignored_as_root(monkeypatch):
+def test_the_override_is_ignored_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLOTMGR_HISTORY_DB", "/home/mallory/mine.db")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert history.default_db_path(False) == history.SYSTEM_DB
@@ -166,7 +173,7 @@ def test_the_override_is_ignored_as_root(monkeypatch):
     assert history.default_db_path(False) == "/home/mallory/mine.db"
 
 
-def test_a_users_copy_is_theirs_alone(db, monkeypatch):
+def test_a_users_copy_is_theirs_alone(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if os.geteuid() != 0:
         pytest.fail("this test makes files of another uid: run it as root (CI does)")
     theirs = record("alicejob", 1.0, user="alice")  # uid 1000

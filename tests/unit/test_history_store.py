@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import sqlite3
 import stat
+from pathlib import Path
 
 from slotmgr.history import store as history
 
@@ -22,7 +23,7 @@ def _write_many(path: str, writer: int, start: multiprocessing.synchronize.Event
         assert history.store(path, record(f"w{writer}j{i}", 1_700_000_000.0 + i))
 
 
-def test_concurrent_writers_on_a_new_database_lose_nothing(tmp_path):
+def test_concurrent_writers_on_a_new_database_lose_nothing(tmp_path: Path) -> None:
     path = str(tmp_path / "state" / "history.db")
     ctx = multiprocessing.get_context("fork")
     start = ctx.Event()
@@ -40,7 +41,7 @@ def test_concurrent_writers_on_a_new_database_lose_nothing(tmp_path):
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-def test_a_record_is_stored_once_and_nothing_is_world_writable(tmp_path):
+def test_a_record_is_stored_once_and_nothing_is_world_writable(tmp_path: Path) -> None:
     path = str(tmp_path / "state" / "history.db")
     old = os.umask(0)  # whatever the caller's umask, nothing world-writable
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from slotmgr.job.init import InitChoice, InitSetting, choose_init, find_catatonit
@@ -13,14 +15,14 @@ NO_ABI = "kernel lacks Landlock ABI 6 (has 3); use --private-network"
 
 
 def choose(
-    setting="auto",
-    catatonit=CATATONIT,
+    setting: str = "auto",
+    catatonit: str | None = CATATONIT,
     *,
-    command=("true",),
-    private_pids=True,
-    scope=False,
-    landlock=(False, NO_ABI),
-):
+    command: tuple[str, ...] = ("true",),
+    private_pids: bool = True,
+    scope: bool = False,
+    landlock: tuple[bool, str] = (False, NO_ABI),
+) -> InitChoice:
     return choose_init(
         InitSetting(setting),
         catatonit,
@@ -32,11 +34,11 @@ def choose(
     )
 
 
-def test_catatonit_where_installed():
+def test_catatonit_where_installed() -> None:
     assert choose() == InitChoice(CATATONIT, "", False, NO_ABI)
 
 
-def test_pidshim_where_it_is_missing_a_scope_or_a_landlock_scope_is_wanted():
+def test_pidshim_where_it_is_missing_a_scope_or_a_landlock_scope_is_wanted() -> None:
     assert choose(catatonit=None) == InitChoice(None, "no catatonit installed", False, NO_ABI)
     assert choose(scope=True).catatonit is None
     assert choose(scope=True, landlock=(True, "")) == InitChoice(None, "scope", True, "")
@@ -44,7 +46,7 @@ def test_pidshim_where_it_is_missing_a_scope_or_a_landlock_scope_is_wanted():
     assert choose(command=("./a=b",)).catatonit is None  # env(1) would take it for a variable
 
 
-def test_the_nodes_setting_decides_first():
+def test_the_nodes_setting_decides_first() -> None:
     forced = choose("pidshim")
     assert forced.catatonit is None and "init = pidshim" in forced.init_why
     # catatonit, when the admin says so, even where a Landlock scope would be had.
@@ -56,22 +58,21 @@ def test_the_nodes_setting_decides_first():
     assert err.value.exit_code == 78
 
 
-def test_no_pid_namespace_no_init():
+def test_no_pid_namespace_no_init() -> None:
     assert choose(private_pids=False, catatonit=CATATONIT).catatonit is None
     assert choose("catatonit", None, private_pids=False).catatonit is None
 
 
-def test_find_catatonit_looks_at_rhels_path_first(monkeypatch):
-    import slotmgr.job.init as jobinit
+def test_find_catatonit_looks_at_rhels_path_first(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert CATATONIT_PATHS[0] == CATATONIT
-    monkeypatch.setattr(jobinit.os, "access", lambda path, _mode: path == "/usr/bin/catatonit")
+    monkeypatch.setattr(os, "access", lambda path, _mode: path == "/usr/bin/catatonit")
     assert find_catatonit() == "/usr/bin/catatonit"
-    monkeypatch.setattr(jobinit.os, "access", lambda _path, _mode: False)
+    monkeypatch.setattr(os, "access", lambda _path, _mode: False)
     assert find_catatonit() is None
 
 
-def test_the_setting_in_the_nodes_file():
+def test_the_setting_in_the_nodes_file() -> None:
     assert parse_node_config("", source="f").init == "auto"
     for value in ("auto", "catatonit", "pidshim"):
         assert parse_node_config(f"[node]\ninit = {value}\n", source="f").init == value

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,15 +26,16 @@ from slotmgr.job.spec import (
     unit_name_for,
     unit_properties,
 )
-from slotmgr.systemd.features import features_from_version
+from slotmgr.systemd.features import Features, features_from_version
+from slotmgr.systemd.wire import Property
 
 CATATONIT = "/usr/libexec/catatonit/catatonit"
 V252 = features_from_version("252")
 V257 = features_from_version("257")
 
 
-def spec(**kw):
-    base = dict(
+def spec(**kw: Any) -> JobSpec:
+    base: dict[str, Any] = dict(
         command=("sleep", "1"),
         job_id="ab12",
         unit="slotmgr-ab12.service",
@@ -42,11 +46,11 @@ def spec(**kw):
     return JobSpec(**base)
 
 
-def props_of(s, features, **kw):
+def props_of(s: JobSpec, features: Features, **kw: Any) -> dict[str, Property]:
     return {p.name: p for p in unit_properties(s, features, **kw)}
 
 
-def test_252_uses_the_shim_to_make_the_pid_namespace():
+def test_252_uses_the_shim_to_make_the_pid_namespace() -> None:
     props = props_of(spec(), V252)
     argv = props["ExecStart"].value[0][1]
     # env(1) starts the shim with signals blocked, so a stop during its start is kept.
@@ -67,7 +71,7 @@ def test_252_uses_the_shim_to_make_the_pid_namespace():
     assert props["PrivateTmp"].value is True
 
 
-def test_257_lets_systemd_make_it_and_runs_the_shim_as_pid_1():
+def test_257_lets_systemd_make_it_and_runs_the_shim_as_pid_1() -> None:
     props = props_of(spec(), V257)
     argv = props["ExecStartEx"].value[0][1]
     assert argv == [
@@ -85,13 +89,13 @@ def test_257_lets_systemd_make_it_and_runs_the_shim_as_pid_1():
     assert props["PrivatePIDs"].value == "yes"
 
 
-def test_a_scope_shim_is_not_started_blocked():
+def test_a_scope_shim_is_not_started_blocked() -> None:
     argv = exec_argv(spec(scope=True), V257)
     assert argv[0] != "/usr/bin/env" and "--started-blocked" not in argv
     assert argv[argv.index("--") + 1 :] == ["sleep", "1"]
 
 
-def test_isolation_can_be_turned_off():
+def test_isolation_can_be_turned_off() -> None:
     props = props_of(
         spec(private_pids=False, private_tmp=False, private_ipc=False, private_shm=False), V257
     )
@@ -108,7 +112,7 @@ def test_isolation_can_be_turned_off():
 
 
 @pytest.mark.parametrize("features", [V252, V257])
-def test_a_system_job_is_never_delegated_a_user_managers_is(features):
+def test_a_system_job_is_never_delegated_a_user_managers_is(features: Features) -> None:
     # Delegate=yes would hand the unit's cgroup to the job's user, who could
     # freeze a sub-cgroup and hang PID 1 (issue 9, finding 3).
     assert "Delegate" not in props_of(spec(), features)
@@ -117,7 +121,7 @@ def test_a_system_job_is_never_delegated_a_user_managers_is(features):
 
 
 @pytest.mark.parametrize("features", [V252, V257])
-def test_ipc_and_shm_are_private_by_default(features):
+def test_ipc_and_shm_are_private_by_default(features: Features) -> None:
     props = props_of(spec(), features)
     assert props["PrivateIPC"].value is True
     assert props["TemporaryFileSystem"].value == [("/dev/shm", "mode=1777,nosuid,nodev")]
@@ -125,7 +129,7 @@ def test_ipc_and_shm_are_private_by_default(features):
     assert props_of(spec(private_network=True), features)["PrivateNetwork"].value is True
 
 
-def test_a_scope_gets_its_isolation_from_the_shim():
+def test_a_scope_gets_its_isolation_from_the_shim() -> None:
     argv = exec_argv(spec(scope=True, landlock_scope=True), V257)
     shim = argv[: argv.index("--")]
     assert shim[shim.index(PIDSHIM) + 1 :] == [
@@ -139,7 +143,7 @@ def test_a_scope_gets_its_isolation_from_the_shim():
     assert "--private-ipc" not in argv and "--private-shm" not in argv
 
 
-def test_the_init_scopes_with_landlock_only_when_asked():
+def test_the_init_scopes_with_landlock_only_when_asked() -> None:
     assert "--landlock-scope" not in exec_argv(spec(), V257)
     assert "--landlock-scope" in exec_argv(spec(landlock_scope=True), V252)
 
@@ -147,7 +151,7 @@ def test_the_init_scopes_with_landlock_only_when_asked():
 SCRATCH = "/var/lib/slotmgr/scratch/ab12"
 
 
-def test_scratch_hides_the_other_jobs_and_is_exported():
+def test_scratch_hides_the_other_jobs_and_is_exported() -> None:
     props = props_of(spec(scratch_dir=SCRATCH, environment=("SLOTMGR_SCRATCH=/elsewhere",)), V257)
     assert props["TemporaryFileSystem"].value == [
         ("/dev/shm", "mode=1777,nosuid,nodev"),
@@ -166,7 +170,7 @@ def test_scratch_hides_the_other_jobs_and_is_exported():
     assert command_from_exec_argv(argv) == ["sleep", "1"]
 
 
-def test_scratch_is_removed_by_the_unit_with_rm_unless_kept():
+def test_scratch_is_removed_by_the_unit_with_rm_unless_kept() -> None:
     # The hook runs in the job's mount namespace (where the directory is a bind
     # mount) but the node's PID namespace: the node's directory through PID 1.
     rm = ["/usr/bin/rm", "-rf", "--one-file-system", "--", "/proc/1/root" + SCRATCH]
@@ -180,7 +184,7 @@ def test_scratch_is_removed_by_the_unit_with_rm_unless_kept():
     assert len(kept["ExecStopPostEx"].value) == 1
 
 
-def test_isolation_lines_say_what_the_job_got():
+def test_isolation_lines_say_what_the_job_got() -> None:
     full = spec(scratch_dir=SCRATCH, landlock_scope=True)
     assert isolation_lines(full) == [
         "isolation: pids, tmp, ipc, shm, scratch, abstract-sockets(landlock), signals(landlock)",
@@ -203,7 +207,7 @@ def test_isolation_lines_say_what_the_job_got():
     assert isolation_lines(bare) == ["isolation: none", "abstract sockets: shared, not scoped"]
 
 
-def test_accounting_is_always_on_and_the_stop_hook_is_privileged():
+def test_accounting_is_always_on_and_the_stop_hook_is_privileged() -> None:
     props = props_of(spec(slot="3"), V257)
     for key in (
         "CPUAccounting",
@@ -220,7 +224,7 @@ def test_accounting_is_always_on_and_the_stop_hook_is_privileged():
     assert props["CollectMode"].value == "inactive-or-failed"
 
 
-def test_252_commands_survive_a_daemon_reload():
+def test_252_commands_survive_a_daemon_reload() -> None:
     """252 loses ExecStartEx=/ExecStopPostEx= of a transient unit at a
     daemon-reload: there the plain properties carry the same meaning."""
     s = spec(slot="3", command=("sh", "-c", "echo $HOME ${X} $$"))
@@ -233,14 +237,16 @@ def test_252_commands_survive_a_daemon_reload():
     assert ignore_failure is True and argv == stop_hook_argv(s)
     assert props["PermissionsStartOnly"].value is True  # the stop hook runs as root
     # What systemd reports back is turned into the job's own command again.
-    reported = {"ExecStartEx": [(path, props["ExecStart"].value[0][1], [], 0, 0, 0, 0, 0, 0, 0)]}
+    reported: dict[str, Any] = {
+        "ExecStartEx": [(path, props["ExecStart"].value[0][1], [], 0, 0, 0, 0, 0, 0, 0)]
+    }
     assert command_of_unit(reported) == ["sh", "-c", "echo $HOME ${X} $$"]
     ex = props_of(s, V257)["ExecStartEx"].value[0]
     assert command_of_unit({"ExecStartEx": [(*ex, 0, 0, 0, 0, 0, 0, 0)]}) == list(s.command)
 
 
 @pytest.mark.parametrize("features", [V252, V257])
-def test_environment_goes_through_env_not_the_unit(features):
+def test_environment_goes_through_env_not_the_unit(features: Features) -> None:
     s = spec(environment=("A=1", "LD_PRELOAD=/x.so"), user="nobody")
     props = props_of(s, features)
     assert "Environment" not in props
@@ -255,13 +261,13 @@ def test_environment_goes_through_env_not_the_unit(features):
     assert command_from_exec_argv(argv) == ["sleep", "1"]
 
 
-def test_without_a_shim_one_env_sets_the_variables():
+def test_without_a_shim_one_env_sets_the_variables() -> None:
     argv = exec_argv(spec(environment=("A=1",), private_pids=False), V257)
     assert argv == ["/usr/bin/env", "--", "A=1", "sleep", "1"]
     assert command_from_exec_argv(argv) == ["sleep", "1"]
 
 
-def test_commands_of_units_made_by_the_earlier_layout_still_read_back():
+def test_commands_of_units_made_by_the_earlier_layout_still_read_back() -> None:
     old = [
         "/usr/bin/env",
         "--block-signal",
@@ -278,14 +284,14 @@ def test_commands_of_units_made_by_the_earlier_layout_still_read_back():
     assert command_from_exec_argv(old) == ["sleep", "1"]
 
 
-def test_only_a_user_job_on_252_gets_the_ambient_capability():
+def test_only_a_user_job_on_252_gets_the_ambient_capability() -> None:
     assert props_of(spec(user="nobody"), V252)["AmbientCapabilities"].value == 1 << 21
     root = props_of(spec(user="root"), V252)
     assert "AmbientCapabilities" not in root and root["User"].value == "root"
     assert "AmbientCapabilities" not in props_of(spec(user="nobody"), V257)
 
 
-def test_working_directory_keeps_the_recorder_running_if_the_job_removes_it():
+def test_working_directory_keeps_the_recorder_running_if_the_job_removes_it() -> None:
     assert props_of(spec(working_directory="/srv/x"), V257)["WorkingDirectory"].value == "-/srv/x"
 
 
@@ -299,7 +305,9 @@ def test_working_directory_keeps_the_recorder_running_if_the_job_removes_it():
         ("ux.scope", True, "ux.scope"),
     ],
 )
-def test_unit_names_get_the_jobs_type_as_systemd_run_adds_it(name, scope, expected):
+def test_unit_names_get_the_jobs_type_as_systemd_run_adds_it(
+    name: str, scope: bool, expected: str
+) -> None:
     assert complete_unit_name(name, scope=scope) == expected
 
 
@@ -312,12 +320,12 @@ def test_unit_names_get_the_jobs_type_as_systemd_run_adds_it(name, scope, expect
         ("ux.slice", False),
     ],
 )
-def test_a_unit_name_of_another_type_is_refused(name, scope):
+def test_a_unit_name_of_another_type_is_refused(name: str, scope: bool) -> None:
     with pytest.raises(ValueError, match=r"must end in \.(service|scope)"):
         complete_unit_name(name, scope=scope)
 
 
-def test_output_names_take_sbatchs_escapes():
+def test_output_names_take_sbatchs_escapes() -> None:
     assert expand_output_name("out-%j.%u.log", job_id="ab12", user="alice") == "out-ab12.alice.log"
     assert expand_output_name("100%%-%j", job_id="ab12", user="alice") == "100%-ab12"
     for bad in ("x-%x", "x-%", "%J"):
@@ -325,7 +333,7 @@ def test_output_names_take_sbatchs_escapes():
             expand_output_name(bad, job_id="ab12", user="alice")
 
 
-def test_check_command_resolves_from_the_working_directory(tmp_path):
+def test_check_command_resolves_from_the_working_directory(tmp_path: Path) -> None:
     simulate = tmp_path / "simulate"
     simulate.write_text("#!/bin/sh\n")
     simulate.chmod(0o755)
@@ -335,7 +343,7 @@ def test_check_command_resolves_from_the_working_directory(tmp_path):
 
 
 @pytest.mark.parametrize("features", [V252, V257])
-def test_command_from_exec_argv_inverts_exec_argv(features):
+def test_command_from_exec_argv_inverts_exec_argv(features: Features) -> None:
     for s in (
         spec(),
         spec(private_pids=False),
@@ -345,26 +353,26 @@ def test_command_from_exec_argv_inverts_exec_argv(features):
         assert command_from_exec_argv(exec_argv(s, features)) == list(s.command)
 
 
-def test_stdio_fds_and_limits():
+def test_stdio_fds_and_limits() -> None:
     props = props_of(spec(limits=(("MemoryMax", "1G"),)), V252, stdio_fds=(0, 1, 2))
     assert props["StandardOutputFileDescriptor"].value == 1
     assert props["MemoryMax"].value == 1024**3
 
 
-def test_scope_has_pids_and_no_exec():
+def test_scope_has_pids_and_no_exec() -> None:
     props = props_of(spec(scope=True, unit="slotmgr-ab12.scope"), V257, scope_pids=[1234])
     assert props["PIDs"].value == [1234]
     assert "ExecStartEx" not in props and "ExecStopPostEx" not in props
 
 
-def test_names():
+def test_names() -> None:
     assert unit_name_for("ab") == "slotmgr-ab.service"
     assert unit_name_for("ab", scope=True) == "slotmgr-ab.scope"
     assert spec().description == "slotmgr job ab12: sleep 1"
 
 
 @pytest.mark.parametrize("features", [V252, V257], ids=["252", "257"])
-def test_every_service_job_carries_its_marker_whatever_its_name(features):
+def test_every_service_job_carries_its_marker_whatever_its_name(features: Features) -> None:
     props = props_of(spec(unit="ux-named.service"), features)
     assert props["LogExtraFields"].signature == "aay"
     assert props["LogExtraFields"].value == [b"SLOTMGR_JOB=ab12"]
@@ -377,13 +385,13 @@ def test_every_service_job_carries_its_marker_whatever_its_name(features):
     )
 
 
-def test_a_scope_job_is_marked_by_its_description():
+def test_a_scope_job_is_marked_by_its_description() -> None:
     props = props_of(spec(scope=True, unit="ux.scope"), V257, scope_pids=[1])
     assert "LogExtraFields" not in props  # a scope has no exec context
     assert job_id_of_unit("ux.scope", {"Description": props["Description"].value}) == "ab12"
 
 
-def test_check_command(tmp_path):
+def test_check_command(tmp_path: Path) -> None:
     assert check_command(["sh"]).endswith("/sh")
     with pytest.raises(FileNotFoundError):
         check_command(["no-such-command-xyz"])
@@ -400,14 +408,14 @@ def test_check_command(tmp_path):
         check_command(["plain"], path=str(tmp_path))
 
 
-def test_stop_timeout_protects_the_stop_hook_unless_given():
+def test_stop_timeout_protects_the_stop_hook_unless_given() -> None:
     assert props_of(spec(), V252)["TimeoutStopUSec"].value == 90_000_000
     given = props_of(spec(limits=(("TimeoutStopSec", "5min"),)), V252)
     assert given["TimeoutStopUSec"].value == 300_000_000
     assert "TimeoutStopUSec" not in props_of(spec(scope=True, unit="x.scope"), V252)
 
 
-def test_the_stop_hook_gets_the_spool_the_run_and_the_manager():
+def test_the_stop_hook_gets_the_spool_the_run_and_the_manager() -> None:
     s = spec(slot="3", user_manager=True)
     assert stop_hook_argv(s) == ["/bin/sh", HOOK, s.history_db + ".spool", s.run_id, s.unit, "user"]
     assert stop_hook_argv(spec())[-1] == "system"
@@ -415,7 +423,7 @@ def test_the_stop_hook_gets_the_spool_the_run_and_the_manager():
 
 
 @pytest.mark.parametrize("features", [V252, V257])
-def test_status_reads_the_isolation_back_from_the_unit(features):
+def test_status_reads_the_isolation_back_from_the_unit(features: Features) -> None:
     from slotmgr.job.isolation import isolation_of_unit
 
     full = spec(scratch_dir=SCRATCH, landlock_scope=True, private_network=True)
@@ -448,7 +456,7 @@ UNSHARE = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child"
 SETPRIV = ["/usr/bin/setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--"]
 
 
-def test_257_runs_catatonit_as_pid_1_with_the_jobs_env_after_it():
+def test_257_runs_catatonit_as_pid_1_with_the_jobs_env_after_it() -> None:
     props = props_of(spec(catatonit=CATATONIT, environment=("A=1",), user="nobody"), V257)
     assert props["ExecStartEx"].value[0][1] == [
         CATATONIT,
@@ -464,7 +472,7 @@ def test_257_runs_catatonit_as_pid_1_with_the_jobs_env_after_it():
     assert "KillMode" not in props and "AmbientCapabilities" not in props
 
 
-def test_252_makes_catatonits_namespace_with_unshare_and_empties_a_users_capabilities():
+def test_252_makes_catatonits_namespace_with_unshare_and_empties_a_users_capabilities() -> None:
     props = props_of(spec(catatonit=CATATONIT, environment=("A=1",), user="nobody"), V252)
     argv = props["ExecStart"].value[0][1]
     # catatonit right after unshare (each exec before it is a time a stop would be
@@ -500,13 +508,13 @@ def test_252_makes_catatonits_namespace_with_unshare_and_empties_a_users_capabil
     assert "AmbientCapabilities" not in root
 
 
-def test_a_scope_and_a_job_without_pid_namespace_never_run_catatonit():
+def test_a_scope_and_a_job_without_pid_namespace_never_run_catatonit() -> None:
     argv = exec_argv(spec(catatonit=CATATONIT, scope=True), V257)
     assert PIDSHIM in argv and CATATONIT not in argv
     assert exec_argv(spec(catatonit=CATATONIT, private_pids=False), V252) == ["sleep", "1"]
 
 
-def inverse_cases():
+def inverse_cases() -> Iterator[JobSpec]:
     commands = [
         ("sleep", "1"),
         ("sh", "-c", "echo -- $HOME"),
@@ -516,7 +524,7 @@ def inverse_cases():
         (CATATONIT, "--", "true"),
         ("/usr/bin/unshare", "--pid", "true"),
     ]
-    shapes = [
+    shapes: list[dict[str, Any]] = [
         {},
         {"environment": ("X=y", "B=2")},
         {"scratch_dir": SCRATCH},
@@ -533,14 +541,14 @@ def inverse_cases():
 
 
 @pytest.mark.parametrize("features", [V252, V257])
-def test_command_from_exec_argv_inverts_every_form(features):
+def test_command_from_exec_argv_inverts_every_form(features: Features) -> None:
     for s in inverse_cases():
         argv = exec_argv(s, features)
         assert command_from_exec_argv(argv) == list(s.command), argv
 
 
 @pytest.mark.parametrize("features", [V252, V257])
-def test_the_unit_reads_back_as_the_jobs_own_command(features):
+def test_the_unit_reads_back_as_the_jobs_own_command(features: Features) -> None:
     for s in inverse_cases():
         props = {name: p.value for name, p in props_of(s, features).items()}
         if "ExecStart" in props:  # systemd shows it as ExecStartEx too, without flags
@@ -550,7 +558,7 @@ def test_the_unit_reads_back_as_the_jobs_own_command(features):
             assert command_of_unit(props) == list(s.command)
 
 
-def test_the_init_processes_are_told_from_the_jobs():
+def test_the_init_processes_are_told_from_the_jobs() -> None:
     from slotmgr.job.spec import is_init_argv
 
     job = ["/usr/bin/env", "--default-signal", "--", "A=1", "sleep", "1"]
@@ -565,7 +573,7 @@ def test_the_init_processes_are_told_from_the_jobs():
     assert not is_init_argv(["/usr/bin/python3", "-I", "-S", "/home/u/pidshim.py", "--", "x"])
 
 
-def test_status_says_which_init_ran():
+def test_status_says_which_init_ran() -> None:
     from slotmgr.job.isolation import isolation_of_unit
 
     for features in (V252, V257):

@@ -8,9 +8,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import click
 
+from slotmgr.cli.help_sections import SectionedCommand
 from slotmgr.cli.main import cli, run
 from slotmgr.errors import ExitCode
 from slotmgr.history import record
@@ -75,7 +77,7 @@ def test_every_command_and_run_option_is_documented() -> None:
         if isinstance(param, click.Option) and "--help" not in param.opts:
             for flag in param.opts:
                 assert re.search(rf"(^|[ ,]){re.escape(flag)}\b", run_part, re.MULTILINE), flag
-    for title in dict.fromkeys(run.sections.values()):
+    for title in dict.fromkeys(cast(SectionedCommand, run).sections.values()):
         assert f"\n{title}:\n" in run_part, title
 
 

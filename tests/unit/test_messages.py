@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from jeepney import HeaderFields, Parser
+from jeepney import HeaderFields, Message, Parser
 
 from slotmgr.systemd import messages
 from slotmgr.systemd.wire import Property
 
 
-def roundtrip(msg):
+def roundtrip(msg: Message) -> Message:
     """Serialise and parse back, as systemd would read it."""
     parser = Parser()
     parser.add_data(msg.serialise(serial=1))
     return parser.get_next_message()
 
 
-def test_start_transient_unit_serialises_property_list():
+def test_start_transient_unit_serialises_property_list() -> None:
     props = [
         Property("Description", "s", "job"),
         Property("MemoryMax", "t", 2**30),
@@ -34,12 +34,12 @@ def test_start_transient_unit_serialises_property_list():
 @pytest.mark.parametrize(
     "name", ["", "foo", "a b.service", "x.service/..", "é.service", "a" * 260 + ".service"]
 )
-def test_bad_unit_names_are_refused_in_the_builder(name):
+def test_bad_unit_names_are_refused_in_the_builder(name: str) -> None:
     with pytest.raises(ValueError, match="invalid unit name"):
         messages.get_unit(name)
 
 
-def test_kill_unit_validates_signal_and_target():
+def test_kill_unit_validates_signal_and_target() -> None:
     msg = roundtrip(messages.kill_unit("slotmgr-x.service", 15))
     assert msg.body == ("slotmgr-x.service", "all", 15)
     with pytest.raises(ValueError):
@@ -57,21 +57,21 @@ def test_kill_unit_validates_signal_and_target():
         ("a@b.service", "/org/freedesktop/systemd1/unit/a_40b_2eservice"),
     ],
 )
-def test_unit_object_path_matches_systemds_escaping(unit, path):
+def test_unit_object_path_matches_systemds_escaping(unit: str, path: str) -> None:
     assert messages.unit_object_path(unit) == path
 
 
-def test_attach_refuses_pid_1():
+def test_attach_refuses_pid_1() -> None:
     with pytest.raises(ValueError):
         messages.attach_processes_to_unit("slotmgr-x.service", [1])
 
 
-def test_property_names_are_validated():
+def test_property_names_are_validated() -> None:
     with pytest.raises(ValueError):
         Property("memory max", "t", 1)
 
 
-def test_match_rule_names_sender_interface_member_and_path():
+def test_match_rule_names_sender_interface_member_and_path() -> None:
     rule = messages.signal_match(messages.MANAGER_IFACE, "JobRemoved").rule
     assert rule == (
         "type='signal',sender='org.freedesktop.systemd1',"
@@ -80,7 +80,7 @@ def test_match_rule_names_sender_interface_member_and_path():
     assert messages.signal_match("i", "m", "/p").rule.endswith(",path='/p'")
 
 
-def test_a_match_accepts_what_its_rule_names_and_nothing_else():
+def test_a_match_accepts_what_its_rule_names_and_nothing_else() -> None:
     anywhere = messages.signal_match(messages.MANAGER_IFACE, "JobRemoved")
     assert anywhere.accepts(messages.MANAGER_IFACE, "JobRemoved", "/org/freedesktop/systemd1")
     assert not anywhere.accepts(messages.MANAGER_IFACE, "JobNew", "/org/freedesktop/systemd1")

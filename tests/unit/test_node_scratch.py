@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -13,11 +14,11 @@ from slotmgr.node import config
 from slotmgr.node.config import ConfigError, load_node_config, parse_node_config
 
 
-def test_missing_file_means_the_default(tmp_path):
+def test_missing_file_means_the_default(tmp_path: Path) -> None:
     assert load_node_config(str(tmp_path / "none.conf")).scratch_base == "/var/lib/slotmgr/scratch"
 
 
-def test_scratch_base_from_the_file(tmp_path):
+def test_scratch_base_from_the_file(tmp_path: Path) -> None:
     conf = tmp_path / "slotmgr.conf"
     conf.write_text("[node]\nscratch_base = /srv/scratch\n")
     conf.chmod(0o644)
@@ -28,14 +29,16 @@ def test_scratch_base_from_the_file(tmp_path):
             load_node_config(str(conf))
 
 
-def test_the_environment_does_not_choose_the_file(tmp_path, monkeypatch):
+def test_the_environment_does_not_choose_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("SLOTMGR_CONF", "SLOTMGR_NODE_CONF", "SLOTMGR_SCRATCH_BASE"):
         monkeypatch.setenv(name, str(tmp_path))
     assert config.load_node_config.__defaults__ == (config.DEFAULT_CONF,)
     assert load_node_config(str(tmp_path / "none.conf")).scratch_base == config.DEFAULT_SCRATCH_BASE
 
 
-def test_a_file_others_may_write_is_refused(tmp_path):
+def test_a_file_others_may_write_is_refused(tmp_path: Path) -> None:
     conf = tmp_path / "slotmgr.conf"
     conf.write_text("[node]\nscratch_base = /srv/scratch\n")
     conf.chmod(0o666)
@@ -59,12 +62,12 @@ def test_a_file_others_may_write_is_refused(tmp_path):
         ("scratch_base = /srv\n", "cannot parse"),
     ],
 )
-def test_bad_settings_are_named(text, match):
+def test_bad_settings_are_named(text: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         parse_node_config(text, source="slotmgr.conf")
 
 
-def test_scratch_dir_is_the_users_and_private(tmp_path):
+def test_scratch_dir_is_the_users_and_private(tmp_path: Path) -> None:
     base = tmp_path / "scratch"
     path = scratch.make_scratch_dir(str(base), "ab12", 4321, 4322)
     st = os.lstat(path)
@@ -77,7 +80,7 @@ def test_scratch_dir_is_the_users_and_private(tmp_path):
     assert not os.path.exists(path)
 
 
-def test_scratch_never_follows_a_symlink(tmp_path):
+def test_scratch_never_follows_a_symlink(tmp_path: Path) -> None:
     base = tmp_path / "scratch"
     base.mkdir(mode=0o711)
     target = tmp_path / "victim"
@@ -92,7 +95,7 @@ def test_scratch_never_follows_a_symlink(tmp_path):
         scratch.make_scratch_dir(str(linked_base), "cd34", 4321, 4321)
 
 
-def test_a_base_others_may_write_is_refused(tmp_path):
+def test_a_base_others_may_write_is_refused(tmp_path: Path) -> None:
     base = tmp_path / "scratch"
     base.mkdir()
     base.chmod(0o777)
@@ -102,12 +105,12 @@ def test_a_base_others_may_write_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("job_id", [".", ".."])
-def test_dot_job_ids_get_no_scratch(tmp_path, job_id):
+def test_dot_job_ids_get_no_scratch(tmp_path: Path, job_id: str) -> None:
     with pytest.raises(UsageError, match=r"not \. or \.\."):
         scratch.make_scratch_dir(str(tmp_path), job_id, 0, 0)
 
 
-def test_the_packaged_example_is_valid_and_says_the_default():
+def test_the_packaged_example_is_valid_and_says_the_default() -> None:
     from pathlib import Path
 
     example = Path(__file__).resolve().parents[2] / "packaging" / "slotmgr.conf.example"

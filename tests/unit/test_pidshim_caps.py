@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,7 @@ def caps(text: str) -> dict[str, int]:
     }
 
 
-def test_job_gets_no_capability(as_nobody_with_ambient_sys_admin):
+def test_job_gets_no_capability(as_nobody_with_ambient_sys_admin: list[str]) -> None:
     out = subprocess.run(
         [
             *as_nobody_with_ambient_sys_admin,
@@ -68,7 +69,7 @@ def test_job_gets_no_capability(as_nobody_with_ambient_sys_admin):
         assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == 0, (name, status)
 
 
-def test_without_the_capability_it_fails_with_125():
+def test_without_the_capability_it_fails_with_125() -> None:
     out = subprocess.run(
         [
             "setpriv",
@@ -92,7 +93,7 @@ def test_without_the_capability_it_fails_with_125():
     assert out.stderr.startswith("pidshim: cannot create a PID namespace")
 
 
-def test_private_tmp_gives_the_job_an_empty_tmp(tmp_path):
+def test_private_tmp_gives_the_job_an_empty_tmp(tmp_path: Path) -> None:
     marker = "/tmp/pidshim-private-tmp-marker"
     with open(marker, "w") as f:
         f.write("host")
@@ -129,7 +130,7 @@ def test_private_tmp_gives_the_job_an_empty_tmp(tmp_path):
     assert usage.returncode == 2 and "--private-tmp needs --unshare" in usage.stderr
 
 
-def test_private_ipc_and_shm_give_the_job_its_own(tmp_path):
+def test_private_ipc_and_shm_give_the_job_its_own(tmp_path: Path) -> None:
     marker = f"pidshim-shm-{os.getpid()}"
     with open(f"/dev/shm/{marker}", "w") as f:
         f.write("host")
@@ -180,7 +181,7 @@ CONNECT = (
 )
 
 
-def test_landlock_scope_keeps_the_job_from_abstract_sockets_outside_it():
+def test_landlock_scope_keeps_the_job_from_abstract_sockets_outside_it() -> None:
     """Needs a kernel with Landlock ABI 6 (Linux 6.12+), as the host and the 257 guest have."""
     from slotmgr.pidshim import landlock_abi
 

@@ -64,7 +64,9 @@ def given(*assignments: str) -> list[Given]:
         ("PrivatePIDs=no", "--no-private-pids"),
     ],
 )
-def test_keys_the_job_may_not_set_are_refused_naming_who_sets_them(assignment, who):
+def test_keys_the_job_may_not_set_are_refused_naming_who_sets_them(
+    assignment: str, who: str
+) -> None:
     with pytest.raises(PropertyError) as info:
         job_limits(given(assignment))
     key = assignment.partition("=")[0]
@@ -84,12 +86,12 @@ def test_keys_the_job_may_not_set_are_refused_naming_who_sets_them(assignment, w
         ("OOMScoreAdjust=1001", "0 to 1000"),
     ],
 )
-def test_priorities_only_downwards(assignment, allowed):
+def test_priorities_only_downwards(assignment: str, allowed: str) -> None:
     with pytest.raises(PropertyError, match=allowed):
         job_limits(given(assignment))
 
 
-def test_job_safe_values_pass():
+def test_job_safe_values_pass() -> None:
     limits = job_limits(given("Nice=19", "OOMScoreAdjust=1000"))
     assert limits == (("Nice", "19"), ("OOMScoreAdjust", "1000"))
     assert build_property("Nice", "0", None)[0].value == 0
@@ -106,7 +108,7 @@ def test_job_safe_values_pass():
         [Given("MemoryMax", "1G", "--memory-max 1G"), Given("MemoryMax", "2G", "--memory-max 2G")],
     ],
 )
-def test_a_key_given_twice_is_refused_naming_both(items):
+def test_a_key_given_twice_is_refused_naming_both(items: list[Given]) -> None:
     with pytest.raises(PropertyError) as info:
         job_limits(items)
     assert str(info.value) == (
@@ -114,7 +116,7 @@ def test_a_key_given_twice_is_refused_naming_both(items):
     )
 
 
-def test_option_and_property_twice_on_the_command_line():
+def test_option_and_property_twice_on_the_command_line() -> None:
     out = slotmgr_cli("run", "--runtime-max", "12h", "-p", "RuntimeMaxSec=infinity", "true")
     assert out.returncode == 64
     assert out.stderr == (
@@ -150,12 +152,14 @@ def test_option_and_property_twice_on_the_command_line():
         ("MemoryPressureWatch", "auto\x1b[2J", "control character"),
     ],
 )
-def test_values_out_of_range_never_reach_marshalling(key, raw, message):
+def test_values_out_of_range_never_reach_marshalling(
+    key: str, raw: str | tuple[str, str], message: str
+) -> None:
     with pytest.raises(PropertyError, match=re.escape(message)):
         build_property(key, raw, None)
 
 
-def test_largest_values_systemd_takes_still_pass():
+def test_largest_values_systemd_takes_still_pass() -> None:
     assert build_property("TasksMax", str(2**64 - 2), None)[0].value == 2**64 - 2
     assert build_property("MemoryMax", str(2**64 - 1), None)[0].value == 2**64 - 1
     assert build_property("RuntimeMaxSec", f"{2**64 - 2}us", None)[0].value == 2**64 - 2
@@ -163,14 +167,14 @@ def test_largest_values_systemd_takes_still_pass():
     assert values.parse_bytes("1.5K") == 1536  # exact arithmetic keeps fractions right
 
 
-def test_signals_take_ascii_digits_only():
+def test_signals_take_ascii_digits_only() -> None:
     with pytest.raises(ValueError):
         values.parse_signal("٩")
     assert values.parse_signal("9") == 9
 
 
 @pytest.mark.parametrize("arg", [b"\xe9", b"caf\xe9", b"MemoryMax=1\xffG"])
-def test_an_argument_that_is_not_utf8_is_named_by_position(arg):
+def test_an_argument_that_is_not_utf8_is_named_by_position(arg: bytes) -> None:
     out = slotmgr_cli("run", "-p", arg, "--", "true")
     assert out.returncode == 64, out.stderr
     shown = arg.decode("utf-8", "backslashreplace")
@@ -191,7 +195,7 @@ def test_an_argument_that_is_not_utf8_is_named_by_position(arg):
         (["--working-directory", "/tmp/\x1b"], "--working-directory '/tmp/\\x1b' holds a control"),
     ],
 )
-def test_control_characters_in_names_are_refused_in_one_line(args, message):
+def test_control_characters_in_names_are_refused_in_one_line(args: list[str], message: str) -> None:
     out = slotmgr_cli("run", *args, "--", "true")
     assert out.returncode == 64, out.stderr
     assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
@@ -209,16 +213,16 @@ def readme_keys(heading: str) -> set[str]:
     return set(re.findall(r"`([A-Z][A-Za-z]+)`", paragraph))
 
 
-def test_readme_lists_exactly_the_job_safe_set():
+def test_readme_lists_exactly_the_job_safe_set() -> None:
     assert readme_keys("**The job's owner may set**") == set(JOB_SAFE)
 
 
-def test_readme_lists_exactly_the_refused_keys():
+def test_readme_lists_exactly_the_refused_keys() -> None:
     refused = {k for k, s in UNIT_PROPERTIES.items() if s.setter is not Setter.JOB}
     assert readme_keys("**Refused from the job's owner**") == refused
 
 
-def test_every_limit_option_is_job_safe_and_every_refusal_says_why():
+def test_every_limit_option_is_job_safe_and_every_refusal_says_why() -> None:
     assert all(o.key in JOB_SAFE for o in LIMIT_OPTIONS)
     for spec in UNIT_PROPERTIES.values():
         assert spec.setter is Setter.JOB or spec.why, spec.key
@@ -226,7 +230,7 @@ def test_every_limit_option_is_job_safe_and_every_refusal_says_why():
 
 
 @pytest.mark.parametrize("text", ["\u00b2", "٣٤", str(2**32), "99999999999999999999", "1"])
-def test_adopt_takes_ascii_pids_that_fit_the_kernel(text):
+def test_adopt_takes_ascii_pids_that_fit_the_kernel(text: str) -> None:
     from slotmgr.errors import UsageError
     from slotmgr.job.adopt import PID_MAX_LIMIT, parse_pids
 
@@ -238,6 +242,6 @@ def test_adopt_takes_ascii_pids_that_fit_the_kernel(text):
 @pytest.mark.parametrize(
     "args", [("history", "--limit", "\u00b2"), ("history", "--slot", "\u00b2")]
 )
-def test_history_counts_take_ascii_digits(args):
+def test_history_counts_take_ascii_digits(args: tuple[str, str, str]) -> None:
     out = slotmgr_cli(*args)
     assert out.returncode == 64 and out.stderr.startswith("slotmgr: error: invalid --"), out

@@ -39,11 +39,13 @@ V257 = features_from_version("257.13-1")
         ),
     ],
 )
-def test_values_become_dbus_properties(key, raw, expected):
+def test_values_become_dbus_properties(
+    key: str, raw: str | tuple[str, str], expected: list[Property]
+) -> None:
     assert build_property(key, raw, V252) == expected
 
 
-def test_private_pids_is_sent_as_text_and_gated_on_257():
+def test_private_pids_is_sent_as_text_and_gated_on_257() -> None:
     # systemd refuses a boolean for PrivatePIDs over D-Bus (seen in the guests).
     assert build_property("PrivatePIDs", "yes", V257) == [Property("PrivatePIDs", "s", "yes")]
     with pytest.raises(PropertyError) as info:
@@ -51,13 +53,13 @@ def test_private_pids_is_sent_as_text_and_gated_on_257():
     assert str(info.value) == "PrivatePIDs= needs systemd 257 or newer; this host runs systemd 252"
 
 
-def test_unknown_property_names_the_supported_ones():
+def test_unknown_property_names_the_supported_ones() -> None:
     with pytest.raises(PropertyError, match=r"unknown or unsupported property 'Bogus'.*MemoryMax"):
         build_property("Bogus", "1", None)
 
 
 @pytest.mark.parametrize("key", ["ExecStart", "User", "Environment", "Slice", "Type"])
-def test_keys_slotmgr_owns_cannot_be_overridden(key):
+def test_keys_slotmgr_owns_cannot_be_overridden(key: str) -> None:
     with pytest.raises(PropertyError, match="unknown or unsupported"):
         build_property(key, "x", None)
 
@@ -74,20 +76,22 @@ def test_keys_slotmgr_owns_cannot_be_overridden(key):
         ("IOReadBandwidthMax", ("/nonexistent-device", "1M"), "does not exist"),
     ],
 )
-def test_bad_values_name_key_value_and_rule(key, raw, message):
+def test_bad_values_name_key_value_and_rule(
+    key: str, raw: str | tuple[str, str], message: str
+) -> None:
     with pytest.raises(PropertyError, match=message) as info:
         build_property(key, raw, V257)
     assert str(info.value).startswith(f"{key}=")
 
 
-def test_assignment_parsing():
+def test_assignment_parsing() -> None:
     assert parse_assignment("MemoryLow=1G") == ("MemoryLow", "1G")
     for bad in ("MemoryLow", "=1G"):
         with pytest.raises(PropertyError, match="KEY=VALUE"):
             parse_assignment(bad)
 
 
-def test_every_limit_option_maps_to_a_known_key():
+def test_every_limit_option_maps_to_a_known_key() -> None:
     flags = [o.flag for o in LIMIT_OPTIONS]
     assert len(flags) == len(set(flags))
     for opt in LIMIT_OPTIONS:

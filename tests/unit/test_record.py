@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,8 +50,8 @@ COUNTERS = {
 }
 
 
-def make(**kw):
-    args = dict(
+def make(**kw: Any) -> JobRecord:
+    args: dict[str, Any] = dict(
         job_id="ab12",
         unit="slotmgr-ab12.service",
         slot=None,
@@ -65,7 +67,7 @@ def make(**kw):
     return build_record(**args)
 
 
-def test_cgroup_counters_win_and_the_recorder_own_cpu_is_subtracted():
+def test_cgroup_counters_win_and_the_recorder_own_cpu_is_subtracted() -> None:
     rec = make()
     assert rec.cpu_usage_usec == 2_300_000
     assert (rec.cpu_user_usec, rec.cpu_system_usec) == (1_920_000, 380_000)
@@ -76,7 +78,7 @@ def test_cgroup_counters_win_and_the_recorder_own_cpu_is_subtracted():
     assert (rec.io_read_bytes, rec.io_write_bytes) == (4096, 8192)
 
 
-def test_systemd_figures_are_the_fallback():
+def test_systemd_figures_are_the_fallback() -> None:
     rec = make(counters={})
     assert rec.cpu_usage_usec == 9_000_000
     assert rec.memory_peak_source == "systemd MemoryPeak" and rec.memory_peak_bytes == 99
@@ -96,11 +98,11 @@ def test_systemd_figures_are_the_fallback():
         ("exited", "junk", 255),
     ],
 )
-def test_exit_status_from_systemd_environment(code, status, expected):
+def test_exit_status_from_systemd_environment(code: str, status: str, expected: int) -> None:
     assert exit_status_from(code, status) == expected
 
 
-def test_record_validates_against_schema_and_the_validator_catches_errors():
+def test_record_validates_against_schema_and_the_validator_catches_errors() -> None:
     data = json.loads(make().to_json())
     assert validate(data) == []
     assert set(SCHEMA["required"]) == set(data)
@@ -113,7 +115,7 @@ def test_record_validates_against_schema_and_the_validator_catches_errors():
     assert validate(dict(data, cpu_usage_usec=True)) != []  # a bool is not an integer
 
 
-def test_summary_names_every_figure():
+def test_summary_names_every_figure() -> None:
     text = "\n".join(summary_lines(make()))
     for word in (
         "ab12",
@@ -133,7 +135,7 @@ def test_summary_names_every_figure():
         assert word in text
 
 
-def test_history_insert_is_idempotent_and_queryable(tmp_path):
+def test_history_insert_is_idempotent_and_queryable(tmp_path: Path) -> None:
     db = str(tmp_path / "sub" / "history.db")
     with history.open_db(db) as conn:
         assert history.insert(conn, make()) is True
@@ -147,7 +149,7 @@ def test_history_insert_is_idempotent_and_queryable(tmp_path):
     assert (tmp_path / "sub").stat().st_mode & 0o002 == 0
 
 
-def test_history_concurrent_writers_lose_nothing(tmp_path):
+def test_history_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     db = str(tmp_path / "history.db")
     errors: list[BaseException] = []
 
@@ -172,7 +174,7 @@ def test_history_concurrent_writers_lose_nothing(tmp_path):
         )
 
 
-def test_from_dict_ignores_unknown_fields():
+def test_from_dict_ignores_unknown_fields() -> None:
     data = json.loads(make().to_json())
     data["future_field"] = 1
     assert JobRecord.from_dict(data) == make()
@@ -207,5 +209,7 @@ def test_from_dict_ignores_unknown_fields():
         ({"SERVICE_RESULT": "success"}, {"ExecMainCode": 0}, ("unknown", 70)),
     ],
 )
-def test_how_the_main_process_ended(env, props, expected):
+def test_how_the_main_process_ended(
+    env: dict[str, str], props: dict[str, int | str], expected: tuple[str, int]
+) -> None:
     assert how_main_ended(env, props) == expected

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -14,6 +16,7 @@ from slotmgr.history import store as history
 from slotmgr.job import runner
 from slotmgr.job.spec import JobSpec
 from slotmgr.systemd.features import features_from_version
+from slotmgr.systemd.manager import Manager
 
 
 class StandInManager:
@@ -21,11 +24,11 @@ class StandInManager:
         self.features = features_from_version("252")
         self.start_error = start_error
 
-    def start_transient_unit(self, name, props):
+    def start_transient_unit(self, name: str, props: object) -> None:
         raise self.start_error
 
 
-def spec_in(tmp_path, scratch: str | None) -> JobSpec:
+def spec_in(tmp_path: Path, scratch: str | None) -> JobSpec:
     return JobSpec(
         command=("true",),
         job_id="ab12",
@@ -37,20 +40,20 @@ def spec_in(tmp_path, scratch: str | None) -> JobSpec:
     )
 
 
-def start(tmp_path, error: SlotmgrError, scratch: str) -> tuple[SlotmgrError, list[str]]:
+def start(tmp_path: Path, error: SlotmgrError, scratch: str) -> tuple[SlotmgrError, list[str]]:
     spec = spec_in(tmp_path, scratch)
     with pytest.raises(SlotmgrError) as raised:
         runner._start_and_wait(
-            StandInManager(error),
+            cast(Manager, StandInManager(error)),
             spec,
-            [],  # type: ignore[arg-type]
+            [],
             contextlib.nullcontext((0, 1, 2)),
             on_start=None,
         )
     return raised.value, os.listdir(history.spool_dir(spec.history_db))
 
 
-def test_a_refused_start_leaves_no_launch_file_and_no_scratch(tmp_path):
+def test_a_refused_start_leaves_no_launch_file_and_no_scratch(tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     error, spooled = start(
@@ -60,7 +63,7 @@ def test_a_refused_start_leaves_no_launch_file_and_no_scratch(tmp_path):
     assert spooled == [] and not scratch.exists()
 
 
-def test_an_unanswered_start_keeps_what_the_units_hook_needs(tmp_path):
+def test_an_unanswered_start_keeps_what_the_units_hook_needs(tmp_path: Path) -> None:
     """The unit may still be made: its hook completes the record from the
     launch file and removes the scratch itself, so the launcher keeps both."""
     scratch = tmp_path / "scratch"

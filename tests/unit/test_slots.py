@@ -7,16 +7,19 @@ import re
 import stat
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from slotmgr.errors import ExitCode, UsageError
+from slotmgr.errors import ExitCode, Interrupted, SlotmgrError, UsageError
 from slotmgr.job.spec import DEFAULT_SLICE
 from slotmgr.node import admission as slot_admission
 from slotmgr.node import slots
 from slotmgr.node.slots import SlotConfigError, parse
 from slotmgr.systemd import values
+from slotmgr.systemd.manager import Manager
 from slotmgr.systemd.values import UINT64_MAX
 
 PATH = "/etc/slotmgr/slots.conf"
@@ -57,7 +60,7 @@ def error_of(text: str, cpu_count: int | None = 16) -> str:
     return message
 
 
-def test_good_file_parses_in_order_with_values_as_written():
+def test_good_file_parses_in_order_with_values_as_written() -> None:
     config = conf(GOOD)
     assert config.exclusive_cpus is True
     assert [s.number for s in config.slots] == [1, 2]
@@ -74,7 +77,7 @@ def test_good_file_parses_in_order_with_values_as_written():
     assert one.slice == "slotmgr-slot1.slice" and one.name == "1"
 
 
-def test_the_slot_slice_is_a_child_of_slotmgr_slice():
+def test_the_slot_slice_is_a_child_of_slotmgr_slice() -> None:
     # systemd makes a dashed slice name a child: slotmgr-slot1 under slotmgr.
     assert slots.slice_name(3).startswith(DEFAULT_SLICE[: -len(".slice")] + "-")
     assert slots.slot_of_slice("slotmgr-slot3.slice") == "3"
@@ -82,7 +85,7 @@ def test_the_slot_slice_is_a_child_of_slotmgr_slice():
     assert slots.slot_of_slice("slotmgr-slot03.slice") is None
 
 
-def test_properties_set_every_key_and_reset_the_ones_not_configured():
+def test_properties_set_every_key_and_reset_the_ones_not_configured() -> None:
     one = conf(GOOD).slots[0]
     props = {p.name: (p.signature, p.value) for p in one.properties(None)}
     assert props["MemoryMax"] == ("t", 32 * 1024**3)
@@ -97,18 +100,18 @@ def test_properties_set_every_key_and_reset_the_ones_not_configured():
     assert two["CPUQuotaPerSecUSec"] == 4_000_000 and two["MemorySwapMax"] == 0
 
 
-def test_empty_file_and_slot_without_limits():
+def test_empty_file_and_slot_without_limits() -> None:
     assert conf("").slots == ()
     empty = conf("[slot4]\n").slots[0]
     assert empty.limits == () and empty.cpus is None
     assert all(p.value in (UINT64_MAX, b"") for p in empty.properties(None))
 
 
-def test_percentages_are_not_interpolation():
+def test_percentages_are_not_interpolation() -> None:
     assert conf("[slot1]\nMemoryMax=50%\nTasksMax=10%\n").slots[0].limit("MemoryMax") == "50%"
 
 
-def test_slots_are_sorted_and_looked_up_by_number():
+def test_slots_are_sorted_and_looked_up_by_number() -> None:
     config = conf("[slot10]\n[slot2]\n")
     assert [s.number for s in config.slots] == [2, 10]
     assert config.get("10").number == 10 and config.get("slot2").number == 2
@@ -151,7 +154,7 @@ def test_slots_are_sorted_and_looked_up_by_number():
         ("[slot1]\nMemoryMax=1G # one gig\n", f"{PATH}:2: [slot1] MemoryMax=1G # one gig"),
     ],
 )
-def test_bad_values_name_file_line_and_key(text, expected):
+def test_bad_values_name_file_line_and_key(text: str, expected: str) -> None:
     assert expected in error_of(text)
 
 
@@ -183,7 +186,7 @@ def test_bad_values_name_file_line_and_key(text, expected):
         ("[Slot1]\n", "unknown section [Slot1]"),
     ],
 )
-def test_unknown_keys_and_sections(text, expected):
+def test_unknown_keys_and_sections(text: str, expected: str) -> None:
     assert expected in error_of(text)
 
 
@@ -203,11 +206,11 @@ def test_unknown_keys_and_sections(text, expected):
         ),
     ],
 )
-def test_syntax_errors_carry_the_line(text, expected):
+def test_syntax_errors_carry_the_line(text: str, expected: str) -> None:
     assert expected in error_of(text)
 
 
-def test_overlapping_cpus_are_refused_when_exclusive():
+def test_overlapping_cpus_are_refused_when_exclusive() -> None:
     text = """\
         [node]
         exclusive_cpus = yes
@@ -225,7 +228,7 @@ def test_overlapping_cpus_are_refused_when_exclusive():
     assert len(conf(text.replace("yes", "no")).slots) == 2
 
 
-def test_exclusive_needs_every_slot_to_name_its_cpus():
+def test_exclusive_needs_every_slot_to_name_its_cpus() -> None:
     text = "[node]\nexclusive_cpus=1\n[slot1]\nAllowedCPUs=0\n[slot2]\nMemoryMax=1G\n"
     assert error_of(text) == (
         f"{PATH}:5: [slot2] AllowedCPUs missing: [node] exclusive_cpus = "
@@ -233,12 +236,12 @@ def test_exclusive_needs_every_slot_to_name_its_cpus():
     )
 
 
-def test_exclusive_order_of_sections_does_not_matter():
+def test_exclusive_order_of_sections_does_not_matter() -> None:
     text = "[slot2]\nAllowedCPUs=1\n[node]\nexclusive_cpus=yes\n[slot1]\nAllowedCPUs=0-1\n"
     assert "CPUs 1 are also slot1's" in error_of(text)
 
 
-def test_memory_high_above_memory_max_is_contradictory():
+def test_memory_high_above_memory_max_is_contradictory() -> None:
     assert error_of("[slot1]\nMemoryMax=1G\nMemoryHigh=2G\n") == (
         f"{PATH}:3: [slot1] MemoryHigh=2G is above MemoryMax=1G: the throttling threshold "
         "must not exceed the hard limit"
@@ -247,18 +250,20 @@ def test_memory_high_above_memory_max_is_contradictory():
     assert conf("[slot1]\nMemoryMax=infinity\nMemoryHigh=1G\n").slots
 
 
-def test_cpu_count_none_skips_the_existence_check():
-    assert conf("[slot1]\nAllowedCPUs=100\n", cpu_count=None).slots[0].cpus == {100}
+def test_cpu_count_none_skips_the_existence_check() -> None:
+    assert conf("[slot1]\nAllowedCPUs=100\n", cpu_count=None).slots[0].cpus == frozenset({100})
 
 
 @pytest.fixture
-def as_user(monkeypatch):
+def as_user(monkeypatch: pytest.MonkeyPatch) -> None:
     """slotmgr run by a non-root caller (a --user job): the only case the
     environment may point at another slots file."""
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
 
 
-def test_load_reads_the_env_path_and_a_missing_file_is_none(tmp_path, monkeypatch, as_user):
+def test_load_reads_the_env_path_and_a_missing_file_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_user: None
+) -> None:
     path = tmp_path / "slots.conf"
     monkeypatch.setenv(slots.CONF_ENV, str(path))
     assert slots.config_path() == str(path)
@@ -276,7 +281,9 @@ def test_load_reads_the_env_path_and_a_missing_file_is_none(tmp_path, monkeypatc
         slots.load()
 
 
-def test_as_root_the_environment_cannot_move_the_slots_file(tmp_path, monkeypatch):
+def test_as_root_the_environment_cannot_move_the_slots_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Which limits apply is the node admin's choice, never the caller's environment."""
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setenv(slots.CONF_ENV, str(tmp_path / "mine.conf"))
@@ -286,7 +293,9 @@ def test_as_root_the_environment_cannot_move_the_slots_file(tmp_path, monkeypatc
     assert slot_admission.lock_dir(user_manager=True) == "/run/user/0/slotmgr"
 
 
-def test_a_user_locks_in_their_runtime_dir(tmp_path, monkeypatch, as_user):
+def test_a_user_locks_in_their_runtime_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_user: None
+) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert slot_admission.lock_dir(user_manager=True) == f"{tmp_path}/slotmgr"
     assert slot_admission.lock_dir(user_manager=False) == "/run/slotmgr"
@@ -306,11 +315,11 @@ def _stat(mode: int, uid: int) -> os.stat_result:
         (0o100644, 1000, True),
     ],
 )
-def test_as_root_the_slots_file_must_be_roots_alone(mode, uid, refused):
+def test_as_root_the_slots_file_must_be_roots_alone(mode: int, uid: int, refused: bool) -> None:
     if not refused:
         slots._check_admin_owned(PATH, _stat(mode, uid))
         return
-    with pytest.raises(slots.SlotmgrError) as info:
+    with pytest.raises(SlotmgrError) as info:
         slots._check_admin_owned(PATH, _stat(mode, uid))
     assert info.value.exit_code == ExitCode.CONFIG
     assert info.value.one_line().startswith(
@@ -319,17 +328,19 @@ def test_as_root_the_slots_file_must_be_roots_alone(mode, uid, refused):
     )
 
 
-def test_a_group_writable_file_is_refused_when_loaded_as_root(tmp_path, monkeypatch):
+def test_a_group_writable_file_is_refused_when_loaded_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "slots.conf"
     path.write_text("[slot1]\n")
     path.chmod(0o666)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    with pytest.raises(slots.SlotmgrError, match="is not root's alone") as info:
+    with pytest.raises(SlotmgrError, match="is not root's alone") as info:
         slots.load(str(path))
     assert info.value.exit_code == ExitCode.CONFIG
 
 
-def _raise_permission(*_args, **_kw):
+def _raise_permission(*_args: object, **_kw: object) -> None:
     raise PermissionError(13, "Permission denied")
 
 
@@ -343,14 +354,14 @@ def _example_settings() -> str:
     )
 
 
-def test_example_file_in_packaging_parses():
+def test_example_file_in_packaging_parses() -> None:
     config = parse(_example_settings(), str(EXAMPLE), cpu_count=16)
     assert [s.number for s in config.slots] == [1, 2] and config.exclusive_cpus
     assert config.slots[0].jobs == 2
     assert config.slots[1].limit("AllowedCPUs") == "8-15"
 
 
-def test_example_documents_every_key_the_parser_takes_and_no_other():
+def test_example_documents_every_key_the_parser_takes_and_no_other() -> None:
     text = EXAMPLE.read_text()
     # The key tables: "#   KEY   what it does".
     documented = set(re.findall(r"^#   (\w+)\s", text, flags=re.M))
@@ -365,7 +376,7 @@ def test_example_documents_every_key_the_parser_takes_and_no_other():
 # -- jobs = N ------------------------------------------------------------------------
 
 
-def test_a_slot_holds_one_job_unless_it_says_how_many():
+def test_a_slot_holds_one_job_unless_it_says_how_many() -> None:
     one, three = conf("[slot1]\nMemoryMax=1G\n[slot2]\njobs = 3\nTasksMax=9\n").slots
     assert (one.jobs, three.jobs) == (1, 3)
     # jobs is slotmgr's, not a property of the slice.
@@ -374,14 +385,14 @@ def test_a_slot_holds_one_job_unless_it_says_how_many():
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "10001", ""])
-def test_bad_jobs_values(value):
+def test_bad_jobs_values(value: str) -> None:
     assert error_of(f"[slot1]\njobs = {value}\n") == (
         f"{PATH}:2: [slot1] jobs = {value}: use the number of jobs the slot holds at a time, "
         "from 1 to 10000"
     )
 
 
-def test_unknown_key_lists_jobs_too():
+def test_unknown_key_lists_jobs_too() -> None:
     assert "(did you mean jobs?)" in error_of("[slot1]\nJobs = 2\n")
     assert "allowed are jobs, MemoryMax" in error_of("[slot1]\nMaxJobs = 2\n")
 
@@ -423,7 +434,9 @@ IOWeight = 50
         ),
     ],
 )
-def test_a_job_asking_more_than_its_slot_is_refused_naming_both(key, value, expected):
+def test_a_job_asking_more_than_its_slot_is_refused_naming_both(
+    key: str, value: str, expected: str
+) -> None:
     slot = conf(SLOT).slots[0]
     with pytest.raises(UsageError) as info:
         slots.check_job_fits(slot, [("RuntimeMaxSec", "1h"), (key, value)])
@@ -449,17 +462,17 @@ def test_a_job_asking_more_than_its_slot_is_refused_naming_both(key, value, expe
         ("IOReadBandwidthMax", ("/dev/null", "1M")),
     ],
 )
-def test_a_job_within_its_slot_passes(key, value):
+def test_a_job_within_its_slot_passes(key: str, value: str | tuple[str, str]) -> None:
     slots.check_job_fits(conf(SLOT).slots[0], [(key, value)])
 
 
-def test_a_slot_without_a_limit_bounds_nothing():
+def test_a_slot_without_a_limit_bounds_nothing() -> None:
     slots.check_job_fits(
         conf("[slot1]\n").slots[0], [("MemoryMax", "infinity"), ("AllowedCPUs", "0-15")]
     )
 
 
-def test_percentages_are_compared_as_amounts(monkeypatch):
+def test_percentages_are_compared_as_amounts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slots, "_physical_memory", lambda: 8 * 1024**3)
     monkeypatch.setattr(slots, "_system_tasks_max", lambda: 1000)
     slot = conf("[slot1]\nMemoryMax=50%\nTasksMax=10%\n").slots[0]
@@ -473,7 +486,7 @@ def test_percentages_are_compared_as_amounts(monkeypatch):
 # -- the lock and the count --------------------------------------------------------------
 
 
-def test_the_lock_file_is_0600_in_a_0700_directory(tmp_path):
+def test_the_lock_file_is_0600_in_a_0700_directory(tmp_path: Path) -> None:
     directory = tmp_path / "locks"
     os.close(slot_admission._open_lock(str(directory), "slot1.lock"))
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
@@ -484,32 +497,32 @@ def test_the_lock_file_is_0600_in_a_0700_directory(tmp_path):
     assert stat.S_IMODE((directory / "slot1.lock").stat().st_mode) == 0o600
 
 
-def test_the_lock_never_follows_a_symlink(tmp_path):
+def test_the_lock_never_follows_a_symlink(tmp_path: Path) -> None:
     directory = tmp_path / "locks"
     directory.mkdir(mode=0o700)
     target = tmp_path / "victim"
     target.write_text("keep")
     (directory / "slot1.lock").symlink_to(target)
-    with pytest.raises(slots.SlotmgrError, match="cannot open the slot lock") as info:
+    with pytest.raises(SlotmgrError, match="cannot open the slot lock") as info:
         slot_admission._open_lock(str(directory), "slot1.lock")
     assert info.value.exit_code == ExitCode.CONFIG
     linked = tmp_path / "linked"
     linked.symlink_to(directory)
-    with pytest.raises(slots.SlotmgrError, match=r"cannot use .* for the slot locks"):
+    with pytest.raises(SlotmgrError, match=r"cannot use .* for the slot locks"):
         slot_admission._open_lock(str(linked), "slot1.lock")
     assert target.read_text() == "keep"
 
 
-def test_a_directory_others_may_write_is_refused(tmp_path):
+def test_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "locks"
     directory.mkdir()
     directory.chmod(0o777)
-    with pytest.raises(slots.SlotmgrError, match=r"is not uid \d+'s alone .*mode 0777") as info:
+    with pytest.raises(SlotmgrError, match=r"is not uid \d+'s alone .*mode 0777") as info:
         slot_admission._open_lock(str(directory), "slot1.lock")
     assert info.value.exit_code == ExitCode.CONFIG
 
 
-def test_every_lock_wait_has_a_deadline(tmp_path):
+def test_every_lock_wait_has_a_deadline(tmp_path: Path) -> None:
     slot = conf("[slot7]\n").slots[0]
     with slot_admission._locked(str(tmp_path / "locks"), slot):
         started = time.monotonic()
@@ -539,25 +552,26 @@ class FakeManager:
         self.features = None
 
     # Manager
-    def unit_path(self, name):
+    def unit_path(self, name: str) -> str:
         return "/x"
 
-    def unit_property(self, name, interface, prop):
+    def unit_property(self, name: str, interface: str, prop: str) -> list[str]:
         assert prop == "SliceOf"
         return [*self.units, "slotmgr-slot1-sub.slice"]
 
-    def start_transient_unit(self, name, props):
+    def start_transient_unit(self, name: str, props: object) -> str:
         self.prepared += 1
         return "/job"
 
-    def units_by_names(self, names):
+    def units_by_names(self, names: Sequence[str]) -> list[tuple[object, ...]]:
         return [(n, "", "loaded", *self._state(n)) for n in names]
 
-    def _state(self, name):
+    def _state(self, name: str) -> tuple[str, str, str, str, int, str, str]:
         active, job = self.units[name]
         return (active, "", "", "/u", job, "", "/")
 
-    def wait_for_units_to_change(self, *, timeout):
+    def wait_for_units_to_change(self, *, timeout: float | None) -> bool:
+        assert timeout is not None
         self.waits += 1
         if self.waits == self.frees_after:
             self.units.pop(sorted(self.units)[0])
@@ -566,7 +580,7 @@ class FakeManager:
 
 
 @pytest.fixture
-def lock_dir(tmp_path, monkeypatch):
+def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slot_admission, "ROOT_LOCK_DIR", str(tmp_path / "run-slotmgr"))
 
 
@@ -574,7 +588,7 @@ def admission(text: str, wait: int | None = None) -> slot_admission.Admission:
     return slot_admission.Admission(conf(text).slots[0], user_manager=False, wait_usec=wait)
 
 
-def test_slot_jobs_counts_running_and_just_accepted_units_only():
+def test_slot_jobs_counts_running_and_just_accepted_units_only() -> None:
     manager = FakeManager(
         {
             "a.service": ("active", 0),
@@ -585,7 +599,7 @@ def test_slot_jobs_counts_running_and_just_accepted_units_only():
             "f.service": ("activating", 3),
         }
     )
-    assert slots.slot_jobs(manager, conf("[slot1]\n").slots[0]) == [
+    assert slots.slot_jobs(cast(Manager, manager), conf("[slot1]\n").slots[0]) == [
         "a.service",
         "b.scope",
         "c.service",
@@ -593,11 +607,11 @@ def test_slot_jobs_counts_running_and_just_accepted_units_only():
     ]
 
 
-def test_a_free_place_is_held_while_the_unit_starts(lock_dir):
+def test_a_free_place_is_held_while_the_unit_starts(lock_dir: None) -> None:
     manager = FakeManager({"a.service": ("active", 0)})
     # Another launcher cannot count while this one starts its unit.
     with (
-        admission("[slot1]\njobs = 2\n").hold(manager),
+        admission("[slot1]\njobs = 2\n").hold(cast(Manager, manager)),
         pytest.raises(slot_admission.SlotBusy, match="held its lock"),
         slot_admission._locked(
             slot_admission.ROOT_LOCK_DIR, conf("[slot1]\n").slots[0], timeout=0.05
@@ -607,11 +621,11 @@ def test_a_free_place_is_held_while_the_unit_starts(lock_dir):
     assert manager.prepared == 1  # the slice, with the slot's limits
 
 
-def test_a_full_slot_refuses_at_once_naming_what_runs_in_it(lock_dir):
+def test_a_full_slot_refuses_at_once_naming_what_runs_in_it(lock_dir: None) -> None:
     manager = FakeManager({"slotmgr-a.service": ("active", 0), "slotmgr-b.service": ("active", 0)})
     with (
         pytest.raises(slot_admission.SlotBusy) as info,
-        admission("[slot1]\njobs = 2\n").hold(manager),
+        admission("[slot1]\njobs = 2\n").hold(cast(Manager, manager)),
     ):
         raise AssertionError("must not start")
     assert info.value.exit_code == ExitCode.SLOT_BUSY
@@ -622,20 +636,20 @@ def test_a_full_slot_refuses_at_once_naming_what_runs_in_it(lock_dir):
     assert manager.waits == 0
 
 
-def test_waiting_starts_once_a_place_is_free(lock_dir):
+def test_waiting_starts_once_a_place_is_free(lock_dir: None) -> None:
     manager = FakeManager({"slotmgr-a.service": ("active", 0)}, frees_after=3)
     started = False
-    with admission("[slot1]\n", wait=values.USEC_INFINITY).hold(manager):
+    with admission("[slot1]\n", wait=values.USEC_INFINITY).hold(cast(Manager, manager)):
         started = True
     assert started and manager.waits == 3
 
 
-def test_waiting_gives_up_at_its_timeout(lock_dir):
+def test_waiting_gives_up_at_its_timeout(lock_dir: None) -> None:
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
     begun = time.monotonic()
     with (
         pytest.raises(slot_admission.SlotBusy) as info,
-        admission("[slot1]\n", wait=300_000).hold(manager),
+        admission("[slot1]\n", wait=300_000).hold(cast(Manager, manager)),
     ):
         raise AssertionError("must not start")
     assert 0.3 <= time.monotonic() - begun < 5
@@ -646,29 +660,29 @@ def test_waiting_gives_up_at_its_timeout(lock_dir):
     assert manager.prepared == 1
 
 
-def test_a_signal_while_waiting_starts_nothing(lock_dir):
+def test_a_signal_while_waiting_starts_nothing(lock_dir: None) -> None:
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
 
-    def interrupted(*, timeout):
-        raise slot_admission.Interrupted(15)
+    def interrupted(*, timeout: float | None) -> bool:
+        raise Interrupted(15)
 
-    manager.wait_for_units_to_change = interrupted
+    manager.wait_for_units_to_change = interrupted  # type: ignore[method-assign]
     with (
         pytest.raises(
             slot_admission.SlotBusy,
             match="slot 1: signal 15 while waiting for a place; no job was started",
         ),
-        admission("[slot1]\n", wait=values.USEC_INFINITY).hold(manager),
+        admission("[slot1]\n", wait=values.USEC_INFINITY).hold(cast(Manager, manager)),
     ):
         raise AssertionError("must not start")
 
 
-def test_a_kill_by_the_slots_limit_is_recorded_as_oom_kill():
+def test_a_kill_by_the_slots_limit_is_recorded_as_oom_kill() -> None:
     """systemd may miss an OOM kill caused by the slot's slice, above the job's
     unit; the recorder reads the kernel's count in the job's cgroup."""
     from slotmgr.job.accounting import build_record
 
-    def result(counters, reported):
+    def result(counters: dict[str, int], reported: str) -> str:
         return build_record(
             job_id="a",
             unit="slotmgr-a.service",
@@ -689,7 +703,7 @@ def test_a_kill_by_the_slots_limit_is_recorded_as_oom_kill():
     assert result({"oom_kill": 1}, "timeout") == "timeout"
 
 
-def test_read_counters_reads_oom_kills(tmp_path, monkeypatch):
+def test_read_counters_reads_oom_kills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from slotmgr.kernel import cgroup
 
     group = tmp_path / "slotmgr.slice" / "slotmgr-a.service"
@@ -706,14 +720,16 @@ class DirManager(FakeManager):
         super().__init__({})
         self.directory = directory
 
-    def unit_property(self, name, interface, prop):
+    def unit_property(self, name: str, interface: str, prop: str) -> list[str]:
         return sorted(os.listdir(self.directory))
 
-    def _state(self, name):
+    def _state(self, name: str) -> tuple[str, str, str, str, int, str, str]:
         return ("active", "", "", "/u", 0, "", "/")
 
 
-def test_launchers_racing_for_the_last_places_never_overfill_the_slot(tmp_path, lock_dir):
+def test_launchers_racing_for_the_last_places_never_overfill_the_slot(
+    tmp_path: Path, lock_dir: None
+) -> None:
     units = tmp_path / "units"
     units.mkdir()
     slot = conf("[slot1]\njobs = 3\n").slots[0]
@@ -725,7 +741,9 @@ def test_launchers_racing_for_the_last_places_never_overfill_the_slot(tmp_path, 
             code = 1
             try:
                 os.read(go_read, 1)
-                with slot_admission.Admission(slot, user_manager=False).hold(DirManager(units)):
+                with slot_admission.Admission(slot, user_manager=False).hold(
+                    cast(Manager, DirManager(units))
+                ):
                     time.sleep(0.05)
                     (units / f"job{i}.service").touch()
                 code = 0
@@ -740,7 +758,7 @@ def test_launchers_racing_for_the_last_places_never_overfill_the_slot(tmp_path, 
     assert len(os.listdir(units)) == 3
 
 
-def test_wait_for_slot_counts_from_when_the_job_was_asked_for(lock_dir):
+def test_wait_for_slot_counts_from_when_the_job_was_asked_for(lock_dir: None) -> None:
     manager = FakeManager({"slotmgr-a.service": ("active", 0)})
     claim = slot_admission.Admission.for_job(
         conf("[slot1]\n").slots[0], user_manager=False, wait_usec=300_000
@@ -748,7 +766,7 @@ def test_wait_for_slot_counts_from_when_the_job_was_asked_for(lock_dir):
     time.sleep(0.35)  # the launcher's own setup took that long
     with (
         pytest.raises(slot_admission.SlotBusy, match="waited 300ms for a place"),
-        claim.hold(manager),
+        claim.hold(cast(Manager, manager)),
     ):
         raise AssertionError("must not start")
     assert manager.waits == 0

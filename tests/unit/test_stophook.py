@@ -89,8 +89,8 @@ def db(tmp_path: Path) -> str:
 
 
 def test_the_hook_writes_how_the_job_ended_and_systemds_view_then_the_pair_is_one_record(
-    tmp_path, db
-):
+    tmp_path: Path, db: str
+) -> None:
     stophook.write_launch(db, launch())
     out = run_hook(
         tmp_path,
@@ -130,7 +130,7 @@ def test_the_hook_writes_how_the_job_ended_and_systemds_view_then_the_pair_is_on
     assert rec.end_time == pytest.approx((spool / f"{RUN}.end").stat().st_mtime)
 
 
-def test_counters_and_systemds_fallbacks_are_read_from_the_hooks_lines():
+def test_counters_and_systemds_fallbacks_are_read_from_the_hooks_lines() -> None:
     end = stophook.parse_end(
         "cgroup.memory.peak=4096\ncgroup.usage_usec=15000\ncgroup.user_usec=10000\n"
         "cgroup.system_usec=5000\ncgroup.oom_kill=0\ncgroup.io_read=7\ncgroup.io_write=8\n"
@@ -161,7 +161,7 @@ def test_counters_and_systemds_fallbacks_are_read_from_the_hooks_lines():
     assert bare.memory_peak_source == "unavailable"
 
 
-def test_no_exit_code_from_systemd_yet_takes_the_units_own(tmp_path, db):
+def test_no_exit_code_from_systemd_yet_takes_the_units_own(tmp_path: Path, db: str) -> None:
     # A stop that caught the job at its very start: systemd ran the hook before
     # it had the main process's end; ExecMainCode/Status a moment later have it.
     stophook.write_launch(db, launch())
@@ -170,7 +170,7 @@ def test_no_exit_code_from_systemd_yet_takes_the_units_own(tmp_path, db):
     assert (item.record.result, item.record.exit_status) == ("exit-code", 3)
 
 
-def test_a_pending_stop_job_makes_the_job_cancelled_by_systemd(tmp_path, db):
+def test_a_pending_stop_job_makes_the_job_cancelled_by_systemd(tmp_path: Path, db: str) -> None:
     stophook.write_launch(db, launch())
     out = run_hook(
         tmp_path, db, job="42", SERVICE_RESULT="success", EXIT_CODE="killed", EXIT_STATUS="TERM"
@@ -183,8 +183,8 @@ def test_a_pending_stop_job_makes_the_job_cancelled_by_systemd(tmp_path, db):
 
 
 def test_the_pair_is_stored_once_with_its_users_copy_and_its_note_removed(
-    tmp_path, db, monkeypatch
-):
+    tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
     (tmp_path / "runtime").mkdir(mode=0o700)
     assert stopnote.leave(INVOCATION, StopNote(by="slotmgr stop by uid 0"), user_manager=True)
@@ -212,7 +212,9 @@ def test_the_pair_is_stored_once_with_its_users_copy_and_its_note_removed(
         assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
 
 
-def test_an_ingester_that_died_after_storing_leaves_a_pair_that_is_stored_again_once(tmp_path, db):
+def test_an_ingester_that_died_after_storing_leaves_a_pair_that_is_stored_again_once(
+    tmp_path: Path, db: str
+) -> None:
     stophook.write_launch(db, launch(user="nobody", uid=65534))
     run_hook(tmp_path, db, SERVICE_RESULT="success", EXIT_CODE="exited", EXIT_STATUS="0")
     spool = history.spool_dir(db)
@@ -231,7 +233,7 @@ def test_an_ingester_that_died_after_storing_leaves_a_pair_that_is_stored_again_
     assert [r.run_id for r in copy] == [item.record.run_id]
 
 
-def test_an_end_without_its_start_or_a_start_alone_is_no_record(tmp_path, db):
+def test_an_end_without_its_start_or_a_start_alone_is_no_record(tmp_path: Path, db: str) -> None:
     spool = history.private_spool_dir(db)
     Path(spool, f"{RUN}.end").write_text("exit_code=exited\nexit_status=0\n")
     Path(spool, "feed.start").write_text(launch(run_id="feed").to_json())
@@ -239,7 +241,7 @@ def test_an_end_without_its_start_or_a_start_alone_is_no_record(tmp_path, db):
     assert history.spooled(db) == []
 
 
-def test_a_refused_unit_leaves_no_start_file(db):
+def test_a_refused_unit_leaves_no_start_file(db: str) -> None:
     name = stophook.write_launch(db, launch())
     assert json.loads(Path(name).read_text())["run_id"] == RUN
     stophook.discard_launch(db, RUN)
@@ -247,7 +249,7 @@ def test_a_refused_unit_leaves_no_start_file(db):
 
 
 @pytest.mark.parametrize("text", ["", "Tue 2026-12-01 13:45:00 UTC", "n/a", "Tue 2026-12-01"])
-def test_a_timestamp_systemd_did_not_set_is_none(text):
+def test_a_timestamp_systemd_did_not_set_is_none(text: str) -> None:
     assert (
         stophook.properties_of(launch(), {"systemd.ExecMainStartTimestamp": text})[
             "ExecMainStartTimestamp"
@@ -256,7 +258,9 @@ def test_a_timestamp_systemd_did_not_set_is_none(text):
     )
 
 
-def test_the_first_record_is_found_and_listed_before_any_database_exists(tmp_path, db):
+def test_the_first_record_is_found_and_listed_before_any_database_exists(
+    tmp_path: Path, db: str
+) -> None:
     # The launcher looks for its record before anything has made the database.
     from slotmgr.history import query as history_query
 
@@ -271,7 +275,7 @@ def test_the_first_record_is_found_and_listed_before_any_database_exists(tmp_pat
     assert os.listdir(history.spool_dir(db)) == []
 
 
-def test_collect_returns_its_own_run_and_stores_every_waiting_pair(tmp_path, db):
+def test_collect_returns_its_own_run_and_stores_every_waiting_pair(tmp_path: Path, db: str) -> None:
     """The launcher reads its own pair alone, then stores all that wait (one
     turn at the lock); a run another launcher stored already is found in the
     database."""

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import stat
+from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -21,13 +23,13 @@ RUN = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
-def notes(tmp_path, monkeypatch):
+def notes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "run" / "stops"
     monkeypatch.setattr(stopnote, "SYSTEM_DIR", str(directory))
     return directory
 
 
-def test_a_note_is_left_once_private_and_taken_once(notes):
+def test_a_note_is_left_once_private_and_taken_once(notes: Path) -> None:
     assert stopnote.leave(RUN, StopNote(by="slotmgr stop by uid 0"), user_manager=False)
     assert stat.S_IMODE(os.stat(notes).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(notes / RUN).st_mode) == 0o600
@@ -36,19 +38,19 @@ def test_a_note_is_left_once_private_and_taken_once(notes):
     assert not stopnote.leave("../escape", StopNote(by="x"), user_manager=False)
 
 
-def test_a_later_note_replaces_an_earlier_one(notes):
+def test_a_later_note_replaces_an_earlier_one(notes: Path) -> None:
     stopnote.leave(RUN, StopNote(by="slotmgr kill -s USR1 by uid 0", signal=10), user_manager=False)
     stopnote.leave(RUN, StopNote(by="slotmgr stop by uid 0"), user_manager=False)
-    assert stopnote.take(RUN, user_manager=False).by == "slotmgr stop by uid 0"
+    assert cast(StopNote, stopnote.take(RUN, user_manager=False)).by == "slotmgr stop by uid 0"
 
 
-def test_a_directory_of_someone_else_is_not_trusted(notes):
+def test_a_directory_of_someone_else_is_not_trusted(notes: Path) -> None:
     notes.mkdir(parents=True)
     os.chmod(notes, 0o777)
     assert not stopnote.leave(RUN, StopNote(by="x"), user_manager=False)
 
 
-def test_invocation_id_as_systemd_shows_it():
+def test_invocation_id_as_systemd_shows_it() -> None:
     assert stopnote.invocation_id(bytes(range(16))) == "000102030405060708090a0b0c0d0e0f"
     assert stopnote.invocation_id([0xAB, 0xCD]) == "abcd"
     assert stopnote.invocation_id(None) == ""
@@ -104,11 +106,17 @@ def test_invocation_id_as_systemd_shows_it():
         ("oom-kill", 137, StopNote(by="slotmgr stop by uid 0"), "stop", ("oom-kill", None)),
     ],
 )
-def test_stopped_result(result, status, note, job, expected):
+def test_stopped_result(
+    result: str,
+    status: int,
+    note: StopNote | None,
+    job: str | None,
+    expected: tuple[str, str | None],
+) -> None:
     assert stopped_result(result, status, note, job) == expected
 
 
-def test_a_cancelled_record_validates_and_its_summary_says_who():
+def test_a_cancelled_record_validates_and_its_summary_says_who() -> None:
     rec = make(result="cancelled", exit_status=143, stopped_by="slotmgr stop by uid 0")
     assert validate(json.loads(rec.to_json())) == []
     assert "finished: cancelled (slotmgr stop by uid 0), exit status 143" in summary_lines(rec)[0]

@@ -313,7 +313,9 @@ def test_extract_vmlinux_from_a_zstd_bzimage() -> None:
     assert not whole_elf(elf[:-1]) and whole_elf(elf)
 
 
-def test_each_guest_gets_its_own_releases_kernel(tmp_path: Path, monkeypatch) -> None:
+def test_each_guest_gets_its_own_releases_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The host's release through the host's apt; another release through a
     private apt state in the cache, so the host's apt is never changed."""
     monkeypatch.setenv("SLOTMGR_TESTBED_CACHE", str(tmp_path))

@@ -22,17 +22,17 @@ from slotmgr.systemd import values
         ("infinity", values.UINT64_MAX),
     ],
 )
-def test_parse_bytes(text, expected):
+def test_parse_bytes(text: str, expected: int) -> None:
     assert values.parse_bytes(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "-1", "2X", "G", "1.2.3G", "infinite", "10 M B"])
-def test_parse_bytes_refuses(text):
+def test_parse_bytes_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         values.parse_bytes(text)
 
 
-def test_bandwidth_uses_base_1000_like_systemd():
+def test_bandwidth_uses_base_1000_like_systemd() -> None:
     assert values.parse_bytes("10M", base=1000) == 10_000_000
 
 
@@ -49,17 +49,17 @@ def test_bandwidth_uses_base_1000_like_systemd():
         ("infinity", values.USEC_INFINITY),
     ],
 )
-def test_parse_timespan(text, usec):
+def test_parse_timespan(text: str, usec: int) -> None:
     assert values.parse_timespan_usec(text) == usec
 
 
 @pytest.mark.parametrize("text", ["", "5 parsecs", "min", "1h30x", "-5s"])
-def test_parse_timespan_refuses(text):
+def test_parse_timespan_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         values.parse_timespan_usec(text)
 
 
-def test_cpu_quota_and_percent():
+def test_cpu_quota_and_percent() -> None:
     assert values.parse_cpu_quota("150%") == 1_500_000
     assert values.parse_percent("12.5%") == 0.125
     assert values.parse_percent("12") is None
@@ -70,7 +70,7 @@ def test_cpu_quota_and_percent():
     assert values.percent_to_scale(1.0) == values.UINT32_MAX
 
 
-def test_cpu_set_round_trip_and_limits():
+def test_cpu_set_round_trip_and_limits() -> None:
     mask = values.parse_cpu_set("0-3,6", cpu_count=8)
     assert mask == bytes([0b0100_1111])
     assert values.cpu_set_to_text(mask) == "0-3,6"
@@ -83,7 +83,7 @@ def test_cpu_set_round_trip_and_limits():
         values.parse_cpu_set("a-b")
 
 
-def test_weight_signal_bool():
+def test_weight_signal_bool() -> None:
     assert values.parse_weight("10000") == 10000
     for bad in ("0", "10001", "x", "-1"):
         with pytest.raises(ValueError):
@@ -99,7 +99,7 @@ def test_weight_signal_bool():
         values.parse_bool("maybe")
 
 
-def test_formatting_for_people():
+def test_formatting_for_people() -> None:
     assert values.format_bytes(None) == "n/a"
     assert values.format_bytes(1536) == "1.5K"
     assert values.format_usec(1_500_000) == "1.500s"

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
 
 import pytest
 
@@ -19,6 +21,14 @@ from slotmgr.job import control
 from slotmgr.job.control import JobDetail
 from slotmgr.job.spec import PIDSHIM
 from slotmgr.node import slots
+
+if TYPE_CHECKING:
+
+    class SlotmgrWithSlots(Protocol):
+        """The `slotmgr_with_slots` fixture: `slotmgr ARGS` with the slots file at `conf`."""
+
+        def __call__(self, conf: Path, *args: str) -> subprocess.CompletedProcess[str]: ...
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROPS = {
@@ -63,7 +73,7 @@ PROPS = {
 }
 
 
-def test_table_aligns_columns_and_does_not_pad_the_last():
+def test_table_aligns_columns_and_does_not_pad_the_last() -> None:
     assert views.table(["A", "BB"], [["xxx", "y"], ["z", "long value"]]) == [
         "A    BB",
         "xxx  y",
@@ -71,7 +81,7 @@ def test_table_aligns_columns_and_does_not_pad_the_last():
     ]
 
 
-def test_jobs_table():
+def test_jobs_table() -> None:
     job = control.job_info("slotmgr-ab12.service", PROPS, owner_uid=0, now=1_700_000_090.0)
     header, row = views.jobs_table([job], now=1_700_000_090.0)
     assert header.split() == [
@@ -110,7 +120,7 @@ def test_jobs_table():
     assert job.to_dict()["command"] == ["sh", "-c", "sleep 9; echo done"]
 
 
-def test_jobs_table_fits_100_columns_cutting_the_command_only():
+def test_jobs_table_fits_100_columns_cutting_the_command_only() -> None:
     long = {**PROPS, "ExecStart": [("/bin/x", ["/bin/x", "--input", "a" * 300], False)]}
     job = control.job_info("slotmgr-ab12.service", long, owner_uid=0, now=1_700_200_000.0)
     lines = views.jobs_table([job], now=1_700_200_000.0)
@@ -120,7 +130,7 @@ def test_jobs_table_fits_100_columns_cutting_the_command_only():
     assert time.strftime("%m-%d %H:%M", time.localtime(1_700_000_000)) in lines[1]
 
 
-def test_record_lines_show_the_whole_record():
+def test_record_lines_show_the_whole_record() -> None:
     rec = JobRecord(
         job_id="ab12",
         unit="ux.service",
@@ -167,7 +177,7 @@ def test_record_lines_show_the_whole_record():
         assert part in text
 
 
-def test_status_lines_show_limits_and_processes():
+def test_status_lines_show_limits_and_processes() -> None:
     job = control.job_info("slotmgr-ab12.service", PROPS, owner_uid=0, now=1_700_000_001.0)
     detail = JobDetail(
         info=job,
@@ -190,7 +200,7 @@ def test_status_lines_show_limits_and_processes():
     assert detail.to_dict()["processes"] == [{"pid": 4242, "command": "sleep 9"}]
 
 
-def test_slots_table_idle_and_busy():
+def test_slots_table_idle_and_busy() -> None:
     one, two = slots.parse("[slot1]\nMemoryMax=64M\n[slot2]\n", "f", cpu_count=None).slots
     idle = slots.SlotUsage(
         slot=one,
@@ -254,29 +264,35 @@ def test_slots_table_idle_and_busy():
 
 
 @pytest.fixture
-def slotmgr_with_slots(monkeypatch, capsys):
+def slotmgr_with_slots(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> SlotmgrWithSlots:
     """`slotmgr ARGS` in-process with the node's slots file at `conf` (as root
     slotmgr reads only /etc/slotmgr/slots.conf, whatever the environment says)."""
 
-    def run(conf, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
         monkeypatch.setattr(slots, "DEFAULT_CONF", str(conf))
         monkeypatch.delenv(slots.CONF_ENV, raising=False)
         with pytest.raises(SystemExit) as info:
             cli.main(list(args))
         out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, info.value.code, out.out, out.err)
+        return subprocess.CompletedProcess(
+            args, cast(int, info.value.code), out.out, out.err
+        )  # cli.main exits with an int
 
     return run
 
 
-def test_slots_command_without_a_file(tmp_path, slotmgr_with_slots):
+def test_slots_command_without_a_file(tmp_path: Path, slotmgr_with_slots: SlotmgrWithSlots) -> None:
     out = slotmgr_with_slots(tmp_path / "none.conf", "slots")
     assert out.returncode == 0 and "no slots configured" in out.stdout
     assert slotmgr_with_slots(tmp_path / "x", "slots", "--json").stdout == "[]\n"
 
 
 @pytest.mark.parametrize("args", [["slots"], ["run", "--slot", "1", "true"]])
-def test_bad_slots_file_is_one_line_and_exit_64_before_any_bus(tmp_path, args, slotmgr_with_slots):
+def test_bad_slots_file_is_one_line_and_exit_64_before_any_bus(
+    tmp_path: Path, args: list[str], slotmgr_with_slots: SlotmgrWithSlots
+) -> None:
     conf = tmp_path / "slots.conf"
     conf.write_text("[slot1]\nMemoryMax=64M\n\n[slot2]\nTasksMax=lots\n")
     out = slotmgr_with_slots(conf, *args)
@@ -322,7 +338,9 @@ def test_bad_slots_file_is_one_line_and_exit_64_before_any_bus(tmp_path, args, s
         (["adopt", "j"], "Missing argument"),
     ],
 )
-def test_bad_control_input_is_one_line_and_exit_64(tmp_path, args, message, slotmgr_with_slots):
+def test_bad_control_input_is_one_line_and_exit_64(
+    tmp_path: Path, args: list[str], message: str, slotmgr_with_slots: SlotmgrWithSlots
+) -> None:
     conf = tmp_path / "slots.conf"
     conf.write_text("[slot1]\n[slot2]\nMemoryMax=1G\nAllowedCPUs=1\nTasksMax=40\n")
     out = slotmgr_with_slots(conf, *args)
@@ -331,7 +349,7 @@ def test_bad_control_input_is_one_line_and_exit_64(tmp_path, args, message, slot
     assert "Traceback" not in out.stderr
 
 
-def test_the_run_path_imports_no_job_control():
+def test_the_run_path_imports_no_job_control() -> None:
     """`slotmgr run` starts every job: it must not pay for list/status/kill code."""
     code = (
         "import sys, slotmgr.cli.main, slotmgr.job.runner, slotmgr.job.scope\n"
