@@ -3,7 +3,8 @@
 Stages, in order, each one's output streamed:
   demo      the README's main command, scripts/demo, as written (the MPD case
             in the systemd 257 guest; it fails if the job leaves anything behind)
-  lint      ruff on everything, mypy --strict on slotmgr/
+  lint      ruff check and ruff format --check on every Python file, mypy
+            --strict on slotmgr/, tests/, the bench scripts and packaging/
   unit      the host-only tests (no bus), with the host's Python
   unit-3.9  the same under Python 3.9 with click 7.1 (RHEL 9's)
   rpm       `make rpm`, as the README says: the RPM that the guests install
@@ -37,6 +38,7 @@ BENCHMARKS = (
     "python3 bench/throughput --sizes 20 --at-once 50 || s=1; exit $s"
 )
 BENCH_SCRIPTS = "bench/launch bench/throughput"  # extensionless: ruff and mypy skip them
+PYTHON_FILES = f"slotmgr tests bench packaging examples {BENCH_SCRIPTS}"
 GUESTS = ("252", "257")
 
 
@@ -93,8 +95,10 @@ def stages(selected: list[str]) -> list[Stage]:
             [
                 "sh",
                 "-c",
-                f"{VENV}/ruff check slotmgr tests bench {BENCH_SCRIPTS} && "
-                f"{VENV}/mypy slotmgr && {VENV}/mypy --scripts-are-modules "
+                f"{VENV}/ruff check {PYTHON_FILES} && "
+                f"{VENV}/ruff format --check {PYTHON_FILES} && "
+                # mypy's files (pyproject.toml): slotmgr, tests, examples, packaging/gen-manpage.py
+                f"{VENV}/mypy && {VENV}/mypy --scripts-are-modules "
                 f"bench/benchlib.py {BENCH_SCRIPTS}",
             ],
         ),
