@@ -16,11 +16,12 @@ import click
 from slotmgr.cli import views
 from slotmgr.errors import PermissionDenied, UsageError
 from slotmgr.history import query as history_query
+from slotmgr.history import stopnote
 from slotmgr.history.record import JobRecord
-from slotmgr.job import adopt, control, delivery, stopnote, stopping
+from slotmgr.history.stopnote import StopNote
+from slotmgr.job import adopt, control, delivery, stopping
 from slotmgr.job.control import Action, Caller
-from slotmgr.job.naming import UNIT_SUFFIXES
-from slotmgr.job.stopnote import StopNote
+from slotmgr.naming import UNIT_SUFFIXES
 from slotmgr.node import slots
 from slotmgr.systemd.manager import Manager
 from slotmgr.systemd.values import parse_signal, parse_timespan_usec

@@ -19,8 +19,8 @@ import click
 from slotmgr import __version__
 from slotmgr.cli.help_sections import SectionedCommand
 from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
-from slotmgr.job.naming import JOB_ID_RULE, is_job_id, unit_name_for
 from slotmgr.job.spec import DEFAULT_SLICE, JobSpec, new_job_id
+from slotmgr.naming import JOB_ID_RULE, UNIT_PREFIX, is_job_id, unit_name_for
 from slotmgr.systemd.properties import (
     LIMIT_OPTIONS,
     Given,
@@ -258,7 +258,9 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
     sections=RUN_OPTION_SECTIONS,
     context_settings={"ignore_unknown_options": False},
 )
-@click.option("--unit", "unit", metavar="NAME", help="Unit name (default slotmgr-<jobid>.service).")
+@click.option(
+    "--unit", "unit", metavar="NAME", help=f"Unit name (default {UNIT_PREFIX}<jobid>.service)."
+)
 @click.option("--job-id", metavar="ID", help="Job id (default: a random one).")
 @click.option(
     "--slice",

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from slotmgr.history.record import JobRecord
-from slotmgr.job.stopnote import StopNote
+from slotmgr.history.stopnote import StopNote
 
 # Files live units name by path stay at the package's top, so a unit started
 # before an upgrade still finds them after it.
@@ -82,48 +82,6 @@ class Launch:
             systemd_version=str(data["systemd_version"]),
             user_manager=bool(data.get("user_manager", False)),
         )
-
-
-def write_launch(db_path: str, launch: Launch) -> str:
-    """RUN.start, before the unit exists: without it the hook's file is no record."""
-    from slotmgr.history import store as history
-
-    name = os.path.join(history.private_spool_dir(db_path), launch.run_id + START_SUFFIX)
-    return history.write_whole(name, launch.to_json().encode())
-
-
-def discard_launch(db_path: str, run_id: str) -> None:
-    """The unit was refused: no hook will run, nothing to record."""
-    from slotmgr.history.store import spool_dir
-
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(spool_dir(db_path), run_id + START_SUFFIX))
-
-
-def collect(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobRecord | None:
-    """For the launcher, once its unit is inactive: its run's record, and
-    everything waiting in the spool stored (its own and other runs' in one
-    turn at the lock). The hook has written its file before the unit turns
-    inactive, so the record is normally there at once; another launcher may
-    have stored it already. None if it never came (the hook could not run)."""
-    from slotmgr.history import store as history
-
-    # Its own pair first, read alone: with many jobs ending at once, reading
-    # every waiting pair to find it would cost each launcher all the others.
-    own = read_pending(history.spool_dir(db_path), run_id)
-    if own is not None:
-        rec: JobRecord | None = own.record
-    else:
-        from slotmgr.job.accounting import wait_for_record
-
-        rec = wait_for_record(db_path, run_id, timeout=timeout)
-    if rec is not None and not history.store_spooled(db_path):
-        history.warn_journal(
-            f"{db_path}.lock was held for more than {history.LOCK_DEADLINE_S:g}s: the record "
-            f"of job {rec.job_id} (run {run_id}) is kept in {history.spool_dir(db_path)}, "
-            "for the next writer"
-        )
-    return rec
 
 
 def parse_end(text: str) -> dict[str, str]:
@@ -212,7 +170,7 @@ def record_of(
 ) -> JobRecord:
     """The run's record: how its main process ended, and whether it was
     stopped (a note of slotmgr's, `note`, or a stop job pending in systemd)."""
-    from slotmgr.job.accounting import build_record, how_main_ended, stopped_result
+    from slotmgr.history.accounting import build_record, how_main_ended, stopped_result
 
     props = properties_of(launch, end)
     env = {
@@ -267,7 +225,7 @@ def _read_private(name: str) -> tuple[str, float] | None:
 def read_pending(spool: str, run_id: str) -> Pending | None:
     """The record of one run, if both its files are there; the stop note is
     read, not taken (history.ingest_spool takes it once stored)."""
-    from slotmgr.job import stopnote
+    from slotmgr.history import stopnote
 
     start_file = os.path.join(spool, run_id + START_SUFFIX)
     end_file = os.path.join(spool, run_id + END_SUFFIX)

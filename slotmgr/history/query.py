@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from slotmgr.deadline import Deadline
 from slotmgr.errors import PermissionDenied, SlotmgrError, UsageError
 from slotmgr.history import store as history
 from slotmgr.history.private_files import open_private
@@ -248,3 +249,23 @@ def get(source: HistorySource | str, job_id: str) -> JobRecord | None:
 def get_run(source: HistorySource | str, run_id: str) -> JobRecord | None:
     """One run's record (the database or its spool), or None."""
     return _lookup(source, run_id, by_run=True)
+
+
+def wait_for_record(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobRecord | None:
+    """The record of this run: in the database, its spool, or (a caller who
+    is not root, on the system manager) the caller's own copy. A service's
+    stop hook has written it to the spool before the unit turns inactive, so
+    it is normally there at once; the wait covers a slow or busy file system."""
+    sources = [HistorySource(db_path, own_copy=False)]
+    if os.geteuid() != 0:
+        sources.append(HistorySource(history.user_copy_path(db_path, os.geteuid()), own_copy=True))
+    deadline = Deadline.after(timeout)
+    while True:
+        for source in sources:
+            with contextlib.suppress(OSError, SlotmgrError):
+                rec = get_run(source, run_id)
+                if rec is not None:
+                    return rec
+        if deadline.expired():
+            return None
+        time.sleep(0.05)

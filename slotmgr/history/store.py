@@ -377,7 +377,7 @@ def _ingest_stop_hook_records(path: str, conn: sqlite3.Connection, warn: Warn) -
     then the files and the run's stop note are removed. A crash anywhere in
     between leaves the pair, stored again later as the same run."""
     from slotmgr.history import hook as stophook
-    from slotmgr.job import stopnote
+    from slotmgr.history import stopnote
 
     found = stophook.pending(spool_dir(path))
     for item in found:

@@ -3,7 +3,7 @@ may act on them (stop: slotmgr.job.stopping, kill: slotmgr.job.delivery, adopt:
 slotmgr.job.adopt).
 
 A job is a unit slotmgr made, whatever its name (`--unit`): one with
-slotmgr's marker (slotmgr.job.naming). Jobs are found among the loaded units whose
+slotmgr's marker (slotmgr.naming). Jobs are found among the loaded units whose
 Description says so, and each is then checked for its marker, which a job
 cannot set itself; their live figures are the units' properties. Who may do
 what is decided here, before systemd is asked:
@@ -29,7 +29,9 @@ from typing import Any
 
 from slotmgr.errors import PermissionDenied, RemoteError, UsageError
 from slotmgr.job.isolation import isolation_of_unit
-from slotmgr.job.naming import (
+from slotmgr.job.spec import command_from_exec_argv, command_of_unit
+from slotmgr.kernel import procs
+from slotmgr.naming import (
     DESCRIPTION_PREFIX,
     JOB_ID_RULE,
     UNIT_SUFFIXES,
@@ -38,8 +40,6 @@ from slotmgr.job.naming import (
     job_id_of_unit,
     unit_name_for,
 )
-from slotmgr.job.spec import command_from_exec_argv, command_of_unit
-from slotmgr.kernel import procs
 from slotmgr.node.slots import slot_of_slice
 from slotmgr.systemd import messages
 from slotmgr.systemd.manager import Manager

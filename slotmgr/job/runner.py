@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, TextIO
 
 from slotmgr.errors import BusTimeout, ExitCode, Interrupted, SlotmgrError, UsageError
 from slotmgr.history import hook as stophook
+from slotmgr.history import launch as run_files
+from slotmgr.history import stopnote
+from slotmgr.history.accounting import build_record
 from slotmgr.history.record import JobRecord, summary_lines
-from slotmgr.job import scope, stopnote
-from slotmgr.job.accounting import build_record
+from slotmgr.job import scope
 from slotmgr.job.asuser import (
     Identity,
     acting_as,
@@ -232,7 +234,7 @@ def _start_and_wait(
             with admitted as stdio:
                 # No SQLite before the unit exists: one small file, which the
                 # stop hook's file completes into the record (slotmgr.history.hook).
-                stophook.write_launch(spec.history_db, launch_of(spec, manager))
+                run_files.write_launch(spec.history_db, launch_of(spec, manager))
                 job = _start_unit(manager, spec, props + stdio_properties(stdio))
         except StartUnanswered:
             # No answer is no refusal: the unit may still be made, and then its
@@ -240,7 +242,7 @@ def _start_and_wait(
             raise
         except SlotmgrError:
             # Refused: no unit, so no hook of it records it or removes the scratch.
-            stophook.discard_launch(spec.history_db, spec.run_id)
+            run_files.discard_launch(spec.history_db, spec.run_id)
             drop_unused_scratch(spec)
             raise
         if on_start is not None:
@@ -270,7 +272,7 @@ def _start_and_wait(
                 stop_requested = True
                 stop_for_signal(manager, spec, exc.signum)
 
-    rec = stophook.collect(spec.history_db, spec.run_id)
+    rec = run_files.collect(spec.history_db, spec.run_id)
     if rec is None:
         # The stop hook could not run (the unit never started, or it failed):
         # report what the caller knows, and say so.

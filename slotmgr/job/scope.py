@@ -19,10 +19,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from slotmgr.errors import Interrupted, RemoteError, SlotmgrError
+from slotmgr.history import stopnote
 from slotmgr.history import store as history
+from slotmgr.history.accounting import build_record, counter_value, stopped_result
 from slotmgr.history.record import JobRecord
-from slotmgr.job import stopnote
-from slotmgr.job.accounting import build_record, counter_value, stopped_result
 from slotmgr.job.spec import JobSpec, exec_argv
 from slotmgr.kernel import cgroup
 from slotmgr.systemd import messages

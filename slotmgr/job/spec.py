@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slotmgr.history.hook import hook_argv
-from slotmgr.job.naming import description_for, marker_field
-from slotmgr.job.naming import unit_name_for as unit_name_for  # where callers have found it
+from slotmgr.naming import description_for, marker_field
+from slotmgr.naming import unit_name_for as unit_name_for  # where callers have found it
 from slotmgr.systemd.features import Features
 from slotmgr.systemd.properties import build_property
 from slotmgr.systemd.wire import Property
@@ -454,7 +454,7 @@ def unit_properties(
         return props
 
     props.append(Property("Type", "s", "exec"))
-    # The job's marker (slotmgr.job.naming); a scope's is its Description.
+    # The job's marker (slotmgr.naming); a scope's is its Description.
     props.append(Property("LogExtraFields", "aay", [marker_field(spec.job_id)]))
     props += exec_properties(spec, features)
     props += isolation_properties(spec)

@@ -80,7 +80,7 @@ def stop_job(
     whatever is left of the job's own processes; then wait until the unit is
     inactive or gone, its ExecStopPost= stop hook included. `before_signal`
     runs just before the SIGTERM, once the job is known to be still running
-    (it leaves a note of who stopped it, slotmgr.job.stopnote).
+    (it leaves a note of who stopped it, slotmgr.history.stopnote).
 
     Not StopUnit: its SIGKILL comes after the unit's TimeoutStopSec=, which is
     fixed when the unit starts, and the same timeout bounds the stop hook, so a

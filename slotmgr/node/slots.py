@@ -42,8 +42,8 @@ from slotmgr.errors import (
     SlotmgrError,
     UsageError,
 )
-from slotmgr.job.naming import UNIT_PREFIX, UNIT_SUFFIXES
 from slotmgr.kernel import procs
+from slotmgr.naming import UNIT_PREFIX, UNIT_SUFFIXES
 from slotmgr.systemd import values
 from slotmgr.systemd.features import Features
 from slotmgr.systemd.manager import UNIT_EXISTS, Manager

@@ -165,7 +165,7 @@ UNIT_PROPERTIES: dict[str, PropertySpec] = _specs(
         why="it would put the job's user in other groups (root, disk, shadow...); group "
         "membership is set in the node's group database",
     ),
-    # The marker that makes a unit a job (slotmgr.job.naming): a job must not choose
+    # The marker that makes a unit a job (slotmgr.naming): a job must not choose
     # its own, nor another job's.
     _slotmgr(
         "Description",

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from slotmgr.history import hook as stophook
+from slotmgr.history import launch as run_files
 from slotmgr.history import store as history
 from slotmgr.job.runner import launch_of
 from slotmgr.job.spec import JobSpec, unit_name_for, unit_properties
@@ -131,7 +131,7 @@ def start_without_waiting(manager: Manager, job_id: str, command: list[str], db:
         private_pids=False,
         limits=STOP_TIMEOUT,
     )
-    stophook.write_launch(spec.history_db, launch_of(spec, manager))
+    run_files.write_launch(spec.history_db, launch_of(spec, manager))
     manager.start_transient_unit(spec.unit, unit_properties(spec, manager.features))
     return spec.unit
 

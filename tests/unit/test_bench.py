@@ -300,5 +300,8 @@ def test_ci_runs_both_benchmarks_small_in_both_guests_and_lints_them() -> None:
         in check.BENCHMARKS
     )
     lint = stages["lint"].argv[-1]
-    assert "ruff check slotmgr tests bench bench/launch bench/throughput" in lint
+    for tool in ("ruff check", "ruff format --check"):
+        assert (
+            f"{tool} slotmgr tests bench packaging examples bench/launch bench/throughput" in lint
+        )
     assert "mypy --scripts-are-modules bench/benchlib.py bench/launch bench/throughput" in lint

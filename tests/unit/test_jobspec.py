@@ -12,7 +12,6 @@ import pytest
 
 from slotmgr.history.hook import HOOK
 from slotmgr.job.isolation import isolation_lines
-from slotmgr.job.naming import job_id_of_unit
 from slotmgr.job.spec import (
     PIDSHIM,
     JobSpec,
@@ -26,6 +25,7 @@ from slotmgr.job.spec import (
     unit_name_for,
     unit_properties,
 )
+from slotmgr.naming import job_id_of_unit
 from slotmgr.systemd.features import Features, features_from_version
 from slotmgr.systemd.wire import Property
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from slotmgr.history import store as history
+from slotmgr.history.accounting import build_record, how_main_ended
 from slotmgr.history.record import SCHEMA, JobRecord, exit_status_from, summary_lines, validate
-from slotmgr.job.accounting import build_record, how_main_ended
+from slotmgr.job.spec import command_of_unit
 
 PROPS = {
     "ExecMainStartTimestamp": 1_700_000_000_000_000,
@@ -64,6 +65,8 @@ def make(**kw: Any) -> JobRecord:
     )
     args.update(kw)
     args.setdefault("run_id", f"run-{args['job_id']}")
+    # The command as the launcher knows it: the unit's ExecStart= without the init.
+    args.setdefault("command", command_of_unit(args["props"]))
     return build_record(**args)
 
 

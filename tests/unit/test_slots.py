@@ -680,7 +680,7 @@ def test_a_signal_while_waiting_starts_nothing(lock_dir: None) -> None:
 def test_a_kill_by_the_slots_limit_is_recorded_as_oom_kill() -> None:
     """systemd may miss an OOM kill caused by the slot's slice, above the job's
     unit; the recorder reads the kernel's count in the job's cgroup."""
-    from slotmgr.job.accounting import build_record
+    from slotmgr.history.accounting import build_record
 
     def result(counters: dict[str, int], reported: str) -> str:
         return build_record(
@@ -693,6 +693,7 @@ def test_a_kill_by_the_slots_limit_is_recorded_as_oom_kill() -> None:
             exit_status=137,
             end_time=1.0,
             systemd_version="252",
+            command=["stress"],
         ).result
 
     assert result({"oom_kill": 1}, "exit-code") == "oom-kill"

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from slotmgr.history import hook as stophook
+from slotmgr.history import launch as run_files
+from slotmgr.history import stopnote
 from slotmgr.history import store as history
-from slotmgr.job import stopnote
-from slotmgr.job.accounting import SYSTEMD_STOP_JOB
-from slotmgr.job.stopnote import StopNote
+from slotmgr.history.accounting import SYSTEMD_STOP_JOB
+from slotmgr.history.stopnote import StopNote
 
 RUN = "0123456789abcdef0123456789abcdef"
 INVOCATION = "fedcba98765432100123456789abcdef"
@@ -91,7 +92,7 @@ def db(tmp_path: Path) -> str:
 def test_the_hook_writes_how_the_job_ended_and_systemds_view_then_the_pair_is_one_record(
     tmp_path: Path, db: str
 ) -> None:
-    stophook.write_launch(db, launch())
+    run_files.write_launch(db, launch())
     out = run_hook(
         tmp_path,
         db,
@@ -164,14 +165,14 @@ def test_counters_and_systemds_fallbacks_are_read_from_the_hooks_lines() -> None
 def test_no_exit_code_from_systemd_yet_takes_the_units_own(tmp_path: Path, db: str) -> None:
     # A stop that caught the job at its very start: systemd ran the hook before
     # it had the main process's end; ExecMainCode/Status a moment later have it.
-    stophook.write_launch(db, launch())
+    run_files.write_launch(db, launch())
     assert run_hook(tmp_path, db, SERVICE_RESULT="success").returncode == 0
     (item,) = stophook.pending(history.spool_dir(db))
     assert (item.record.result, item.record.exit_status) == ("exit-code", 3)
 
 
 def test_a_pending_stop_job_makes_the_job_cancelled_by_systemd(tmp_path: Path, db: str) -> None:
-    stophook.write_launch(db, launch())
+    run_files.write_launch(db, launch())
     out = run_hook(
         tmp_path, db, job="42", SERVICE_RESULT="success", EXIT_CODE="killed", EXIT_STATUS="TERM"
     )
@@ -188,7 +189,7 @@ def test_the_pair_is_stored_once_with_its_users_copy_and_its_note_removed(
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
     (tmp_path / "runtime").mkdir(mode=0o700)
     assert stopnote.leave(INVOCATION, StopNote(by="slotmgr stop by uid 0"), user_manager=True)
-    stophook.write_launch(db, launch(user_manager=True, user="nobody", uid=65534))
+    run_files.write_launch(db, launch(user_manager=True, user="nobody", uid=65534))
     run_hook(
         tmp_path,
         db,
@@ -215,7 +216,7 @@ def test_the_pair_is_stored_once_with_its_users_copy_and_its_note_removed(
 def test_an_ingester_that_died_after_storing_leaves_a_pair_that_is_stored_again_once(
     tmp_path: Path, db: str
 ) -> None:
-    stophook.write_launch(db, launch(user="nobody", uid=65534))
+    run_files.write_launch(db, launch(user="nobody", uid=65534))
     run_hook(tmp_path, db, SERVICE_RESULT="success", EXIT_CODE="exited", EXIT_STATUS="0")
     spool = history.spool_dir(db)
     (item,) = stophook.pending(spool)
@@ -242,9 +243,9 @@ def test_an_end_without_its_start_or_a_start_alone_is_no_record(tmp_path: Path, 
 
 
 def test_a_refused_unit_leaves_no_start_file(db: str) -> None:
-    name = stophook.write_launch(db, launch())
+    name = run_files.write_launch(db, launch())
     assert json.loads(Path(name).read_text())["run_id"] == RUN
-    stophook.discard_launch(db, RUN)
+    run_files.discard_launch(db, RUN)
     assert os.listdir(history.spool_dir(db)) == []
 
 
@@ -264,7 +265,7 @@ def test_the_first_record_is_found_and_listed_before_any_database_exists(
     # The launcher looks for its record before anything has made the database.
     from slotmgr.history import query as history_query
 
-    stophook.write_launch(db, launch())
+    run_files.write_launch(db, launch())
     run_hook(tmp_path, db, SERVICE_RESULT="success", EXIT_CODE="exited", EXIT_STATUS="0")
     assert not os.path.exists(db)
     rec = history_query.get_run(db, RUN)
@@ -280,19 +281,19 @@ def test_collect_returns_its_own_run_and_stores_every_waiting_pair(tmp_path: Pat
     turn at the lock); a run another launcher stored already is found in the
     database."""
     other = "f" * 32
-    stophook.write_launch(db, launch(run_id=other, job_id="other"))
+    run_files.write_launch(db, launch(run_id=other, job_id="other"))
     spool = history.spool_dir(db)
     Path(spool, f"{other}.end").write_text(
         "service_result=success\nexit_code=exited\nexit_status=0\n"
     )
     os.chmod(Path(spool, f"{other}.end"), 0o600)
-    stophook.write_launch(db, launch())
+    run_files.write_launch(db, launch())
     run_hook(tmp_path, db, SERVICE_RESULT="exit-code", EXIT_CODE="exited", EXIT_STATUS="3")
-    rec = stophook.collect(db, RUN, timeout=1)
+    rec = run_files.collect(db, RUN, timeout=1)
     assert rec is not None and (rec.run_id, rec.exit_status) == (RUN, 3)
     assert os.listdir(spool) == []
     with sqlite3.connect(db) as conn:
         rows = sorted(conn.execute("SELECT run_id, result FROM jobs").fetchall())
     assert rows == sorted([(RUN, "exit-code"), (other, "success")])
-    again = stophook.collect(db, other, timeout=1)  # stored by the first: from the database
+    again = run_files.collect(db, other, timeout=1)  # stored by the first: from the database
     assert again is not None and (again.job_id, again.exit_status) == ("other", 0)

@@ -12,10 +12,10 @@ from typing import cast
 
 import pytest
 
+from slotmgr.history import stopnote
+from slotmgr.history.accounting import SYSTEMD_STOP_JOB, stopped_result
 from slotmgr.history.record import summary_lines, validate
-from slotmgr.job import stopnote
-from slotmgr.job.accounting import SYSTEMD_STOP_JOB, stopped_result
-from slotmgr.job.stopnote import StopNote
+from slotmgr.history.stopnote import StopNote
 
 from .test_record import make
 

@@ -364,7 +364,7 @@ def test_the_run_path_imports_no_job_control() -> None:
         check=True,
     )
     loaded = set(out.stdout.split())
-    assert "slotmgr.job.naming" in loaded  # what a job is, shared with job control
+    assert "slotmgr.naming" in loaded  # what a job is, shared with job control
     for control_module in (
         "job.control",
         "cli.commands",

@@ -1,20 +1,19 @@
-"""Turn what systemd and the cgroup report about a finished job into a record."""
+"""Turn what systemd and the cgroup report about a finished job into a record.
+
+Pure: the numbers come from the stop hook's file (a service) or the
+launcher's samples (a scope), the command from whoever started the job."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import socket
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slotmgr.deadline import Deadline
-from slotmgr.errors import ExitCode, SlotmgrError
-from slotmgr.history import store as history
+from slotmgr.errors import ExitCode
 from slotmgr.history.record import JobRecord, exit_status_from
-from slotmgr.job.stopnote import StopNote
+from slotmgr.history.stopnote import StopNote
 from slotmgr.systemd.values import UINT64_MAX
 
 
@@ -50,7 +49,7 @@ def build_record(
     exit_status: int,
     end_time: float,
     systemd_version: str,
-    command: list[str] | None = None,
+    command: Sequence[str],
     run_id: str = "",
     stopped_by: str | None = None,
 ) -> JobRecord:
@@ -85,12 +84,6 @@ def build_record(
     else:
         memory_peak, source = None, "unavailable"
 
-    if command is None:
-        # Here, not at the top: whoever stores a stop hook's record has the
-        # command already, and needs none of jobspec's property tables.
-        from slotmgr.job.spec import command_of_unit
-
-        command = command_of_unit(props)
     if counters.get("oom_kill", 0) > 0 and result in ("exit-code", "signal"):
         # systemd may handle the main process's end before the OOM event (seen
         # when a slot's limit, on the slice above the unit, caused the kill):
@@ -104,7 +97,7 @@ def build_record(
         slot=slot,
         user=user,
         uid=max(uid, 0),
-        command=command or ["?"],
+        command=list(command) or ["?"],
         start_time=start_time,
         end_time=end_time,
         wall_time_usec=max(0, int((end_of_main - start_time) * 1e6)),
@@ -162,7 +155,7 @@ def stopped_result(
 ) -> tuple[str, str | None]:
     """(result, stopped_by) for a job that may have been stopped.
 
-    slotmgr's own stoppers leave a note (slotmgr.job.stopnote) before they
+    slotmgr's own stoppers leave a note (slotmgr.history.stopnote) before they
     signal; a stop through systemd by anybody else leaves a stop job pending
     while ExecStopPost= runs. A job that ended by itself has neither. A
     `slotmgr kill` note counts only when the job died of its signal."""
@@ -173,29 +166,3 @@ def stopped_result(
     if pending_job_type in ("stop", "restart"):
         return "cancelled", SYSTEMD_STOP_JOB
     return result, None
-
-
-def wait_for_record(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobRecord | None:
-    """The record of this run: in the database, its spool, or (a caller who
-    is not root, on the system manager) the caller's own copy. A service's
-    stop hook has written it to the spool before the unit turns inactive, so
-    it is normally there at once; the wait covers a slow or busy file system."""
-    from slotmgr.history import query as history_query
-
-    sources = [history_query.HistorySource(db_path, own_copy=False)]
-    if os.geteuid() != 0:
-        sources.append(
-            history_query.HistorySource(
-                history.user_copy_path(db_path, os.geteuid()), own_copy=True
-            )
-        )
-    deadline = Deadline.after(timeout)
-    while True:
-        for source in sources:
-            with contextlib.suppress(OSError, SlotmgrError):
-                rec = history_query.get_run(source, run_id)
-                if rec is not None:
-                    return rec
-        if deadline.expired():
-            return None
-        time.sleep(0.05)
