@@ -15,6 +15,8 @@ class ExitCode(enum.IntEnum):
     USAGE = 64  # bad option, value or command line (EX_USAGE)
     UNAVAILABLE = 69  # no systemd or no bus to reach it (EX_UNAVAILABLE)
     INTERNAL = 70  # a bug in slotmgr (EX_SOFTWARE)
+    # Not 125, which is JOB_OOM: a failed setup must not read as an OOM kill.
+    INIT_FAILED = 71  # the job's init could not set it up (PID namespace, /proc, fork) (EX_OSERR)
     SLOT_BUSY = 75  # the asked-for slot holds its most jobs; try again later (EX_TEMPFAIL)
     NO_PERMISSION = 77  # not allowed to act on that job or PID (EX_NOPERM)
     SYSTEMD_REFUSED = 76  # systemd answered the request with an error (EX_PROTOCOL)

@@ -30,7 +30,7 @@ Modes
              its own job; what is outside may still reach in. Without CAP_SYS_ADMIN the
              kernel requires no_new_privs first: setuid and file-capability programs
              (sudo, su, ping on some systems) then run without their privileges. A kernel
-             without ABI 6 makes it fail (125): the launcher asks for it only where it works.
+             without ABI 6 makes it fail (71): the launcher asks for it only where it works.
   --started-blocked  pidshim was started with every signal blocked (`env --block-signal`
              in front of it), so that a signal sent while the interpreter starts stays
              pending instead of being lost (see Signals); the job gets an empty mask.
@@ -38,7 +38,7 @@ Modes
 Exit status, encoded as a shell does
   N      CMD exited with N            126  CMD not executable (EACCES, ENOEXEC, ...)
   128+N  CMD was killed by signal N   127  CMD not found (ENOENT), or it vanished (ECHILD)
-  125    pidshim failed: no PID namespace (unshare: EPERM, EINVAL...), /proc mount, fork
+  71     pidshim failed: no PID namespace (unshare: EPERM, EINVAL...), /proc mount, fork
   2      usage error
 All but N, 128+N and ECHILD's 127 come with one line on stderr, such as
 "pidshim: cannot execute 'X': reason" or "pidshim: cannot create a PID namespace: reason".
@@ -91,7 +91,8 @@ USAGE = (
     "usage: pidshim.py [--unshare [--private-tmp] [--private-ipc] [--private-shm]]"
     " [--landlock-scope] [--started-blocked] [--] CMD [ARGS...]"
 )
-EX_USAGE, EX_SHIM, EX_NOEXEC, EX_NOTFOUND = 2, 125, 126, 127
+# 71 is EX_OSERR, slotmgr's INIT_FAILED (125 would read as an OOM kill).
+EX_USAGE, EX_SHIM, EX_NOEXEC, EX_NOTFOUND = 2, 71, 126, 127
 
 # Linux constants the os module lacks (os.unshare only exists from Python 3.12).
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x00020000, 0x20000000, 0x08000000

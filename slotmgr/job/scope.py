@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from slotmgr.errors import Interrupted, RemoteError, SlotmgrError
+from slotmgr.errors import ExitCode, Interrupted, RemoteError, SlotmgrError
 from slotmgr.history import stopnote
 from slotmgr.history import store as history
 from slotmgr.history.accounting import build_record, counter_value, stopped_result
@@ -30,7 +30,7 @@ from slotmgr.systemd.manager import Manager
 from slotmgr.systemd.wire import Property
 
 _SAMPLE_INTERVAL_S = 0.2
-_CHILD_SETUP_FAILED = 125
+_CHILD_SETUP_FAILED = int(ExitCode.INIT_FAILED)
 
 
 def _fork_waiting_child(argv: list[str], *, cwd: str | None) -> tuple[int, socket.socket]:

@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from slotmgr.errors import ExitCode
+
 SHIM = str(Path(__file__).resolve().parents[2] / "slotmgr" / "pidshim.py")
 PY = [sys.executable, "-I", "-S", SHIM]
 MODES = {
@@ -212,13 +214,13 @@ def test_usage_errors() -> None:
     assert subprocess.run([*PY, "sh", "-c", "exit 4"], timeout=TIMEOUT).returncode == 4
 
 
-def test_no_pid_namespace_is_125() -> None:
+def test_no_pid_namespace_is_71() -> None:
     # Without CAP_SYS_ADMIN (e.g. a unit with User=), unshare(CLONE_NEWPID) fails with EPERM.
     drop = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
     result = subprocess.run(
         [*drop, *MODES["unshare"], "true"], capture_output=True, text=True, timeout=TIMEOUT
     )
-    assert result.returncode == 125
+    assert result.returncode == ExitCode.INIT_FAILED  # 71, not 125 (the OOM kill's)
     assert result.stderr == "pidshim: cannot create a PID namespace: Operation not permitted\n"
 
 
@@ -483,3 +485,13 @@ def test_started_blocked_the_job_gets_an_empty_mask(mode: str) -> None:
         [*BLOCKED, *MODES[mode], *cmd], capture_output=True, text=True, timeout=TIMEOUT
     )
     assert kept.stdout != out.stdout
+
+
+def test_every_exit_code_means_one_thing() -> None:
+    """An IntEnum folds equal values into aliases: each code must be its own."""
+    assert len({int(code) for code in ExitCode}) == len(ExitCode.__members__)
+    from slotmgr import pidshim
+
+    # pidshim runs as a file and imports nothing of slotmgr's: its code is written twice.
+    assert pidshim.EX_SHIM == ExitCode.INIT_FAILED
+    assert pidshim.EX_SHIM != int(ExitCode.JOB_OOM)

@@ -69,7 +69,7 @@ def test_job_gets_no_capability(as_nobody_with_ambient_sys_admin: list[str]) -> 
         assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == 0, (name, status)
 
 
-def test_without_the_capability_it_fails_with_125() -> None:
+def test_without_the_capability_it_fails_with_71() -> None:
     out = subprocess.run(
         [
             "setpriv",
@@ -89,7 +89,7 @@ def test_without_the_capability_it_fails_with_125() -> None:
         timeout=60,
         cwd="/",
     )
-    assert out.returncode == 125
+    assert out.returncode == 71  # ExitCode.INIT_FAILED
     assert out.stderr.startswith("pidshim: cannot create a PID namespace")
 
 
