@@ -14,14 +14,7 @@ from typing import Any
 from slotmgr.errors import ExitCode
 from slotmgr.history.record import JobRecord, exit_status_from
 from slotmgr.history.stopnote import StopNote
-from slotmgr.systemd.values import UINT64_MAX
-
-
-def counter_value(value: Any) -> int | None:
-    """systemd reports 'not available' as UINT64_MAX."""
-    if value is None or value == UINT64_MAX:
-        return None
-    return int(value)
+from slotmgr.systemd.values import counter
 
 
 def _user_of(props: Mapping[str, Any]) -> tuple[str, int]:
@@ -55,17 +48,17 @@ def build_record(
 ) -> JobRecord:
     """Prefer the cgroup counters read at the job's end (exact, and read
     before the reader itself could add to them); fall back to systemd's."""
-    start_usec = counter_value(props.get("ExecMainStartTimestamp")) or counter_value(
+    start_usec = counter(props.get("ExecMainStartTimestamp")) or counter(
         props.get("ActiveEnterTimestamp")
     )
-    exit_usec = counter_value(props.get("ExecMainExitTimestamp"))
+    exit_usec = counter(props.get("ExecMainExitTimestamp"))
     start_time = start_usec / 1e6 if start_usec else end_time
     end_of_main = exit_usec / 1e6 if exit_usec else end_time
     own = counters.get("own_usec", 0)
 
     cpu = counters.get("usage_usec")
     if cpu is None:
-        nsec = counter_value(props.get("CPUUsageNSec"))
+        nsec = counter(props.get("CPUUsageNSec"))
         cpu = None if nsec is None else nsec // 1000
     if cpu is not None:
         cpu = max(0, cpu - own)
@@ -78,8 +71,8 @@ def build_record(
     if "memory_peak" in counters:
         memory_peak: int | None = counters["memory_peak"]
         source = "cgroup memory.peak"
-    elif counter_value(props.get("MemoryPeak")) is not None:
-        memory_peak = counter_value(props.get("MemoryPeak"))
+    elif counter(props.get("MemoryPeak")) is not None:
+        memory_peak = counter(props.get("MemoryPeak"))
         source = "systemd MemoryPeak"
     else:
         memory_peak, source = None, "unavailable"
@@ -108,11 +101,11 @@ def build_record(
         cpu_system_usec=cpu_system,
         memory_peak_bytes=memory_peak,
         memory_peak_source=source,
-        io_read_bytes=counters.get("io_read", counter_value(props.get("IOReadBytes"))),
-        io_write_bytes=counters.get("io_write", counter_value(props.get("IOWriteBytes"))),
+        io_read_bytes=counters.get("io_read", counter(props.get("IOReadBytes"))),
+        io_write_bytes=counters.get("io_write", counter(props.get("IOWriteBytes"))),
         tasks_peak=counters.get("pids_peak"),
-        ip_ingress_bytes=counter_value(props.get("IPIngressBytes")),
-        ip_egress_bytes=counter_value(props.get("IPEgressBytes")),
+        ip_ingress_bytes=counter(props.get("IPIngressBytes")),
+        ip_egress_bytes=counter(props.get("IPEgressBytes")),
         systemd_version=systemd_version,
         hostname=socket.gethostname(),
         run_id=run_id,

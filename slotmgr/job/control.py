@@ -43,7 +43,8 @@ from slotmgr.naming import (
 from slotmgr.node.slots import slot_of_slice
 from slotmgr.systemd import messages
 from slotmgr.systemd.manager import Manager
-from slotmgr.systemd.values import UINT64_MAX, cpu_set_to_text
+from slotmgr.systemd.properties import LIMIT_OPTIONS, shown_value
+from slotmgr.systemd.values import counter
 
 UNIT_PATTERNS = tuple(f"*{suffix}" for suffix in UNIT_SUFFIXES)
 LIVE_STATES = ("active", "activating", "deactivating", "reloading")
@@ -225,12 +226,6 @@ def job_of_process(manager: Manager, pid: int) -> tuple[str, str] | None:
     return None if job_id is None else (unit, job_id)
 
 
-def _counter(value: Any) -> int | None:
-    if value is None or value == UINT64_MAX or isinstance(value, bool):
-        return None
-    return int(value)
-
-
 def user_of(user_prop: str, default_uid: int) -> tuple[str, int]:
     """The job's user from the unit's User= (a name, a number or empty)."""
     if not user_prop:
@@ -257,10 +252,10 @@ def job_info(unit: str, props: Mapping[str, Any], *, owner_uid: int, now: float)
     NotAJob if the unit has no slotmgr marker."""
     job_id = marked_job_id(unit, props)
     user, uid = user_of(str(props.get("User") or ""), owner_uid)
-    started = _counter(props.get("InactiveExitTimestamp")) or None
-    nsec = _counter(props.get("CPUUsageNSec"))
+    started = counter(props.get("InactiveExitTimestamp")) or None
+    nsec = counter(props.get("CPUUsageNSec"))
     slice_ = str(props.get("Slice", ""))
-    main_pid = _counter(props.get("MainPID")) or None
+    main_pid = counter(props.get("MainPID")) or None
     return JobInfo(
         job_id=job_id,
         unit=unit,
@@ -274,8 +269,8 @@ def job_info(unit: str, props: Mapping[str, Any], *, owner_uid: int, now: float)
         start_time=None if started is None else started / 1e6,
         runtime_usec=None if started is None else max(0, int(now * 1e6) - started),
         cpu_usage_usec=None if nsec is None else nsec // 1000,
-        memory_current_bytes=_counter(props.get("MemoryCurrent")),
-        tasks_current=_counter(props.get("TasksCurrent")),
+        memory_current_bytes=counter(props.get("MemoryCurrent")),
+        tasks_current=counter(props.get("TasksCurrent")),
         main_pid=main_pid,
         control_group=str(props.get("ControlGroup", "")),
         command=command_of_unit(props) if unit.endswith(".service") else _scope_command(props),
@@ -376,30 +371,13 @@ def job_for(manager: Manager, caller: Caller, job: str, action: Action) -> JobIn
 
 
 def _limit_text(props: Mapping[str, Any]) -> dict[str, str]:
-    """The unit's own limits that are set, in systemd's words."""
-    from slotmgr.systemd.values import format_bytes, format_usec
-
+    """The unit's own limits that are set, in systemd's words (the limit
+    options' keys, as properties.shown_value reads them)."""
     limits: dict[str, str] = {}
-    for key in ("MemoryMax", "MemoryHigh", "MemorySwapMax"):
-        value = _counter(props.get(key))
-        if value is not None:
-            limits[key] = format_bytes(value)
-    tasks = _counter(props.get("TasksMax"))
-    if tasks is not None:
-        limits["TasksMax"] = str(tasks)
-    quota = _counter(props.get("CPUQuotaPerSecUSec"))
-    if quota is not None:
-        limits["CPUQuota"] = f"{quota / 10_000:g}%"
-    for key in ("CPUWeight", "IOWeight"):
-        weight = _counter(props.get(key))
-        if weight is not None:
-            limits[key] = str(weight)
-    cpus = props.get("AllowedCPUs")
-    if cpus:
-        limits["AllowedCPUs"] = cpu_set_to_text(bytes(cpus))
-    runtime = _counter(props.get("RuntimeMaxUSec"))
-    if runtime is not None:
-        limits["RuntimeMaxSec"] = format_usec(runtime)
+    for option in LIMIT_OPTIONS:
+        text = shown_value(option.key, props.get(option.spec.wire_name))
+        if text is not None:
+            limits[option.key] = text
     return limits
 
 
@@ -409,7 +387,7 @@ def job_detail(manager: Manager, caller: Caller, info: JobInfo) -> JobDetail:
     command = command_of_unit(props)
     peak = procs.cgroup_int(group, "memory.peak") if group else None
     if peak is None:
-        peak = _counter(props.get("MemoryPeak"))
+        peak = counter(props.get("MemoryPeak"))
     pids = procs.cgroup_pids(procs.CGROUP_ROOT + group) if group else []
     return JobDetail(
         info=info,
@@ -417,8 +395,8 @@ def job_detail(manager: Manager, caller: Caller, info: JobInfo) -> JobDetail:
         command=command,
         memory_peak_bytes=peak,
         memory_swap_bytes=procs.cgroup_int(group, "memory.swap.current") if group else None,
-        io_read_bytes=_counter(props.get("IOReadBytes")),
-        io_write_bytes=_counter(props.get("IOWriteBytes")),
+        io_read_bytes=counter(props.get("IOReadBytes")),
+        io_write_bytes=counter(props.get("IOWriteBytes")),
         limits=_limit_text(props),
         effective_cpus=procs.cgroup_file(group, "cpuset.cpus.effective") if group else None,
         processes=[(pid, procs.cmdline(pid)) for pid in sorted(pids)],

@@ -21,11 +21,11 @@ from contextlib import AbstractContextManager
 from slotmgr.errors import ExitCode, Interrupted, RemoteError, SlotmgrError
 from slotmgr.history import stopnote
 from slotmgr.history import store as history
-from slotmgr.history.accounting import build_record, counter_value, stopped_result
+from slotmgr.history.accounting import build_record, stopped_result
 from slotmgr.history.record import JobRecord
 from slotmgr.job.spec import JobSpec, exec_argv
 from slotmgr.kernel import cgroup
-from slotmgr.systemd import messages
+from slotmgr.systemd import messages, values
 from slotmgr.systemd.manager import Manager
 from slotmgr.systemd.wire import Property
 
@@ -145,10 +145,10 @@ def run_in_scope(
     # The cgroup is gone or going: systemd's figures cached at its removal are
     # complete, the last sample may not be; keep the sample where systemd has
     # none (252 keeps no CPU figure for a scope that ended).
-    if counter_value(unit_props.get("CPUUsageNSec")) is not None:
+    if values.counter(unit_props.get("CPUUsageNSec")) is not None:
         for key in ("usage_usec", "user_usec", "system_usec"):
             counters.pop(key, None)
-    if counter_value(unit_props.get("IOReadBytes")) is not None:
+    if values.counter(unit_props.get("IOReadBytes")) is not None:
         for key in ("io_read", "io_write"):
             counters.pop(key, None)
     scope_result = str(unit_props.get("Result", "success"))

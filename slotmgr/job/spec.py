@@ -18,7 +18,7 @@ from slotmgr.history.hook import hook_argv
 from slotmgr.naming import description_for, marker_field
 from slotmgr.naming import unit_name_for as unit_name_for  # where callers have found it
 from slotmgr.systemd.features import Features
-from slotmgr.systemd.properties import build_property
+from slotmgr.systemd.properties import ACCOUNTING_KEYS, build_property
 from slotmgr.systemd.wire import Property
 
 DEFAULT_SLICE = "slotmgr.slice"
@@ -427,14 +427,8 @@ def unit_properties(
         Property("Slice", "s", spec.slice),
         Property("CollectMode", "s", "inactive-or-failed"),
     ]
-    for key in (
-        "CPUAccounting",
-        "MemoryAccounting",
-        "IOAccounting",
-        "TasksAccounting",
-        "IPAccounting",
-    ):
-        props.append(Property(key, "b", True))
+    for key in ACCOUNTING_KEYS:
+        props += build_property(key, "yes", features)
     for key, raw in spec.limits:
         props += build_property(key, raw, features)
     if not spec.scope and "TimeoutStopSec" not in dict(spec.limits):

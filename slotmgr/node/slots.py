@@ -48,27 +48,28 @@ from slotmgr.systemd import values
 from slotmgr.systemd.features import Features
 from slotmgr.systemd.manager import UNIT_EXISTS, Manager
 from slotmgr.systemd.messages import SLICE_IFACE, UNIT_IFACE
-from slotmgr.systemd.properties import PropertyError, build_property
+from slotmgr.systemd.properties import PropertyError, build_property, unset_property
 from slotmgr.systemd.wire import Property
 
 DEFAULT_CONF = "/etc/slotmgr/slots.conf"
 CONF_ENV = "SLOTMGR_SLOTS_CONF"
 MAX_SLOT = 9999
 
-# The keys a slot may set, and the value that means "no limit" on the wire.
-# Every key is sent each time the slice is prepared, configured or not, so a
-# key removed from the file is lifted at the next job instead of lingering.
-_UNSET: dict[str, Property] = {
-    "MemoryMax": Property("MemoryMax", "t", values.UINT64_MAX),
-    "MemoryHigh": Property("MemoryHigh", "t", values.UINT64_MAX),
-    "MemorySwapMax": Property("MemorySwapMax", "t", values.UINT64_MAX),
-    "AllowedCPUs": Property("AllowedCPUs", "ay", b""),
-    "CPUQuota": Property("CPUQuotaPerSecUSec", "t", values.USEC_INFINITY),
-    "CPUWeight": Property("CPUWeight", "t", values.UINT64_MAX),
-    "IOWeight": Property("IOWeight", "t", values.UINT64_MAX),
-    "TasksMax": Property("TasksMax", "t", values.UINT64_MAX),
-}
-SLOT_KEYS = tuple(_UNSET)
+# The limits a slot's slice may carry (a slice has no run time). Every key
+# is sent each time the slice is prepared, configured or not (unset: the
+# value that lifts it), so a key removed from the file is lifted at the next
+# job instead of lingering.
+SLOT_KEYS = (
+    "MemoryMax",
+    "MemoryHigh",
+    "MemorySwapMax",
+    "AllowedCPUs",
+    "CPUQuota",
+    "CPUWeight",
+    "IOWeight",
+    "TasksMax",
+)
+_UNSET: dict[str, Property] = {key: unset_property(key) for key in SLOT_KEYS}
 # slotmgr's own settings of a slot, lower case beside systemd's keys.
 JOBS_KEY = "jobs"
 SLOT_SETTINGS = (JOBS_KEY,)

@@ -187,6 +187,10 @@ UNIT_PROPERTIES: dict[str, PropertySpec] = _specs(
     ),
 )
 
+# What every job's record needs counted: slotmgr turns them on for every job.
+ACCOUNTING_KEYS: tuple[str, ...] = tuple(
+    k for k, s in UNIT_PROPERTIES.items() if s.why == _ACCOUNTED and s.kind is Kind.BOOL
+)
 JOB_SAFE: tuple[str, ...] = tuple(k for k, s in UNIT_PROPERTIES.items() if s.setter is Setter.JOB)
 
 
@@ -234,6 +238,49 @@ LIMIT_OPTIONS: tuple[LimitOption, ...] = (
         "--runtime-max", "RuntimeMaxSec", "Wall-time limit; then the job ends as 'timeout'."
     ),
 )
+
+
+# What lifts a limit of each kind again, on the wire (systemd's "infinity",
+# or an empty CPU set): a slot's slice drops a key removed from slots.conf.
+_UNSET_BY_KIND: dict[Kind, tuple[str, object]] = {
+    Kind.MEMORY: ("t", values.UINT64_MAX),
+    Kind.TASKS: ("t", values.UINT64_MAX),
+    Kind.WEIGHT: ("t", values.UINT64_MAX),
+    Kind.CPU_QUOTA: ("t", values.USEC_INFINITY),
+    Kind.TIMESPAN: ("t", values.USEC_INFINITY),
+    Kind.CPU_SET: ("ay", b""),
+}
+
+
+def unset_property(key: str) -> Property:
+    """The property that lifts the limit `key` (a limit of one of the kinds above)."""
+    spec = UNIT_PROPERTIES[key]
+    signature, value = _UNSET_BY_KIND[spec.kind]
+    return Property(spec.wire_name, signature, value)
+
+
+def shown_value(key: str, value: object) -> str | None:
+    """A unit's value of `key` (as GetAll gives it, under the wire name) in
+    the words a user writes it with; None when it is unset or not a limit."""
+    kind = UNIT_PROPERTIES[key].kind
+    if kind is Kind.CPU_SET:
+        return (
+            values.cpu_set_to_text(bytes(value))
+            if isinstance(value, (bytes, list)) and value
+            else None
+        )
+    if kind not in _UNSET_BY_KIND:
+        return None
+    number = values.counter(value)
+    if number is None:
+        return None
+    if kind is Kind.MEMORY:
+        return values.format_bytes(number)
+    if kind is Kind.CPU_QUOTA:
+        return f"{number / 10_000:g}%"
+    if kind is Kind.TIMESPAN:
+        return values.format_usec(number)
+    return str(number)
 
 
 class PropertyError(ValueError):

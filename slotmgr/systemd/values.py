@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from typing import Any
 
 UINT64_MAX = 2**64 - 1
 UINT32_MAX = 2**32 - 1
 USEC_INFINITY = UINT64_MAX
+
+
+def counter(value: Any) -> int | None:
+    """A number systemd reports, None where it says "not available" or
+    "unset" (UINT64_MAX), or the value is missing or no number."""
+    if value is None or value == UINT64_MAX or isinstance(value, bool):
+        return None
+    return int(value)
+
 
 _SIZE_SUFFIXES_1024 = {
     "": 1,

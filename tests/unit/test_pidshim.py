@@ -494,4 +494,4 @@ def test_every_exit_code_means_one_thing() -> None:
 
     # pidshim runs as a file and imports nothing of slotmgr's: its code is written twice.
     assert pidshim.EX_SHIM == ExitCode.INIT_FAILED
-    assert pidshim.EX_SHIM != int(ExitCode.JOB_OOM)
+    assert int(ExitCode.JOB_OOM) != pidshim.EX_SHIM

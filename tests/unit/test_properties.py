@@ -97,3 +97,41 @@ def test_every_limit_option_maps_to_a_known_key() -> None:
     for opt in LIMIT_OPTIONS:
         assert opt.key in UNIT_PROPERTIES
     assert {o.dest for o in LIMIT_OPTIONS} >= {"memory_max", "cpus", "runtime_max", "tasks_max"}
+
+
+def test_each_limit_reads_back_as_written_and_lifts_with_its_unset_value() -> None:
+    """One table serves the options, a slot's reset and `status`: for every
+    limit option, what `status` shows of the wire value is a value the
+    option takes back to the same wire value, and the unset value shows as
+    no limit at all."""
+    from slotmgr.systemd.properties import (
+        LIMIT_OPTIONS,
+        UNIT_PROPERTIES,
+        Kind,
+        build_property,
+        shown_value,
+        unset_property,
+    )
+
+    written = {
+        "MemoryMax": "2G",
+        "MemoryHigh": "512M",
+        "MemorySwapMax": "0B",
+        "CPUQuota": "150%",
+        "CPUWeight": "50",
+        "AllowedCPUs": "0",
+        "IOWeight": "200",
+        "TasksMax": "64",
+        "RuntimeMaxSec": "1h 30min",
+    }
+    for option in LIMIT_OPTIONS:
+        if UNIT_PROPERTIES[option.key].kind is Kind.BANDWIDTH:
+            continue  # a device's rate: no single value to show
+        (prop,) = build_property(option.key, written[option.key], None)
+        shown = shown_value(option.key, prop.value)
+        assert shown is not None, option.key
+        assert build_property(option.key, shown, None) == [prop], (option.key, shown)
+        unset = unset_property(option.key)
+        assert unset.name == prop.name == option.spec.wire_name
+        assert unset.signature == prop.signature
+        assert shown_value(option.key, unset.value) is None, option.key
