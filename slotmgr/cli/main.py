@@ -50,8 +50,6 @@ class _Commands(click.Group):
     for the help: `slotmgr run`, which a batch system calls for every job,
     does not pay for them."""
 
-    CONTROL = ("adopt", "history", "kill", "list", "slots", "status", "stop")
-
     def _load_control(self) -> None:
         if "list" not in self.commands:
             from slotmgr.cli import commands as cli_control
@@ -63,7 +61,7 @@ class _Commands(click.Group):
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.CONTROL:
+        if cmd_name not in self.commands:  # `run` is here; the others load once asked for
             self._load_control()
         return super().get_command(ctx, cmd_name)
 
