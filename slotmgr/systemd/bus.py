@@ -23,7 +23,7 @@ import os
 import select
 import socket
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -258,11 +258,6 @@ class Connection:
                 return None
             if msg.header.message_type == MessageType.signal:
                 self._pending_signals.append(_to_signal(msg))
-
-    def signals(self) -> Iterator[Signal]:
-        """Drain the signals received so far without waiting."""
-        while self._pending_signals:
-            yield self._pending_signals.popleft()
 
 
 def is_wanted(

@@ -38,12 +38,6 @@ class Features:
         its commands, the stop hook included. Seen fixed in 257."""
         return self.version >= 257
 
-    @property
-    def memory_peak_property(self) -> bool:
-        """MemoryPeak= upstream from 255 (RHEL 9.7 backports it to 252: the
-        record also checks whether the property came back)."""
-        return self.version >= 255
-
 
 def parse_version(text: str) -> int:
     """'252.38-1~deb12u1' -> 252; 'systemd 257 (257.13-1)' -> 257."""

@@ -99,10 +99,6 @@ def get_unit_by_pid(pid: int) -> Message:
     return _manager_call("GetUnitByPID", "u", (pid,))
 
 
-def load_unit(name: str) -> Message:
-    return _manager_call("LoadUnit", "s", (check_unit_name(name),))
-
-
 def list_units_by_patterns(states: Sequence[str], patterns: Sequence[str]) -> Message:
     return _manager_call("ListUnitsByPatterns", "asas", (list(states), list(patterns)))
 
