@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from slotmgr.caller import Caller
 from slotmgr.cli import views
 from slotmgr.errors import PermissionDenied, UsageError
 from slotmgr.history import query as history_query
@@ -20,7 +21,7 @@ from slotmgr.history import stopnote
 from slotmgr.history.record import JobRecord
 from slotmgr.history.stopnote import StopNote
 from slotmgr.job import adopt, control, delivery, stopping
-from slotmgr.job.control import Action, Caller
+from slotmgr.job.control import Action
 from slotmgr.naming import UNIT_SUFFIXES
 from slotmgr.node import slots
 from slotmgr.systemd.manager import Manager
@@ -38,8 +39,7 @@ def _echo_lines(lines: list[str]) -> None:
         click.echo(line)
 
 
-def _caller_name() -> str:
-    uid = os.getuid()
+def _name_of(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -112,12 +112,10 @@ def _finished_record(source: history_query.HistorySource, job: str) -> JobRecord
 
 def _show_finished(obj: Any, caller: Caller, job: str, as_json: bool) -> bool:
     """A job that is no longer running may be in the history: show its record."""
-    rec = _finished_record(
-        history_query.source_for(caller_uid=caller.uid, user_mode=caller.user_mode), job
-    )
+    rec = _finished_record(history_query.source_for(caller), job)
     if rec is None:
         return False
-    if not caller.controls_everything and rec.uid != caller.uid:
+    if not caller.owns(rec.uid):
         raise PermissionDenied(
             f"job {rec.job_id} belongs to {rec.user}: you may status only your own jobs"
         )
@@ -319,10 +317,9 @@ def history_cmd(
         slot=slot,
         limit=None if limit is None else int(limit),
     )
-    query = history_query.scoped_query(
-        query, caller_uid=os.getuid(), caller_name=_caller_name(), user_mode=user_mode
-    )
-    source = history_query.source_for(caller_uid=os.geteuid(), user_mode=user_mode)
+    caller = Caller.current(user_mode)
+    query = history_query.scoped_query(query, caller, _name_of(caller.uid))
+    source = history_query.source_for(caller)
     found = history_query.records(source, query)
     if as_json:
         click.echo(views.dumps([asdict(r) for r in found]))

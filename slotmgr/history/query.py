@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from slotmgr.caller import Caller
 from slotmgr.deadline import Deadline
 from slotmgr.errors import PermissionDenied, SlotmgrError, UsageError
 from slotmgr.history import store as history
@@ -100,11 +101,10 @@ class HistoryQuery:
     limit: int | None = None
 
 
-def scoped_query(
-    query: HistoryQuery, *, caller_uid: int, caller_name: str, user_mode: bool
-) -> HistoryQuery:
-    """Apply the rule that a non-root caller sees only their own records."""
-    if caller_uid == 0 or user_mode:
+def scoped_query(query: HistoryQuery, caller: Caller, caller_name: str) -> HistoryQuery:
+    """Apply the rule that a non-root caller sees only their own records
+    (slotmgr.caller; records are asked for by the user's name)."""
+    if caller.controls_everything:
         return query
     if query.user is not None and query.user != caller_name:
         raise PermissionDenied(
@@ -122,13 +122,13 @@ class HistorySource:
     own_copy: bool  # the caller's copy of their own records, not the database
 
 
-def source_for(*, caller_uid: int, user_mode: bool) -> HistorySource:
+def source_for(caller: Caller) -> HistorySource:
     """Root and --user read the database; a user on the system manager their
     own copy, unless they name a database of their own (SLOTMGR_HISTORY_DB)."""
-    db = history.default_db_path(user_mode)
-    if user_mode or caller_uid == 0 or db != history.SYSTEM_DB:
+    db = history.default_db_path(caller.user_mode)
+    if caller.controls_everything or db != history.SYSTEM_DB:
         return HistorySource(db, own_copy=False)
-    return HistorySource(history.user_copy_path(db, caller_uid), own_copy=True)
+    return HistorySource(history.user_copy_path(db, caller.uid), own_copy=True)
 
 
 def _matches(rec: JobRecord, query: HistoryQuery) -> bool:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
 import pwd
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from slotmgr.caller import Caller
 from slotmgr.errors import PermissionDenied, RemoteError, UsageError
 from slotmgr.job.isolation import isolation_of_unit
 from slotmgr.job.spec import command_from_exec_argv, command_of_unit
@@ -56,20 +56,6 @@ class Action(enum.Enum):
     STOP = "stop"
     KILL = "kill"
     ADOPT = "adopt"
-
-
-@dataclass(frozen=True)
-class Caller:
-    uid: int
-    user_mode: bool  # talking to the caller's own user manager
-
-    @classmethod
-    def current(cls, user_mode: bool) -> Caller:
-        return cls(uid=os.geteuid(), user_mode=user_mode)
-
-    @property
-    def controls_everything(self) -> bool:
-        return self.uid == 0 or self.user_mode
 
 
 @dataclass(frozen=True)
@@ -340,14 +326,14 @@ def list_jobs(manager: Manager, caller: Caller) -> list[JobInfo]:
 
 
 def visible(caller: Caller, job: JobInfo) -> bool:
-    return caller.controls_everything or job.uid == caller.uid
+    return caller.owns(job.uid)
 
 
 def check_permission(caller: Caller, job: JobInfo, action: Action) -> None:
     """Raise PermissionDenied (exit 77) if `caller` may not do `action` to `job`."""
     if caller.controls_everything:
         return
-    if job.uid != caller.uid:
+    if not caller.owns(job.uid):
         raise PermissionDenied(
             f"job {job.job_id} belongs to {job.user}: you may {action.value} only your own jobs"
         )

@@ -14,9 +14,10 @@ from typing import cast
 
 import pytest
 
+from slotmgr.caller import Caller
 from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
 from slotmgr.job import adopt, control, stopping
-from slotmgr.job.control import Action, Caller, JobInfo
+from slotmgr.job.control import Action, JobInfo
 from slotmgr.kernel import procs
 from slotmgr.systemd.manager import Manager, UnitState
 from slotmgr.systemd.values import UINT64_MAX
@@ -484,3 +485,9 @@ def test_wait_for_times_out_and_reads_state_again() -> None:
         cast(Manager, ending), "slotmgr-x.service", stopping.processes_gone, timeout=5
     ) == UnitState("deactivating", "stop-post")
     assert ending.waits == [1.0]  # woken at least every second to read the state again
+
+
+def test_one_rule_decides_whose_jobs_and_records_a_caller_sees() -> None:
+    """slotmgr.caller holds it; job control and the history both ask it."""
+    assert ROOT.owns(1000) and ALICE_USER_MANAGER.owns(0)
+    assert ALICE.owns(1000) and not ALICE.owns(1001) and not ALICE.owns(0)

@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 
+from slotmgr.caller import Caller
 from slotmgr.errors import ExitCode, PermissionDenied, UsageError
 from slotmgr.history import query as history_query
 from slotmgr.history import store as history
@@ -67,26 +68,21 @@ def test_parse_since_refuses(text: str) -> None:
 
 def test_non_root_sees_only_their_own_history() -> None:
     query = HistoryQuery(slot="1", limit=5)
-    assert (
-        history_query.scoped_query(query, caller_uid=0, caller_name="root", user_mode=False)
-        == query
-    )
-    mine = history_query.scoped_query(query, caller_uid=1000, caller_name="alice", user_mode=False)
+    assert history_query.scoped_query(query, Caller(0, user_mode=False), "root") == query
+    mine = history_query.scoped_query(query, Caller(1000, user_mode=False), "alice")
     assert mine == HistoryQuery(user="alice", slot="1", limit=5)
     assert (
         history_query.scoped_query(
-            HistoryQuery(user="alice"), caller_uid=1000, caller_name="alice", user_mode=False
+            HistoryQuery(user="alice"), Caller(1000, user_mode=False), "alice"
         ).user
         == "alice"
     )
     with pytest.raises(PermissionDenied, match="--user bob: you may see only your own history"):
-        history_query.scoped_query(
-            HistoryQuery(user="bob"), caller_uid=1000, caller_name="alice", user_mode=False
-        )
+        history_query.scoped_query(HistoryQuery(user="bob"), Caller(1000, user_mode=False), "alice")
     # The user's own database under --user holds only their jobs: no filter needed.
     assert (
         history_query.scoped_query(
-            HistoryQuery(user="bob"), caller_uid=1000, caller_name="alice", user_mode=True
+            HistoryQuery(user="bob"), Caller(1000, user_mode=True), "alice"
         ).user
         == "bob"
     )

@@ -17,6 +17,7 @@ from typing import cast
 
 import pytest
 
+from slotmgr.caller import Caller
 from slotmgr.errors import SlotmgrError
 from slotmgr.history import query as history_query
 from slotmgr.history import store as history
@@ -187,14 +188,14 @@ def test_a_users_copy_is_theirs_alone(db: str, monkeypatch: pytest.MonkeyPatch) 
     assert os.listdir(history.users_dir(db)) == ["1000.jsonl"]
     with open(copy, "a") as f:
         f.write('{"cut short')  # a line cut short does not hide the others
-    source = history_query.source_for(caller_uid=1000, user_mode=False)
+    source = history_query.source_for(Caller(1000, user_mode=False))
     assert source.own_copy
     monkeypatch.setattr(history, "SYSTEM_DB", db)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    source = history_query.source_for(caller_uid=1000, user_mode=False)
+    source = history_query.source_for(Caller(1000, user_mode=False))
     assert source == HistorySource(copy, own_copy=True)
     monkeypatch.setenv("SLOTMGR_HISTORY_DB", "/home/alice/own.db")  # a database of her own
-    assert history_query.source_for(caller_uid=1000, user_mode=False) == HistorySource(
+    assert history_query.source_for(Caller(1000, user_mode=False)) == HistorySource(
         "/home/alice/own.db", own_copy=False
     )
     assert [r.job_id for r in history_query.records(source, HistoryQuery())] == ["alicejob"]
