@@ -7,6 +7,7 @@ records (and acts on none: there only root controls units)."""
 from __future__ import annotations
 
 import os
+import pwd
 from dataclasses import dataclass
 
 
@@ -26,3 +27,19 @@ class Caller:
     def owns(self, owner_uid: int) -> bool:
         """Whether a job or record of `owner_uid` is the caller's to see."""
         return self.controls_everything or owner_uid == self.uid
+
+
+def user_of(user_prop: str, default_uid: int) -> tuple[str, int]:
+    """(name, uid) of the user a unit's User= names (a name, a number, or
+    empty: `default_uid`, whose the unit then is). An unknown name is
+    nobody's (uid -1), so only root may act on its job."""
+    if not user_prop or user_prop.isdigit():
+        uid = int(user_prop) if user_prop else default_uid
+        try:
+            return pwd.getpwuid(uid).pw_name, uid
+        except KeyError:
+            return str(uid), uid
+    try:
+        return user_prop, pwd.getpwnam(user_prop).pw_uid
+    except KeyError:
+        return user_prop, -1

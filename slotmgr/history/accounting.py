@@ -1,34 +1,21 @@
 """Turn what systemd and the cgroup report about a finished job into a record.
 
-Pure: the numbers come from the stop hook's file (a service) or the
-launcher's samples (a scope), the command from whoever started the job."""
+The numbers come from the stop hook's file (a service) or the launcher's
+samples (a scope), the command from whoever started the job; nothing here
+asks systemd or reads a cgroup."""
 
 from __future__ import annotations
 
 import os
-import pwd
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from slotmgr.caller import user_of
 from slotmgr.errors import ExitCode
 from slotmgr.history.record import JobRecord, exit_status_from
 from slotmgr.history.stopnote import StopNote
 from slotmgr.systemd.values import counter
-
-
-def _user_of(props: Mapping[str, Any]) -> tuple[str, int]:
-    name = str(props.get("User") or "")
-    if not name:
-        uid = os.getuid()
-        try:
-            return pwd.getpwuid(uid).pw_name, uid
-        except KeyError:
-            return str(uid), uid
-    try:
-        return name, pwd.getpwnam(name).pw_uid
-    except KeyError:
-        return (name, int(name)) if name.isdigit() else (name, -1)
 
 
 def build_record(
@@ -82,7 +69,8 @@ def build_record(
         # when a slot's limit, on the slice above the unit, caused the kill):
         # the kernel's count in the job's cgroup says what happened.
         result = "oom-kill"
-    user, uid = _user_of(props)
+    # No User=: the manager's own unit (root's, or the --user manager's).
+    user, uid = user_of(str(props.get("User") or ""), os.getuid())
     return JobRecord(
         job_id=job_id,
         unit=unit,

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import pwd
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from slotmgr.caller import Caller
+from slotmgr.caller import Caller, user_of
 from slotmgr.errors import PermissionDenied, RemoteError, UsageError
 from slotmgr.job.isolation import isolation_of_unit
 from slotmgr.job.spec import command_from_exec_argv, command_of_unit
@@ -210,26 +209,6 @@ def job_of_process(manager: Manager, pid: int) -> tuple[str, str] | None:
     unit, props = found
     job_id = job_id_of_unit(unit, props)
     return None if job_id is None else (unit, job_id)
-
-
-def user_of(user_prop: str, default_uid: int) -> tuple[str, int]:
-    """The job's user from the unit's User= (a name, a number or empty)."""
-    if not user_prop:
-        uid = default_uid
-        try:
-            return pwd.getpwuid(uid).pw_name, uid
-        except KeyError:
-            return str(uid), uid
-    if user_prop.isdigit():
-        uid = int(user_prop)
-        try:
-            return pwd.getpwuid(uid).pw_name, uid
-        except KeyError:
-            return user_prop, uid
-    try:
-        return user_prop, pwd.getpwnam(user_prop).pw_uid
-    except KeyError:
-        return user_prop, -1  # an unknown name: nobody's, so only root may act
 
 
 def job_info(unit: str, props: Mapping[str, Any], *, owner_uid: int, now: float) -> JobInfo:

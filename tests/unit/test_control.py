@@ -491,3 +491,14 @@ def test_one_rule_decides_whose_jobs_and_records_a_caller_sees() -> None:
     """slotmgr.caller holds it; job control and the history both ask it."""
     assert ROOT.owns(1000) and ALICE_USER_MANAGER.owns(0)
     assert ALICE.owns(1000) and not ALICE.owns(1001) and not ALICE.owns(0)
+
+
+def test_a_units_user_reads_the_same_for_job_control_and_records() -> None:
+    """User= may be a name or a number; both layers ask slotmgr.caller.user_of."""
+    from slotmgr.caller import user_of
+
+    assert user_of("root", 1234) == ("root", 0)
+    assert user_of("0", 1234) == ("root", 0)  # a number is looked up too
+    assert user_of("", 0) == ("root", 0)  # no User=: the manager's own
+    assert user_of("4000000000", 0) == ("4000000000", 4000000000)  # no such entry
+    assert user_of("no-such-user-here", 0) == ("no-such-user-here", -1)
