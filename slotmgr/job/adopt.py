@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from slotmgr.errors import PermissionDenied, SlotmgrError, UsageError
 from slotmgr.job.control import JobInfo, job_of_process
 from slotmgr.kernel import procs
+from slotmgr.kernel.cgroup import CGROUP_ROOT
 from slotmgr.systemd.manager import Manager
 
 
@@ -68,9 +69,7 @@ def parse_pids(texts: Iterable[str]) -> list[int]:
     return pids
 
 
-def move_into_cgroup(
-    pin: procs.PinnedProcess, cgroup: str, *, root: str = procs.CGROUP_ROOT
-) -> None:
+def move_into_cgroup(pin: procs.PinnedProcess, cgroup: str, *, root: str = CGROUP_ROOT) -> None:
     """Root moves the pinned process into `cgroup` itself (its cgroup.procs).
 
     A system job's unit is not delegated (Delegate=yes would hand its cgroup

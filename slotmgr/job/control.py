@@ -29,7 +29,7 @@ from slotmgr.caller import Caller, user_of
 from slotmgr.errors import PermissionDenied, RemoteError, UsageError
 from slotmgr.job.isolation import isolation_of_unit
 from slotmgr.job.spec import command_from_exec_argv, command_of_unit
-from slotmgr.kernel import procs
+from slotmgr.kernel import cgroup, procs
 from slotmgr.naming import (
     DESCRIPTION_PREFIX,
     JOB_ID_RULE,
@@ -246,7 +246,7 @@ def _scope_command(props: Mapping[str, Any]) -> list[str]:
     """A scope has no ExecStart=: its command is that of its first process (the
     shim's, wrappers removed), else the one its Description gives, as text."""
     group = str(props.get("ControlGroup", ""))
-    pids = sorted(procs.cgroup_pids(procs.CGROUP_ROOT + group)) if group else []
+    pids = sorted(cgroup.pids(group)) if group else []
     if pids:
         argv = command_from_exec_argv(procs.cmdline_args(pids[0]))
         if argv:
@@ -260,7 +260,7 @@ def _owner_uid(manager_uid: int, unit: str, props: Mapping[str, Any]) -> int:
     ran `slotmgr run --scope`: the owner of its first process."""
     if unit.endswith(".scope") and manager_uid == 0:
         group = str(props.get("ControlGroup", ""))
-        for pid in procs.cgroup_pids(procs.CGROUP_ROOT + group) if group else []:
+        for pid in cgroup.pids(group) if group else []:
             with contextlib.suppress(ProcessLookupError, ValueError, OSError):
                 return procs.read_process(pid).uid
     return manager_uid
@@ -350,20 +350,20 @@ def job_detail(manager: Manager, caller: Caller, info: JobInfo) -> JobDetail:
     props = manager.unit_properties(info.unit)
     group = info.control_group
     command = command_of_unit(props)
-    peak = procs.cgroup_int(group, "memory.peak") if group else None
+    peak = cgroup.read_int(group, "memory.peak") if group else None
     if peak is None:
         peak = counter(props.get("MemoryPeak"))
-    pids = procs.cgroup_pids(procs.CGROUP_ROOT + group) if group else []
+    pids = cgroup.pids(group) if group else []
     return JobDetail(
         info=info,
         description=str(props.get("Description", "")),
         command=command,
         memory_peak_bytes=peak,
-        memory_swap_bytes=procs.cgroup_int(group, "memory.swap.current") if group else None,
+        memory_swap_bytes=cgroup.read_int(group, "memory.swap.current") if group else None,
         io_read_bytes=counter(props.get("IOReadBytes")),
         io_write_bytes=counter(props.get("IOWriteBytes")),
         limits=_limit_text(props),
-        effective_cpus=procs.cgroup_file(group, "cpuset.cpus.effective") if group else None,
+        effective_cpus=cgroup.read_file(group, "cpuset.cpus.effective") if group else None,
         processes=[(pid, procs.cmdline(pid)) for pid in sorted(pids)],
         isolation=isolation_of_unit(props, [procs.cmdline_args(pid) for pid in sorted(pids)]),
     )

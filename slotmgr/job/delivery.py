@@ -40,7 +40,7 @@ from typing import Callable, Optional
 from slotmgr.deadline import Deadline
 from slotmgr.errors import BusTimeout, RemoteError, SlotmgrError
 from slotmgr.job.spec import is_init_argv
-from slotmgr.kernel import procs
+from slotmgr.kernel import cgroup, procs
 from slotmgr.pidshim import FORWARDED
 from slotmgr.systemd import messages
 from slotmgr.systemd.manager import Manager, UnitState
@@ -147,7 +147,7 @@ def _job_table(group: str) -> dict[int, tuple[int, list[str]]]:
     """pid -> (parent pid, argv) of the job's processes, read from /proc. Meant
     for a frozen job, whose processes can neither fork nor exit meanwhile."""
     table: dict[int, tuple[int, list[str]]] = {}
-    for pid in procs.cgroup_pids(procs.CGROUP_ROOT + group):
+    for pid in cgroup.pids(group):
         try:
             table[pid] = (procs.parent_pid(pid), procs.cmdline_args(pid))
         except (ProcessLookupError, OSError, ValueError):
@@ -161,7 +161,7 @@ def signal_all_but(group: str, exclude: Collection[int], signum: int) -> int:
     be in the cgroup before it is signalled, so a PID reused by another process
     is left alone."""
     sent = 0
-    for pid in procs.cgroup_pids(procs.CGROUP_ROOT + group):
+    for pid in cgroup.pids(group):
         if pid in exclude:
             continue
         try:
@@ -294,8 +294,5 @@ def thaw_job(manager: Manager, unit: str, group: str) -> None:
 
 def _thaw_cgroup(group: str) -> None:
     if group:
-        with (
-            contextlib.suppress(OSError),
-            open(f"{procs.CGROUP_ROOT}{group}/cgroup.freeze", "w") as f,
-        ):
-            f.write("0")
+        with contextlib.suppress(OSError):
+            cgroup.set_frozen(group, False)

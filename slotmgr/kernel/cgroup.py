@@ -1,26 +1,77 @@
-"""Reading a cgroup's own counters (a scope's, which its launcher records;
-a service's are read by its stop hook, slotmgr/stophook.sh)."""
+"""A job's cgroup (v2) as the kernel shows it: its files, its processes,
+its counters, its freezer.
+
+A group is a path below the cgroup root, as systemd's ControlGroup= gives it
+(`/slotmgr.slice/slotmgr-ab.service`). A scope's counters are read here by
+its launcher; a service's by its own stop hook, slotmgr/stophook.sh.
+"""
 
 from __future__ import annotations
+
+import os
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def _read_int(path: str) -> int | None:
+def directory(group: str, *, root: str | None = None) -> str:
+    return (CGROUP_ROOT if root is None else root) + group
+
+
+def read_file(group: str, name: str, *, root: str | None = None) -> str | None:
+    """A file of `group`, stripped; None if it cannot be read (no such
+    controller, or the cgroup is gone)."""
     try:
-        with open(path) as f:
-            return int(f.read())
-    except (OSError, ValueError):
+        with open(f"{directory(group, root=root)}/{name}") as f:
+            return f.read().strip()
+    except OSError:
         return None
+
+
+def read_int(group: str, name: str, *, root: str | None = None) -> int | None:
+    """A one-number file; None for 'max', a missing file or garbage."""
+    text = read_file(group, name, root=root)
+    if text is None or not text.isdigit():
+        return None
+    return int(text)
+
+
+def pids(group: str, *, root: str | None = None) -> list[int]:
+    """Every PID in the group and below it (threads' groups once)."""
+    found: list[int] = []
+    for here, _dirs, files in os.walk(directory(group, root=root)):
+        if "cgroup.procs" not in files:
+            continue
+        try:
+            with open(os.path.join(here, "cgroup.procs")) as f:
+                found += [int(line) for line in f if line.strip()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_stat(group: str, *, root: str | None = None) -> dict[str, int]:
+    """cpu.stat's usage_usec, user_usec and system_usec (empty if unreadable)."""
+    stat: dict[str, int] = {}
+    for line in (read_file(group, "cpu.stat", root=root) or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("usage_usec", "user_usec", "system_usec") and value.strip().isdigit():
+            stat[key] = int(value)
+    return stat
+
+
+def set_frozen(group: str, frozen: bool) -> None:
+    """Write the group's cgroup.freeze; OSError if it cannot be."""
+    with open(f"{directory(group)}/cgroup.freeze", "w") as f:
+        f.write("1" if frozen else "0")
 
 
 def read_counters(cgroup: str) -> dict[str, int]:
     """memory.peak, pids.peak, cpu.stat and io.stat of `cgroup`; a counter
     the kernel lacks (pids.peak before Linux 6.13, say) is left out."""
-    base = CGROUP_ROOT + cgroup
+    base = directory(cgroup)
     counters: dict[str, int] = {}
     for key, name in (("memory_peak", "memory.peak"), ("pids_peak", "pids.peak")):
-        peak = _read_int(f"{base}/{name}")
+        peak = read_int(cgroup, name)
         if peak is not None:
             counters[key] = peak
     try:
@@ -33,14 +84,7 @@ def read_counters(cgroup: str) -> dict[str, int]:
                     counters["oom_kill"] = int(value)
     except (OSError, ValueError):
         pass
-    try:
-        with open(f"{base}/cpu.stat") as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                if key in ("usage_usec", "user_usec", "system_usec"):
-                    counters[key] = int(value)
-    except (OSError, ValueError):
-        pass
+    counters.update(cpu_stat(cgroup))
     try:
         read = written = 0
         with open(f"{base}/io.stat") as f:

@@ -16,7 +16,6 @@ import signal
 from dataclasses import dataclass
 
 PROC = "/proc"
-CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 @dataclass(frozen=True)
@@ -133,38 +132,6 @@ class PinnedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def cgroup_file(group: str, name: str, *, root: str = CGROUP_ROOT) -> str | None:
-    """A cgroup v2 file of `group` (a path like /slotmgr.slice), stripped;
-    None if it cannot be read (no such controller, or the cgroup is gone)."""
-    try:
-        with open(f"{root}{group}/{name}") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def cgroup_int(group: str, name: str, *, root: str = CGROUP_ROOT) -> int | None:
-    """A one-number cgroup file; None for 'max', a missing file or garbage."""
-    text = cgroup_file(group, name, root=root)
-    if text is None or not text.isdigit():
-        return None
-    return int(text)
-
-
-def cgroup_pids(cgroup_dir: str) -> list[int]:
-    """Every PID in a cgroup directory and below it (threads' groups once)."""
-    pids: list[int] = []
-    for root, _dirs, files in os.walk(cgroup_dir):
-        if "cgroup.procs" not in files:
-            continue
-        try:
-            with open(os.path.join(root, "cgroup.procs")) as f:
-                pids += [int(line) for line in f if line.strip()]
-        except OSError:
-            continue
-    return pids
 
 
 def cmdline_args(pid: int, *, proc: str = PROC) -> list[str]:

@@ -42,7 +42,7 @@ from slotmgr.errors import (
     SlotmgrError,
     UsageError,
 )
-from slotmgr.kernel import procs
+from slotmgr.kernel import cgroup
 from slotmgr.naming import UNIT_PREFIX, UNIT_SUFFIXES
 from slotmgr.systemd import values
 from slotmgr.systemd.features import Features
@@ -110,7 +110,7 @@ class Slot:
         for key, unset in _UNSET.items():
             if key == "AllowedCPUs" and self.cpus is not None:
                 # Checked against the node's CPUs when the file was read.
-                props.append(Property(key, "ay", _mask_of_cpus(sorted(self.cpus))))
+                props.append(Property(key, "ay", values.mask_of_cpus(sorted(self.cpus))))
             elif key in configured:
                 props += build_property(key, configured[key], features)
             else:
@@ -293,7 +293,7 @@ def _parse_slot(
         try:
             if key == "AllowedCPUs":
                 mask = values.parse_cpu_set(value, cpu_count=cpu_count)
-                cpus = frozenset(_cpus_of_mask(mask))
+                cpus = frozenset(values.cpus_of_mask(mask))
             else:
                 build_property(key, value, None)
         except (PropertyError, ValueError) as exc:
@@ -331,24 +331,13 @@ def _check_exclusive(slots: list[Slot], where: _Locator) -> None:
         shared = sorted(c for c in slot.cpus if c in owner)
         if shared:
             other = owner[shared[0]]
-            text = values.cpu_set_to_text(_mask_of_cpus(shared))
+            text = values.cpu_set_to_text(values.mask_of_cpus(shared))
             raise SlotConfigError(
                 f"{where(section, 'AllowedCPUs')}: [{section}] "
                 f"AllowedCPUs={slot.limit('AllowedCPUs')}: CPUs {text} are also "
                 f"slot{other.number}'s, and [node] exclusive_cpus = yes"
             )
         owner.update(dict.fromkeys(slot.cpus, slot))
-
-
-def _cpus_of_mask(mask: bytes) -> list[int]:
-    return [i * 8 + bit for i, byte in enumerate(mask) for bit in range(8) if byte >> bit & 1]
-
-
-def _mask_of_cpus(cpus: list[int]) -> bytes:
-    mask = bytearray(max(cpus) // 8 + 1)
-    for cpu in cpus:
-        mask[cpu // 8] |= 1 << (cpu % 8)
-    return bytes(mask)
 
 
 def load(path: str | None = None, *, cpu_count: int | None = -1) -> SlotConfig | None:
@@ -509,26 +498,22 @@ def slot_usage(manager: Manager, slot: Slot) -> SlotUsage:
             effective_cpus=None,
         )
     jobs = len(slot_jobs(manager, slot))
-    cpu_usage = None
-    for line in (procs.cgroup_file(group, "cpu.stat") or "").splitlines():
-        key, _, value = line.partition(" ")
-        if key == "usage_usec" and value.strip().isdigit():
-            cpu_usage = int(value)
+    cpu_usage = cgroup.cpu_stat(group).get("usage_usec")
     applied = {}
     for name in APPLIED_FILES:
-        text = procs.cgroup_file(group, name)
+        text = cgroup.read_file(group, name)
         if text is not None:
             applied[name] = text
     return SlotUsage(
         slot=slot,
         active=True,
         jobs=jobs,
-        memory_current_bytes=procs.cgroup_int(group, "memory.current"),
-        memory_peak_bytes=procs.cgroup_int(group, "memory.peak"),
-        memory_swap_bytes=procs.cgroup_int(group, "memory.swap.current"),
-        tasks_current=procs.cgroup_int(group, "pids.current"),
+        memory_current_bytes=cgroup.read_int(group, "memory.current"),
+        memory_peak_bytes=cgroup.read_int(group, "memory.peak"),
+        memory_swap_bytes=cgroup.read_int(group, "memory.swap.current"),
+        tasks_current=cgroup.read_int(group, "pids.current"),
         cpu_usage_usec=cpu_usage,
-        effective_cpus=procs.cgroup_file(group, "cpuset.cpus.effective"),
+        effective_cpus=cgroup.read_file(group, "cpuset.cpus.effective"),
         applied=applied,
     )
 
@@ -578,11 +563,14 @@ def check_job_fits(slot: Slot, limits: Sequence[tuple[str, object]]) -> None:
             continue
         mine = raw.strip()
         if key == "AllowedCPUs":
-            outside = sorted(set(_cpus_of_mask(values.parse_cpu_set(mine))) - (slot.cpus or set()))
+            outside = sorted(
+                set(values.cpus_of_mask(values.parse_cpu_set(mine))) - (slot.cpus or set())
+            )
             if outside:
+                shown = values.cpu_set_to_text(values.mask_of_cpus(outside))
                 raise UsageError(
                     f"the job's AllowedCPUs={mine} is outside slot {slot.name}'s "
-                    f"AllowedCPUs={theirs} (CPUs {values.cpu_set_to_text(_mask_of_cpus(outside))})",
+                    f"AllowedCPUs={theirs} (CPUs {shown})",
                     hint=f"ask for CPUs within {theirs}, or leave --cpus out",
                 )
         elif _amount(key, mine) > _amount(key, theirs):

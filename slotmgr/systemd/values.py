@@ -9,6 +9,7 @@ so a value means the same to slotmgr as to systemd-run.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
@@ -204,10 +205,21 @@ def parse_cpu_set(text: str, *, cpu_count: int | None = None, what: str = "CPU")
             raise ValueError(
                 f"{what} {missing[0]} does not exist: this node has {what}s 0-{cpu_count - 1}"
             )
-    mask = bytearray((max(cpus) // 8) + 1)
-    for cpu in cpus:
+    return mask_of_cpus(cpus)
+
+
+def mask_of_cpus(cpus: Iterable[int]) -> bytes:
+    """{0, 1, 2, 3, 6} -> b'\\x4f': the bitmask of a CPU set (ay on the wire)."""
+    numbers = sorted(cpus)
+    mask = bytearray((numbers[-1] // 8) + 1 if numbers else 0)
+    for cpu in numbers:
         mask[cpu // 8] |= 1 << (cpu % 8)
     return bytes(mask)
+
+
+def cpus_of_mask(mask: bytes) -> list[int]:
+    """The inverse of mask_of_cpus: b'\\x0f' -> [0, 1, 2, 3]."""
+    return [i * 8 + bit for i, byte in enumerate(mask) for bit in range(8) if byte >> bit & 1]
 
 
 def check_text(text: str, *, what: str) -> str:
@@ -225,7 +237,7 @@ def check_text(text: str, *, what: str) -> str:
 
 def cpu_set_to_text(mask: bytes) -> str:
     """The inverse of parse_cpu_set, for display: b'\\x0f' -> '0-3'."""
-    cpus = [i * 8 + bit for i, byte in enumerate(mask) for bit in range(8) if byte >> bit & 1]
+    cpus = cpus_of_mask(mask)
     ranges: list[str] = []
     start = prev = None
     for cpu in [*cpus, None]:

@@ -18,7 +18,7 @@ from slotmgr.caller import Caller
 from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
 from slotmgr.job import adopt, control, stopping
 from slotmgr.job.control import Action, JobInfo
-from slotmgr.kernel import procs
+from slotmgr.kernel import cgroup, procs
 from slotmgr.systemd.manager import Manager, UnitState
 from slotmgr.systemd.values import UINT64_MAX
 
@@ -449,10 +449,22 @@ def test_cgroup_files(tmp_path: Path) -> None:
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "memory.max").write_text("max\n")
     (tmp_path / "g" / "memory.current").write_text("4096\n")
-    assert procs.cgroup_int("/g", "memory.max", root=str(tmp_path)) is None
-    assert procs.cgroup_int("/g", "memory.current", root=str(tmp_path)) == 4096
-    assert procs.cgroup_int("/g", "nope", root=str(tmp_path)) is None
-    assert procs.cgroup_file("/g", "memory.max", root=str(tmp_path)) == "max"
+    assert cgroup.read_int("/g", "memory.max", root=str(tmp_path)) is None
+    assert cgroup.read_int("/g", "memory.current", root=str(tmp_path)) == 4096
+    assert cgroup.read_int("/g", "nope", root=str(tmp_path)) is None
+    assert cgroup.read_file("/g", "memory.max", root=str(tmp_path)) == "max"
+    (tmp_path / "g" / "cpu.stat").write_text(
+        "usage_usec 30\nuser_usec 20\nsystem_usec 10\nnr_x 1\n"
+    )
+    assert cgroup.cpu_stat("/g", root=str(tmp_path)) == {
+        "usage_usec": 30,
+        "user_usec": 20,
+        "system_usec": 10,
+    }
+    (tmp_path / "g" / "sub").mkdir()
+    (tmp_path / "g" / "cgroup.procs").write_text("7\n")
+    (tmp_path / "g" / "sub" / "cgroup.procs").write_text("8\n9\n")
+    assert sorted(cgroup.pids("/g", root=str(tmp_path))) == [7, 8, 9]
 
 
 def test_wait_for_times_out_and_reads_state_again() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from slotmgr.job import delivery
 from slotmgr.job.spec import PIDSHIM
-from slotmgr.kernel import procs
+from slotmgr.kernel import cgroup, procs
 
 HANDLES_USR1 = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000200\n"  # bit 10: SIGUSR1
 IGNORES_TERM = "SigIgn:\t0000000000004000\nSigCgt:\t0000000000000000\n"  # bit 15: SIGTERM
@@ -76,7 +76,7 @@ def test_signal_all_but_skips_the_excluded_and_the_gone(
         (group_dir / "cgroup.procs").write_text(
             "".join(f"{pid}\n" for pid in (children[0].pid, children[1].pid, gone.pid))
         )
-        monkeypatch.setattr(procs, "CGROUP_ROOT", str(tmp_path))
+        monkeypatch.setattr(cgroup, "CGROUP_ROOT", str(tmp_path))
         sent = delivery.signal_all_but(own, {children[1].pid}, signal.SIGUSR1)
         assert sent == 1
         assert children[0].wait(timeout=30) == 0 and marks[0].exists()
@@ -97,7 +97,7 @@ def test_signal_all_but_leaves_a_process_of_another_cgroup(
     try:
         (tmp_path / "elsewhere.slice").mkdir()
         (tmp_path / "elsewhere.slice" / "cgroup.procs").write_text(f"{child.pid}\n")
-        monkeypatch.setattr(procs, "CGROUP_ROOT", str(tmp_path))
+        monkeypatch.setattr(cgroup, "CGROUP_ROOT", str(tmp_path))
         assert delivery.signal_all_but("/elsewhere.slice", set(), signal.SIGKILL) == 0
         time.sleep(0.2)
         assert child.poll() is None

@@ -105,3 +105,10 @@ def test_formatting_for_people() -> None:
     assert values.format_usec(1_500_000) == "1.500s"
     assert values.format_usec(250_000) == "250ms"
     assert values.format_usec(3_723_000_000) == "1h 2min 3s"
+
+
+def test_cpu_masks_round_trip() -> None:
+    assert values.mask_of_cpus({0, 1, 2, 3, 6}) == b"\x4f"
+    assert values.cpus_of_mask(b"\x4f") == [0, 1, 2, 3, 6]
+    assert values.cpus_of_mask(values.parse_cpu_set("1,9-10")) == [1, 9, 10]
+    assert values.mask_of_cpus([]) == b""
