@@ -134,3 +134,13 @@ def test_the_unit_prefix_and_the_job_id_grammar_are_defined_once() -> None:
         if any("A-Za-z0-9_.:-" in s for s in strings):
             holders.setdefault("job id", []).append(path.name)
     assert holders == {"slotmgr-": ["naming.py"], "job id": ["naming.py"]}
+
+
+def test_the_files_live_units_name_by_path_stay_where_they_were() -> None:
+    """A unit started before an upgrade runs these by path after it: they
+    stay at the package's top whatever moves around them."""
+    from slotmgr.history.hook import HOOK
+    from slotmgr.job.spec import PIDSHIM
+
+    assert Path(PIDSHIM) == PACKAGE / "pidshim.py" and Path(PIDSHIM).is_file()
+    assert Path(HOOK) == PACKAGE / "stophook.sh" and Path(HOOK).is_file()
