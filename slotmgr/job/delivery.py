@@ -109,7 +109,7 @@ def _fatal_to(pid: int, signum: int) -> bool:
 
 
 def is_shim(argv: Sequence[str]) -> bool:
-    """Is this command line slotmgr's PID-namespace init (jobspec.shim_argv):
+    """Is this command line slotmgr's PID-namespace init (spec.shim_argv):
     pidshim, catatonit, or 252's unshare in front of catatonit?"""
     return is_init_argv(argv)
 

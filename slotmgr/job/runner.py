@@ -47,7 +47,7 @@ from slotmgr.systemd.manager import Manager
 from slotmgr.systemd.properties import PropertyError
 from slotmgr.systemd.wire import Property
 
-if TYPE_CHECKING:  # slots.py is imported only for a job in a slot (cli.run)
+if TYPE_CHECKING:  # admission is imported only for a job in a slot (cli.main.run)
     from slotmgr.node.admission import Admission
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

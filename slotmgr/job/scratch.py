@@ -5,7 +5,7 @@ slotmgr.node.config) is made root-owned 0711 if missing and must be root's and
 writable by root only; the job's directory is made in it through a file
 descriptor of the base, never by following a symlink, then handed to the
 user with fchown on its own descriptor. The unit removes it at its end
-(jobspec.scratch_removal_argv), so its removal does not need the launcher.
+(spec.scratch_removal_argv), so its removal does not need the launcher.
 """
 
 from __future__ import annotations
