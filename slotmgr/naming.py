@@ -25,6 +25,7 @@ from typing import Any
 UNIT_PREFIX = "slotmgr-"
 JOB_ID_RULE = "1-64 letters, digits and '_.:-'"
 MARKER_FIELD = "SLOTMGR_JOB"
+BATCH_ID_FIELD = "SLOTMGR_BATCH_ID"  # a service job's batch system id, beside its marker
 DESCRIPTION_PREFIX = "slotmgr job "
 UNIT_SUFFIXES = (".service", ".scope")
 _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -37,6 +38,14 @@ def is_job_id(text: str) -> bool:
 def unit_name_for(job_id: str, *, scope: bool = False) -> str:
     """The unit a job gets when `--unit` does not name it."""
     return f"{UNIT_PREFIX}{job_id}.{'scope' if scope else 'service'}"
+
+
+def launcher_unit_for(run_id: str) -> str:
+    """The unit of the watcher that binds a run's job to its launcher
+    (slotmgr.launchwatch): named by the run id, which nobody can guess or
+    reuse, so no job's name can take it first. It carries no marker: it is
+    no job."""
+    return f"{UNIT_PREFIX}launcher-{run_id}.service"
 
 
 def description_for(job_id: str, command_text: str) -> str:

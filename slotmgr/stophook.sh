@@ -1,7 +1,10 @@
 # slotmgr's ExecStopPost= hook: how a job ended and what it used, into the
 # history's spool, for slotmgr to store (slotmgr/history/hook.py reads it back).
 #
-#   sh stophook.sh SPOOL RUN_ID UNIT system|user
+#   sh stophook.sh SPOOL RUN_ID UNIT system|user [LAUNCHER_UNIT]
+#
+# LAUNCHER_UNIT: the unit watching the job's launcher (slotmgr/launchwatch.py);
+# if a stop job is pending and it is no longer active, the launcher went away.
 #
 # systemd runs it once, after the job's main process has ended and the rest
 # of its processes were killed, while the unit's cgroup still exists; as
@@ -13,7 +16,7 @@
 # then the file is flushed to disk and appears whole, by rename. Nothing of
 # the job's reaches it: its environment is systemd's, its arguments slotmgr's.
 set -u
-spool=$1 run=$2 unit=$3 manager=$4
+spool=$1 run=$2 unit=$3 manager=$4 launcher=${5-}
 umask 077
 scope=--system
 [ "$manager" = user ] && scope=--user
@@ -94,6 +97,9 @@ Job="[1-9]*)
             systemctl "$scope" list-jobs --no-legend -- "$unit" | while read -r _id _unit type _state; do
                 printf 'systemd.JobType=%s\n' "$type"
             done
+            if [ -n "$launcher" ]; then
+                printf 'launcher.state=%s\n' "$(systemctl "$scope" show --property=ActiveState --value -- "$launcher")"
+            fi
             ;;
     esac
 } > "$tmp" && sync -- "$tmp" && mv -f -- "$tmp" "$spool/$run.end"

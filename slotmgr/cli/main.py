@@ -6,19 +6,19 @@ a traceback only with --debug.
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
-import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import click
 
 from slotmgr import __version__
 from slotmgr.cli.help_sections import SectionedCommand
 from slotmgr.errors import ExitCode, PermissionDenied, SlotmgrError, UsageError
+from slotmgr.job import request
+from slotmgr.job.environment import batch_id_from, check_batch_id, job_environment
 from slotmgr.job.spec import DEFAULT_SLICE, JobSpec, new_job_id
 from slotmgr.naming import JOB_ID_RULE, UNIT_PREFIX, is_job_id, unit_name_for
 from slotmgr.systemd.properties import (
@@ -31,11 +31,7 @@ from slotmgr.systemd.properties import (
 )
 from slotmgr.systemd.values import check_text
 
-if TYPE_CHECKING:
-    from slotmgr.job.init import InitChoice
-
 F = TypeVar("F", bound=Callable[..., Any])
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _print_traceback() -> None:
@@ -129,96 +125,6 @@ def _check_job_id(value: str | None) -> str:
     return value
 
 
-def _check_env(assignments: Sequence[str]) -> tuple[str, ...]:
-    for item in assignments:
-        name, sep, _ = item.partition("=")
-        if not sep or not _ENV_NAME.fullmatch(name):
-            raise UsageError(f"invalid --setenv {item!r}: use NAME=VALUE with NAME a variable name")
-    return tuple(assignments)
-
-
-def _is_number(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def _check_user(uid: str | None, gid: str | None) -> tuple[str | None, str | None]:
-    if (uid or gid) and os.geteuid() != 0:
-        raise UsageError("--uid/--gid need slotmgr to run as root")
-    if uid is not None:
-        try:
-            entry = pwd.getpwuid(int(uid)) if _is_number(uid) else pwd.getpwnam(uid)
-        except KeyError:
-            raise UsageError(f"invalid --uid {uid!r}: no such user on this node") from None
-        uid = entry.pw_name
-    if gid is not None:
-        try:
-            group = grp.getgrgid(int(gid)) if _is_number(gid) else grp.getgrnam(gid)
-        except KeyError:
-            raise UsageError(f"invalid --gid {gid!r}: no such group on this node") from None
-        gid = group.gr_name
-    return uid, gid
-
-
-def _check_wait(value: str | None) -> int | None:
-    """--wait-for-slot DURATION in microseconds (None: do not wait)."""
-    if value is None:
-        return None
-    from slotmgr.systemd.values import parse_timespan_usec
-
-    try:
-        usec = parse_timespan_usec(value)
-    except ValueError as exc:
-        raise UsageError(f"invalid --wait-for-slot: {exc}") from None
-    return usec
-
-
-def _landlock_choice(no_landlock: bool, no_private_pids: bool) -> tuple[bool, str]:
-    """Whether the job's init scopes abstract sockets and signals, and if not, why."""
-    if no_landlock:
-        return False, "Landlock scoping turned off (--no-landlock); use --private-network"
-    if no_private_pids:
-        return False, "no init to scope them (--no-private-pids); use --private-network"
-    from slotmgr.pidshim import LANDLOCK_SCOPE_ABI, landlock_abi
-
-    abi = landlock_abi()
-    if abi < LANDLOCK_SCOPE_ABI:
-        return False, (
-            f"kernel lacks Landlock ABI {LANDLOCK_SCOPE_ABI} (has {abi or 'none'}); "
-            "use --private-network"
-        )
-    return True, ""
-
-
-def _init_choice(
-    command: tuple[str, ...], *, no_private_pids: bool, scope: bool, landlock: tuple[bool, str]
-) -> InitChoice:
-    """The job's init (slotmgr.job.init): the node's setting, what is installed."""
-    from slotmgr.job.init import InitSetting, choose_init, find_catatonit
-    from slotmgr.node.config import load_node_config
-
-    setting = InitSetting(load_node_config().init) if not no_private_pids else InitSetting.AUTO
-    return choose_init(
-        setting,
-        find_catatonit() if not no_private_pids else None,
-        command=command,
-        private_pids=not no_private_pids,
-        scope=scope,
-        landlock_scope=landlock[0],
-        landlock_missing=landlock[1],
-    )
-
-
-def _scratch_base(*, scope: bool, user_mode: bool) -> str | None:
-    """Where the job's scratch directory goes: the node's choice (slotmgr.node.config).
-    None for a scope (systemd mounts nothing for it and runs no hook to remove
-    it) and for a job of a user manager or a non-root caller (root makes it)."""
-    if scope or user_mode or os.geteuid() != 0:
-        return None
-    from slotmgr.node.config import load_node_config
-
-    return load_node_config().scratch_base
-
-
 # The sections of `slotmgr run --help` and of the man page, in this order
 # (slotmgr.cli.help_sections). An option not named here is listed under "Other options".
 RUN_OPTION_SECTIONS: dict[str, str] = {
@@ -228,8 +134,10 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
     "--scope": "Job",
     "--slot": "Job",
     "--wait-for-slot": "Job",
+    "--batch-id": "Job",
     **{opt.flag: "Limits (systemd's syntax)" for opt in LIMIT_OPTIONS},
     "--property": "Limits (systemd's syntax)",
+    "--inherit-limits": "Limits (systemd's syntax)",
     "--no-private-tmp": "Isolation (on by default)",
     "--no-private-pids": "Isolation (on by default)",
     "--no-private-ipc": "Isolation (on by default)",
@@ -241,6 +149,7 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
     "--uid": "Identity and environment",
     "--gid": "Identity and environment",
     "--setenv": "Identity and environment",
+    "--pass-env": "Identity and environment",
     "--working-directory": "Identity and environment",
     "--output": "Output",
     "--error": "Output",
@@ -278,7 +187,19 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
     help="If the slot is full, wait up to DURATION (e.g. 30s, 2h, infinity) for a place "
     "instead of exiting 75 at once; 75 when it passes.",
 )
+@click.option(
+    "--batch-id",
+    metavar="ID",
+    help="The batch system's id of the job, for its record and log (default in Slurm: "
+    "SLURM_JOB_ID.SLURM_STEP_ID.SLURM_PROCID).",
+)
 @_limit_options
+@click.option(
+    "--inherit-limits",
+    is_flag=True,
+    help="Apply the limits of slotmgr's own cgroup (a batch job's memory, CPUs, tasks) "
+    "to the job; the tighter value where an option also sets one.",
+)
 @click.option(
     "-p",
     "--property",
@@ -292,8 +213,15 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
     "--setenv",
     "setenv",
     multiple=True,
-    metavar="NAME=VALUE",
-    help="Set an environment variable for the job.",
+    metavar="NAME[=VALUE]",
+    help="Set an environment variable for the job; NAME alone passes the caller's.",
+)
+@click.option(
+    "--pass-env",
+    "pass_env",
+    multiple=True,
+    metavar="PATTERN",
+    help="Pass the caller's variables whose names match PATTERN, e.g. 'SLURM_*' ('*': all).",
 )
 @click.option(
     "--working-directory",
@@ -354,8 +282,11 @@ def run(
     scope: bool,
     slot: str | None,
     wait_for_slot: str | None,
+    batch_id: str | None,
+    inherit_limits: bool,
     properties: tuple[str, ...],
     setenv: tuple[str, ...],
+    pass_env: tuple[str, ...],
     working_directory: str | None,
     uid: str | None,
     gid: str | None,
@@ -437,7 +368,13 @@ def run(
         limits = job_limits(given)
     except PropertyError as exc:
         raise UsageError(str(exc)) from None
-    user, group = _check_user(uid, gid)
+    if inherit_limits:
+        from slotmgr.job import inherit
+
+        limits = inherit.merged(limits, inherit.inherited_limits())
+    environment = job_environment(setenv, pass_env, os.environ)
+    batch = batch_id_from(os.environ) if batch_id is None else check_batch_id(batch_id)
+    user, group = request.check_user(uid, gid)
     if not obj.user and os.geteuid() != 0:
         raise PermissionDenied(
             "only root may run jobs on the system manager",
@@ -453,11 +390,11 @@ def run(
         )
     if keep_scratch and no_scratch:
         raise UsageError("--keep-scratch and --no-scratch exclude each other")
-    init = _init_choice(
+    init = request.init_choice(
         command,
         no_private_pids=no_private_pids,
         scope=scope,
-        landlock=_landlock_choice(no_landlock, no_private_pids),
+        landlock=request.landlock_choice(no_landlock, no_private_pids),
     )
     slot_def = None
     admission = None
@@ -473,7 +410,7 @@ def run(
         slots.check_job_fits(slot_def, limits)
         slice_ = slot_def.slice
         admission = slot_admission.Admission.for_job(
-            slot_def, user_manager=obj.user, wait_usec=_check_wait(wait_for_slot)
+            slot_def, user_manager=obj.user, wait_usec=request.check_wait(wait_for_slot)
         )
 
     owner = user or pwd.getpwuid(os.geteuid()).pw_name
@@ -496,7 +433,8 @@ def run(
         slice=slice_ or DEFAULT_SLICE,
         slot=None if slot_def is None else slot_def.name,
         limits=tuple(limits),
-        environment=_check_env(setenv),
+        environment=environment,
+        batch_id=batch,
         working_directory=workdir,
         user=user,
         group=group,
@@ -511,7 +449,7 @@ def run(
         landlock_missing=init.landlock_missing,
         catatonit=init.catatonit,
         init_why=init.init_why,
-        scratch_base=None if no_scratch else _scratch_base(scope=scope, user_mode=obj.user),
+        scratch_base=None if no_scratch else request.scratch_base(scope=scope, user_mode=obj.user),
         keep_scratch=keep_scratch,
         scope=scope,
         history_db=history.default_db_path(obj.user),

@@ -32,6 +32,7 @@ def build_record(
     command: Sequence[str],
     run_id: str = "",
     stopped_by: str | None = None,
+    batch_id: str | None = None,
 ) -> JobRecord:
     """Prefer the cgroup counters read at the job's end (exact, and read
     before the reader itself could add to them); fall back to systemd's."""
@@ -98,6 +99,7 @@ def build_record(
         hostname=socket.gethostname(),
         run_id=run_id,
         stopped_by=stopped_by,
+        batch_id=batch_id,
     )
 
 
@@ -127,23 +129,31 @@ def how_main_ended(env: Mapping[str, str], props: Mapping[str, Any]) -> tuple[st
 
 
 SYSTEMD_STOP_JOB = "systemd stop job (systemctl stop or a batch system's StopUnit)"
+LAUNCHER_GONE = "its launcher went away (slotmgr run killed, or its batch job ended)"
 # systemd's own outcomes that say more than "it was stopped".
 _KEPT_RESULTS = frozenset(("oom-kill",))
 
 
 def stopped_result(
-    result: str, exit_status: int, note: StopNote | None, pending_job_type: str | None
+    result: str,
+    exit_status: int,
+    note: StopNote | None,
+    pending_job_type: str | None,
+    *,
+    launcher_gone: bool = False,
 ) -> tuple[str, str | None]:
     """(result, stopped_by) for a job that may have been stopped.
 
     slotmgr's own stoppers leave a note (slotmgr.history.stopnote) before they
     signal; a stop through systemd by anybody else leaves a stop job pending
     while ExecStopPost= runs. A job that ended by itself has neither. A
-    `slotmgr kill` note counts only when the job died of its signal."""
+    `slotmgr kill` note counts only when the job died of its signal. A stop
+    job while the launcher's watcher is no longer active is the launcher's
+    going away (slotmgr.launchwatch): systemd stopped the job bound to it."""
     if result in _KEPT_RESULTS:
         return result, None
     if note is not None and note.explains(exit_status):
         return "cancelled", note.by
     if pending_job_type in ("stop", "restart"):
-        return "cancelled", SYSTEMD_STOP_JOB
+        return "cancelled", LAUNCHER_GONE if launcher_gone else SYSTEMD_STOP_JOB
     return result, None

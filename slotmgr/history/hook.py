@@ -42,12 +42,18 @@ HOOK = os.path.join(PACKAGE_DIR, "stophook.sh")
 SH = "/bin/sh"
 START_SUFFIX = ".start"
 END_SUFFIX = ".end"
+# The watcher's ActiveState while the launcher it watches still runs.
+LAUNCHER_ALIVE_STATES = frozenset(("active", "activating", "reloading"))
 _TIMESTAMP_FORMAT = "%a %Y-%m-%d %H:%M:%S.%f"  # systemctl --timestamp=us+utc, less " UTC"
 
 
-def hook_argv(spool: str, run_id: str, unit: str, *, user_manager: bool) -> list[str]:
-    """The ExecStopPost= command line of a service job."""
-    return [SH, HOOK, spool, run_id, unit, "user" if user_manager else "system"]
+def hook_argv(
+    spool: str, run_id: str, unit: str, *, user_manager: bool, launcher_unit: str | None = None
+) -> list[str]:
+    """The ExecStopPost= command line of a service job; `launcher_unit`: the
+    watcher of its launcher (slotmgr.launchwatch), if it is bound to one."""
+    argv = [SH, HOOK, spool, run_id, unit, "user" if user_manager else "system"]
+    return argv if launcher_unit is None else [*argv, launcher_unit]
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Launch:
     command: list[str]
     systemd_version: str
     user_manager: bool = False
+    batch_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -81,6 +88,7 @@ class Launch:
             command=[str(arg) for arg in data["command"]],
             systemd_version=str(data["systemd_version"]),
             user_manager=bool(data.get("user_manager", False)),
+            batch_id=None if data.get("batch_id") is None else str(data["batch_id"]),
         )
 
 
@@ -180,7 +188,10 @@ def record_of(
     }
     result, exit_status = how_main_ended(env, props)
     job_type = end.get("systemd.JobType") or None
-    result, stopped_by = stopped_result(result, exit_status, note, job_type)
+    launcher_gone = end.get("launcher.state", "active") not in LAUNCHER_ALIVE_STATES
+    result, stopped_by = stopped_result(
+        result, exit_status, note, job_type, launcher_gone=launcher_gone
+    )
     return build_record(
         job_id=launch.job_id,
         unit=launch.unit,
@@ -194,6 +205,7 @@ def record_of(
         command=list(launch.command) or ["?"],
         run_id=launch.run_id,
         stopped_by=stopped_by,
+        batch_id=launch.batch_id,
     )
 
 

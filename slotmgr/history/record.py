@@ -69,6 +69,7 @@ class JobRecord:
     # "legacy-<job id>" when their database is migrated.
     run_id: str = ""
     stopped_by: str | None = None  # "slotmgr stop by uid 0", "systemd stop job", ...
+    batch_id: str | None = None  # the batch system's id of the job (--batch-id)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -117,6 +118,7 @@ SCHEMA: dict[str, Any] = {
         "hostname": {"type": "string"},
         "run_id": {"type": "string", "minLength": 1},
         "stopped_by": _nullable("string"),
+        "batch_id": _nullable("string"),
     },
 }
 

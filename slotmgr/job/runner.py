@@ -28,7 +28,7 @@ from slotmgr.history import launch as run_files
 from slotmgr.history import stopnote
 from slotmgr.history.accounting import build_record
 from slotmgr.history.record import JobRecord, summary_lines
-from slotmgr.job import scope
+from slotmgr.job import binding, scope
 from slotmgr.job.asuser import (
     Identity,
     acting_as,
@@ -184,6 +184,8 @@ def run(
     try:
         features = manager.features
         spec = with_scratch_dir(spec, who)
+        if not spec.scope:  # a scope's processes are the launcher's own children
+            spec = dataclasses.replace(spec, launcher=binding.this_launcher())
         try:
             props = unit_properties(spec, features)
         except PropertyError as exc:
@@ -293,6 +295,7 @@ def _start_and_wait(
             systemd_version=manager.features.version_string,
             command=list(spec.command),
             run_id=spec.run_id,
+            batch_id=spec.batch_id,
         )
     return rec
 
@@ -305,7 +308,7 @@ class StartUnanswered(SlotmgrError):
 
 def _start_unit(manager: Manager, spec: JobSpec, props: list[Property]) -> str:
     try:
-        return manager.start_transient_unit(spec.unit, props)
+        return manager.start_transient_unit(spec.unit, props, aux_units=binding.aux_units(spec))
     except BusTimeout as exc:
         raise StartUnanswered(
             f"{exc.message}; the job may still start (see: systemctl status {spec.unit})"
@@ -333,6 +336,7 @@ def launch_of(spec: JobSpec, manager: Manager) -> stophook.Launch:
         command=list(spec.command),
         systemd_version=manager.features.version_string,
         user_manager=spec.user_manager,
+        batch_id=spec.batch_id,
     )
 
 

@@ -171,6 +171,7 @@ def run_in_scope(
         command=list(spec.command),
         run_id=spec.run_id,
         stopped_by=stopped_by,
+        batch_id=spec.batch_id,
     )
     history.store(spec.history_db, rec)
     return rec

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slotmgr.history.hook import hook_argv
-from slotmgr.naming import description_for, marker_field
+from slotmgr.naming import (
+    BATCH_ID_FIELD,
+    description_for,
+    launcher_unit_for,
+    marker_field,
+)
 from slotmgr.naming import unit_name_for as unit_name_for  # where callers have found it
 from slotmgr.systemd.features import Features
 from slotmgr.systemd.properties import ACCOUNTING_KEYS, build_property
@@ -95,6 +100,10 @@ class JobSpec:
     scope: bool = False
     history_db: str = ""
     user_manager: bool = False  # the job runs under the caller's user manager (--user)
+    batch_id: str | None = None  # the batch system's id of the job (Slurm job.step.task ...)
+    # The launcher the job is bound to (slotmgr.job.binding): its PID and start
+    # time; None: not bound (a scope, whose processes are the launcher's own).
+    launcher: tuple[int, int] | None = None
     # This run's own key in the history: unlike the job id, never reused.
     run_id: str = field(default_factory=lambda: new_run_id())
     python: str = field(default_factory=lambda: sys.executable)
@@ -328,7 +337,11 @@ def stop_hook_argv(spec: JobSpec) -> list[str]:
     from slotmgr.history.store import spool_dir
 
     return hook_argv(
-        spool_dir(spec.history_db), spec.run_id, spec.unit, user_manager=spec.user_manager
+        spool_dir(spec.history_db),
+        spec.run_id,
+        spec.unit,
+        user_manager=spec.user_manager,
+        launcher_unit=None if spec.launcher is None else launcher_unit_for(spec.run_id),
     )
 
 
@@ -449,7 +462,14 @@ def unit_properties(
 
     props.append(Property("Type", "s", "exec"))
     # The job's marker (slotmgr.naming); a scope's is its Description.
-    props.append(Property("LogExtraFields", "aay", [marker_field(spec.job_id)]))
+    fields = [marker_field(spec.job_id)]
+    if spec.batch_id is not None:  # `journalctl SLOTMGR_BATCH_ID=...`, as the marker
+        fields.append(f"{BATCH_ID_FIELD}={spec.batch_id}".encode())
+    props.append(Property("LogExtraFields", "aay", fields))
+    if spec.launcher is not None:
+        # Started with its launcher's watcher, stopped when it stops (slotmgr.job.binding).
+        watcher = launcher_unit_for(spec.run_id)
+        props += [Property("BindsTo", "as", [watcher]), Property("After", "as", [watcher])]
     props += exec_properties(spec, features)
     props += isolation_properties(spec)
     if spec.private_pids and features.private_pids:

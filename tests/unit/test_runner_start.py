@@ -24,7 +24,7 @@ class StandInManager:
         self.features = features_from_version("252")
         self.start_error = start_error
 
-    def start_transient_unit(self, name: str, props: object) -> None:
+    def start_transient_unit(self, name: str, props: object, aux_units: object = ()) -> None:
         raise self.start_error
 
 
