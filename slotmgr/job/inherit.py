@@ -47,7 +47,7 @@ class Inherited:
 
 
 def _ancestry(group: str) -> list[str]:
-    """'/a/b/c' -> ['/a/b/c', '/a/b', '/a'] (the root holds no limits)."""
+    """'/a/b/c' -> ['/a/b/c', '/a/b', '/a'] (the root, "", holds no limits)."""
     found = []
     while group not in ("", "/"):
         found.append(group)
@@ -103,8 +103,11 @@ def limits_of(group: str, read: Reader) -> list[Inherited]:
         permyriad = max(1, int(quota[0] * 10000))
         raw = f"{permyriad // 100}.{permyriad % 100:02d}%"
         found.append(Inherited("CPUQuota", raw, f"cpu.max of {quota[1]}"))
+    everywhere = read("", "cpuset.cpus.effective")  # the root's: no limit
     for level in chain:  # the kernel's effective set already narrows the parent's
         text = read(level, "cpuset.cpus.effective")
+        if text and text == everywhere:
+            break
         if text:
             try:
                 values.parse_cpu_set(text)

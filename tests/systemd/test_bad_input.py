@@ -52,7 +52,7 @@ CASES: list[tuple[list[str | bytes], int, str]] = [
     (["run", "-p", "OOMPolicy=explode", "true"], USAGE, "use one of continue, stop, kill"),
     (["run", "-p", "PrivateDevices=perhaps", "true"], USAGE, "not a boolean"),
     (["run", "-E", "1BAD=x", "true"], USAGE, "invalid --setenv '1BAD=x'"),
-    (["run", "-E", "NOEQUALS", "true"], USAGE, "invalid --setenv 'NOEQUALS'"),
+    (["run", "-E", "NO EQUALS", "true"], USAGE, "invalid --setenv 'NO EQUALS'"),
     (["run", "--uid", "no-such-user-xyz", "true"], USAGE, "no such user"),
     (["run", "--gid", "no-such-group-xyz", "true"], USAGE, "no such group"),
     (["run", "--unit", "bad name", "true"], USAGE, "invalid unit name"),

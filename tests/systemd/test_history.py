@@ -7,11 +7,9 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from slotmgr.job.spec import JobSpec, unit_name_for, unit_properties
 from slotmgr.systemd.manager import Manager
 
 from .accounts import as_user, ensure_user, slotmgr_as
-from .conftest import processes_with_marker, run_cli, start_cli, unit_active, wait_until
+from .conftest import run_cli, wait_until
 
 WORK = Path("/run/slotmgr-tests")
 
@@ -42,73 +40,6 @@ def history_json(*args: str) -> list[dict[str, Any]]:
     assert out.returncode == 0, out.stderr
     rows: list[dict[str, Any]] = json.loads(out.stdout)
     return rows
-
-
-# Four processes burn 8 s of CPU between them and the job adds up what it
-# measured itself (its own time and its reaped children's) in a file.
-BURN = textwrap.dedent("""
-    import os, resource, sys, time
-    out, ready = sys.argv[1], sys.argv[2]
-    open(ready, "w").close()
-    def burn(seconds):
-        start = time.process_time()
-        while time.process_time() - start < seconds:
-            pass
-    children = []
-    for _ in range(3):
-        pid = os.fork()
-        if pid == 0:
-            burn(2.0)
-            os._exit(0)
-        children.append(pid)
-    burn(2.0)
-    for pid in children:
-        os.waitpid(pid, 0)
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-    with open(out + ".tmp", "w") as f:
-        f.write(repr(total))
-    os.rename(out + ".tmp", out)
-""")
-
-
-def test_sigkilled_launcher_the_job_ends_cleanly_and_its_record_is_right(unique: str) -> None:
-    unit = f"slotmgr-{unique}.service"
-    measured, ready = WORK / f"{unique}.cpu", WORK / f"{unique}.ready"
-    # Without the PID-namespace init, whose own start-up the job cannot measure:
-    # what is compared is exactly the job and its children.
-    launcher = start_cli(
-        "run",
-        "--job-id",
-        unique,
-        "--no-private-pids",
-        "--",
-        sys.executable,
-        "-c",
-        BURN,
-        str(measured),
-        str(ready),
-        unique,
-    )
-    wait_until(lambda: ready.exists() and unit_active(unit), what="the job")
-    launcher.send_signal(signal.SIGKILL)
-    launcher.communicate(timeout=60)
-    assert launcher.returncode == -signal.SIGKILL
-    # The job goes on without its launcher, ends by itself, and is recorded.
-    wait_until(lambda: measured.exists(), timeout=300, what="the job's own figure")
-    wait_until(
-        lambda: any(r["job_id"] == unique for r in history_json()), timeout=120, what="the record"
-    )
-    (record,) = [r for r in history_json() if r["job_id"] == unique]
-    assert (record["result"], record["exit_status"]) == ("success", 0)
-    own_usec = float(measured.read_text()) * 1e6
-    print(
-        f"\njob measured {own_usec / 1e6:.3f}s CPU, record says "
-        f"{record['cpu_usage_usec'] / 1e6:.3f}s"
-    )
-    assert abs(record["cpu_usage_usec"] - own_usec) <= 0.05 * own_usec
-    assert processes_with_marker(unique) == []
 
 
 # The unit's stop timeout bounds its ExecStopPost= stop hook too, and an

@@ -104,7 +104,8 @@ def test_installed_ingest_timer_is_enabled_and_stores_what_a_dead_launcher_left(
         ["systemctl", "is-enabled", "slotmgr-ingest.timer"], capture_output=True, text=True
     )
     assert enabled.stdout.strip() == "enabled"
-    # A launcher killed while its job runs: the job's record waits in the spool.
+    # A launcher killed while its job runs: the job, bound to it, is stopped, and
+    # its record waits in the spool.
     unit = f"slotmgr-{unique}.service"
     job = subprocess.Popen(
         ["/usr/bin/slotmgr", "run", "--job-id", unique, "--", "sleep", "3"],
@@ -137,7 +138,7 @@ def test_installed_ingest_timer_is_enabled_and_stores_what_a_dead_launcher_left(
     assert [n for n in left if n.endswith(".start") and _launch_of(spool, n) == unique] == []
     with sqlite3.connect("file:/var/lib/slotmgr/history.db?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT result FROM jobs WHERE job_id = ?", (unique,)).fetchall()
-    assert rows == [("success",)]
+    assert rows == [("cancelled",)]
 
 
 def _launch_of(spool: str, name: str) -> str:

@@ -428,7 +428,7 @@ def name_cases(rng: random.Random) -> Iterator[Case]:
     )
     yield Case(("run", "--job-id", job_id, "--", "true"), ("--job-id", shown(job_id)))
     env = rng.choice(
-        [f"1{stem}=x", f"{stem}-x=1", "NOEQUALS", "A\n=x", "=x", f"{spoil(rng, 'NAME')}=x"]
+        [f"1{stem}=x", f"{stem}-x=1", "NO EQUALS", "A\n=x", "=x", f"{spoil(rng, 'NAME')}=x"]
     )
     yield Case(("run", "-E", env, "--", "true"), ("--setenv", shown(env)))
     # Any other character is a valid path: only control characters are refused.
