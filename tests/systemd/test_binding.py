@@ -61,14 +61,20 @@ def history_record(job_id: str, timeout: float = 120) -> dict[str, Any]:
 
 
 def seconds_until_stopped(unit: str, marker: str) -> float:
-    """From now until `unit` is no longer active and no process of the job is left."""
+    """From now until `unit` is no longer active and no process of the job is
+    left; the phases on the way printed (systemd's monotonic clock, seconds)."""
     start = time.monotonic()
-    wait_until(
-        lambda: not unit_active(unit) and processes_with_marker(marker) == [],
-        timeout=60,
-        what=f"{unit} stopped",
-    )
-    return time.monotonic() - start
+    left_active: list[float] = []
+
+    def stopped() -> bool:
+        if not left_active and not unit_active(unit):
+            left_active.append(time.monotonic() - start)
+        return bool(left_active) and processes_with_marker(marker) == []
+
+    wait_until(stopped, timeout=60, interval=0.05, what=f"{unit} stopped")
+    took = time.monotonic() - start
+    print(f"\n{unit}: left active after {left_active[0]:.2f} s, no process after {took:.2f} s")
+    return took
 
 
 def batch_job(name: str, *launcher_args: str, props: tuple[str, ...] = ()) -> None:
