@@ -76,7 +76,7 @@ def test_scancel_stops_the_slotmgr_unit_of_a_batch_job(
         '--job-id "slurm-$SLURM_JOB_ID" -- sleep 300\n',
         test_user,
     )
-    job_id = sbatch(script, "--job-name=wrapped")  # as root, as a batch system's prolog would
+    job_id = sbatch(script, "--job-name=wrapped")  # as root: only root may pass --uid
     wait_for_state(job_id, ("RUNNING",))
     slot_id = f"slurm-{job_id}"
     unit = f"slotmgr-{slot_id}.service"
