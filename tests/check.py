@@ -10,6 +10,8 @@ Stages, in order, each one's output streamed:
   rpm       `make rpm`, as the README says: the RPM that the guests install
   guest-252 the real-systemd tests and benchmarks inside the systemd 252 guest
   guest-257 the same inside the systemd 257 guest
+  batch-252 the batch tier (tests/batch) inside the 252-batch guest: slotmgr
+            under a real Slurm 22.05 cluster (one controller, nodes n1 and n2)
 Every stage runs even when an earlier one fails; the last line counts the
 tests of all stages: 'N passed, N failed'. The exit status is non-zero if
 any stage failed, a guest could not boot, or no test ran.
@@ -40,6 +42,8 @@ BENCHMARKS = (
 BENCH_SCRIPTS = "bench/launch bench/throughput"  # extensionless: ruff and mypy skip them
 PYTHON_FILES = f"slotmgr tests bench packaging examples {BENCH_SCRIPTS}"
 GUESTS = ("252", "257")
+BATCH_PYTEST = "python3 -m pytest tests/batch -v -p no:cacheprovider -rfE --durations=5"
+BATCH_GUESTS = ("252-batch",)  # stage batch-252; 257-batch (Slurm 24.11) runs by hand
 
 
 @dataclass
@@ -139,6 +143,26 @@ def stages(selected: list[str]) -> list[Stage]:
                     "sh",
                     "-c",
                     guest_cmd,
+                ],
+            )
+        )
+    for guest in BATCH_GUESTS:
+        all_stages.append(
+            Stage(
+                f"batch-{guest.removesuffix('-batch')}",
+                [
+                    str(VENV / "python"),
+                    "-m",
+                    "tests.testbed",
+                    "run",
+                    "--guest",
+                    guest,
+                    "--timeout",
+                    "900",
+                    "--",
+                    "sh",
+                    "-c",
+                    BATCH_PYTEST,
                 ],
             )
         )

@@ -24,17 +24,30 @@ PACKAGES = (
     "kmod",
     "catatonit",  # the jobs' compiled PID-namespace init (pidshim is the fallback)
 )
+# Added by the batch guests: a real Slurm (controller, node daemon, client
+# commands) with its authentication daemon. The test bed's own setup of them
+# (guest/overlay: testbed-batch.target) starts only where slurmd is installed.
+SLURM_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 
 
 @dataclass(frozen=True)
 class Guest:
     name: str  # what users type: the systemd major version
     suite: str  # Debian release the root image is built from
+    extra_packages: tuple[str, ...] = ()  # installed on top of PACKAGES in this guest only
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Everything its root image installs, sorted (the image's recipe names them)."""
+        return tuple(sorted({*PACKAGES, *self.extra_packages}))
 
 
 GUESTS = {
     "252": Guest("252", "bookworm"),
     "257": Guest("257", "trixie"),
+    # Slurm 22.05 and 24.11: a one-controller, two-node cluster in one guest.
+    "252-batch": Guest("252-batch", "bookworm", SLURM_PACKAGES),
+    "257-batch": Guest("257-batch", "trixie", SLURM_PACKAGES),
 }
 
 

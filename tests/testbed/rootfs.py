@@ -15,7 +15,7 @@ from typing import Callable
 from . import hostdeps
 from .aptsources import mirror_url
 from .cache import artifact_path, ensure_artifact
-from .guests import PACKAGES, Guest
+from .guests import Guest
 
 FORMAT = 1  # bump when the options below change in a way the hash misses
 # Documentation, manuals and translations are dead weight in a guest.
@@ -35,7 +35,7 @@ def recipe(guest: Guest) -> dict[str, object]:
         "format": FORMAT,
         "suite": guest.suite,
         "variant": "minbase",
-        "packages": sorted(PACKAGES),
+        "packages": list(guest.packages),
         "dpkg": list(DPKG_OPTIONS),
     }
 
@@ -60,7 +60,7 @@ def mmdebstrap_argv(guest: Guest, target: Path, mirror: str) -> list[str]:
         hostdeps.tool("mmdebstrap"),
         "--mode=root",
         "--variant=minbase",
-        "--include=" + ",".join(sorted(PACKAGES)),
+        "--include=" + ",".join(guest.packages),
     ]
     argv += [f"--dpkgopt={option}" for option in DPKG_OPTIONS]
     argv += [guest.suite, str(target), mirror]

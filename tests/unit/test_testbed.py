@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.testbed import __main__ as cli
-from tests.testbed import kernel
+from tests.testbed import kernel, rootfs
 from tests.testbed.aptsources import choose_mirror, parse_deb822, parse_one_line
 from tests.testbed.cache import hash_tree, recipe_hash
 from tests.testbed.console import console_tail
 from tests.testbed.cpio import CpioWriter
-from tests.testbed.guests import GUESTS
+from tests.testbed.guests import GUESTS, PACKAGES, SLURM_PACKAGES
 from tests.testbed.initramfs import mask_entries
 from tests.testbed.job import command_env, parse_env_pairs, render_job, render_mounts
 from tests.testbed.kernel import (
@@ -352,6 +352,47 @@ def test_repository_masks_file_is_well_formed() -> None:
     assert entries and all(e.split("/")[0] in ("system", "system-generators") for e in entries)
     assert "system/systemd-journald.service" not in entries
     assert not any("dbus" in e for e in entries)
+
+
+def test_each_guest_has_its_own_package_list() -> None:
+    """Plain guests install PACKAGES alone, so their images (recipe hashes)
+    stay as before; a batch guest adds Slurm and gets an image of its own."""
+    for name in ("252", "257"):
+        guest = GUESTS[name]
+        assert guest.extra_packages == ()
+        assert rootfs.recipe(guest) == {
+            "kind": "rootfs",
+            "format": rootfs.FORMAT,
+            "suite": guest.suite,
+            "variant": "minbase",
+            "packages": sorted(PACKAGES),
+            "dpkg": list(rootfs.DPKG_OPTIONS),
+        }
+    assert set(SLURM_PACKAGES) == {"slurmctld", "slurmd", "slurm-client", "munge"}
+    for plain, batch in (("252", "252-batch"), ("257", "257-batch")):
+        assert GUESTS[batch].suite == GUESTS[plain].suite
+        batch_recipe = rootfs.recipe(GUESTS[batch])
+        assert batch_recipe["packages"] == sorted({*PACKAGES, *SLURM_PACKAGES})
+        assert recipe_hash(batch_recipe) != recipe_hash(rootfs.recipe(GUESTS[plain]))
+        argv = rootfs.mmdebstrap_argv(GUESTS[batch], Path("/target"), "http://mirror.invalid/d")
+        included = next(a for a in argv if a.startswith("--include="))
+        assert set(included.removeprefix("--include=").split(",")) >= {*PACKAGES, *SLURM_PACKAGES}
+        plain_argv = rootfs.mmdebstrap_argv(GUESTS[plain], Path("/target"), "http://m.invalid/d")
+        assert "slurmd" not in " ".join(plain_argv)
+
+
+def test_batch_units_start_only_where_slurmd_is_installed() -> None:
+    """The overlay is the same in every guest: each unit of the cluster is
+    conditioned on the image having slurmd, and both boot targets want it."""
+    system = Path(__file__).resolve().parents[1] / "testbed" / "guest" / "overlay"
+    system = system / "etc" / "systemd" / "system"
+    for unit in ("testbed-batch.target", "testbed-batch-setup.service", "slurmd@.service"):
+        assert "ConditionPathExists=/usr/sbin/slurmd" in (system / unit).read_text().splitlines()
+    for target in ("testbed.target", "testbed-shell.target"):
+        assert "testbed-batch.target" in (system / target).read_text()
+    # Debian's own units (absent from the plain images) only get ordering drop-ins.
+    for dropin in ("munge.service.d/testbed.conf", "slurmctld.service.d/testbed.conf"):
+        assert "[Service]" not in (system / dropin).read_text()
 
 
 def test_cpio_newc_archive(tmp_path: Path) -> None:

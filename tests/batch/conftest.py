@@ -1,0 +1,226 @@
+"""Shared pieces of the batch tier: a real Slurm cluster around slotmgr.
+
+These tests run inside a batch guest of the test bed (`252-batch`: Slurm
+22.05), as root, against the daemons the guest starts at boot: slurmctld
+and two slurmd (nodes n1 and n2, multiple-slurmd) in partition `debug`, see
+tests/testbed/guest/overlay/usr/local/lib/testbed/batch-setup. They act as
+a user would: `sbatch`, `srun`, `scancel`, `scontrol`, `systemctl`. Off such
+a guest the whole tier FAILS with a pointer to the test bed; it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NODES = ("n1", "n2")
+CLUSTER_UNITS = ("testbed-batch-setup", "munge", "slurmctld", "slurmd@n1", "slurmd@n2")
+# Under emulation the daemons need ~10-30 s after boot to register.
+CLUSTER_DEADLINE = 180.0
+JOB_DEADLINE = 120.0
+TEST_USER = "batchuser"
+# Jobs' working directories: not under /tmp or /var/tmp, which slotmgr's
+# jobs get private copies of.
+WORK_ROOT = Path("/srv/batch-tests")
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/batch/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.batch)
+
+
+def run(
+    argv: list[str],
+    timeout: float = 60,
+    check: bool = True,
+    user: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """A command as root, or as `user` (runuser), with its output captured."""
+    if user is not None:
+        argv = ["runuser", "-u", user, "--", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(argv)} exited {proc.returncode}\n"
+            f"stdout: {proc.stdout.strip()}\nstderr: {proc.stderr.strip()}"
+        )
+    return proc
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def node_states() -> dict[str, str]:
+    """`sinfo`'s state of each node, e.g. {'n1': 'idle', 'n2': 'mix'}."""
+    proc = run(["sinfo", "-h", "-N", "-o", "%N %t"], check=False, timeout=30)
+    states = {}
+    for line in proc.stdout.splitlines():
+        if len(line.split()) == 2:
+            node, state = line.split()
+            states[node] = state
+    return states
+
+
+def cluster_diagnostics() -> str:
+    """What an engineer would look at when the cluster did not come up."""
+    parts = []
+    for argv in (
+        ["sinfo", "-N", "-l"],
+        ["systemctl", "--no-pager", "--full", "status", *CLUSTER_UNITS],
+        ["sh", "-c", "tail -n 15 /var/log/slurm/*.log"],
+    ):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        parts.append(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
+    return "\n".join(parts)
+
+
+def wait_for_cluster(timeout: float = CLUSTER_DEADLINE) -> float:
+    """Wait until sinfo shows both nodes idle; return the guest's uptime then.
+
+    Fails loudly, with the daemons' status and logs, past the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = node_states()
+        if all(states.get(node) == "idle" for node in NODES):
+            return float(Path("/proc/uptime").read_text().split()[0])
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the Slurm cluster did not come up within {timeout:.0f} s: "
+                f"nodes {states or 'none'} (want {', '.join(NODES)} idle)\n"
+                f"{cluster_diagnostics()}",
+                pytrace=False,
+            )
+        time.sleep(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def cluster() -> float:
+    """The guest's cluster, up: both nodes idle. Its value: guest uptime then (s)."""
+    if os.geteuid() != 0 or not os.path.isdir("/run/systemd/system") or not shutil.which("sbatch"):
+        pytest.fail(
+            "the batch tests need root, systemd as PID 1 and Slurm: run them in the test bed, "
+            "python3 -m tests.testbed run --guest 252-batch -- python3 -m pytest tests/batch",
+            pytrace=False,
+        )
+    uptime = wait_for_cluster()
+    print(f"\nbatch: cluster up (both nodes idle) at guest uptime {uptime:.1f} s")
+    return uptime
+
+
+@pytest.fixture(scope="session")
+def test_user() -> pwd.struct_passwd:
+    """An unprivileged user for jobs, as on a real cluster (same uid everywhere)."""
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        run(["useradd", "--create-home", "--shell", "/bin/sh", TEST_USER])
+        return pwd.getpwnam(TEST_USER)
+
+
+@pytest.fixture
+def workdir(request: pytest.FixtureRequest, test_user: pwd.struct_passwd) -> Iterator[Path]:
+    """A fresh directory the test user owns, for job scripts and output files."""
+    name = "".join(c for c in request.node.name if c.isalnum() or c in "-_")[:60]
+    path = WORK_ROOT / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    WORK_ROOT.chmod(0o755)
+    os.chown(path, test_user.pw_uid, test_user.pw_gid)
+    yield path
+
+
+def write_script(directory: Path, name: str, body: str, owner: pwd.struct_passwd) -> Path:
+    script = directory / name
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    os.chown(script, owner.pw_uid, owner.pw_gid)
+    return script
+
+
+def sbatch(script: Path, *options: str, user: str | None = None) -> str:
+    """Submit `script` with `sbatch --parsable`; return the Slurm job id.
+
+    Output goes to slurm-%j.out in the script's directory (the job's cwd)."""
+    proc = run(
+        ["sbatch", "--parsable", f"--chdir={script.parent}", *options, str(script)], user=user
+    )
+    job_id = proc.stdout.strip().split(";")[0]
+    assert job_id.isdigit(), f"sbatch printed no job id: {proc.stdout!r} {proc.stderr!r}"
+    return job_id
+
+
+def job_info(job_id: str) -> dict[str, str]:
+    """`scontrol show job -o` as a dict (JobState, NodeList, ExitCode ...)."""
+    proc = run(["scontrol", "show", "job", "-o", job_id], check=False)
+    info = {}
+    for word in proc.stdout.split():
+        key, sep, value = word.partition("=")
+        if sep and key not in info:
+            info[key] = value
+    return info
+
+
+def job_state(job_id: str) -> str:
+    return job_info(job_id).get("JobState", "")
+
+
+def wait_for_state(job_id: str, states: tuple[str, ...], timeout: float = JOB_DEADLINE) -> str:
+    """Wait until the job is in one of `states`; return that state."""
+    seen: list[str] = []
+
+    def reached() -> bool:
+        state = job_state(job_id)
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        return state in states
+
+    try:
+        wait_until(reached, timeout, f"job {job_id} to be {'/'.join(states)}")
+    except AssertionError as err:
+        raise AssertionError(
+            f"{err}; states seen: {' -> '.join(seen)}\n"
+            f"{run(['scontrol', 'show', 'job', job_id], check=False).stdout}"
+        ) from None
+    return seen[-1]
+
+
+def wait_for_end(job_id: str, timeout: float = JOB_DEADLINE) -> dict[str, str]:
+    wait_for_state(job_id, FINISHED, timeout)
+    return job_info(job_id)
+
+
+def output_of(directory: Path, job_id: str) -> str:
+    """The job's output file (sbatch's default slurm-%j.out)."""
+    path = directory / f"slurm-{job_id}.out"
+    # slurmstepd closes the file before the job is reported finished, but
+    # on a slow guest give the last write a moment.
+    wait_until(path.exists, 10, f"{path} to exist")
+    return path.read_text()
+
+
+def slotmgr_argv() -> list[str]:
+    """How a batch script calls slotmgr: this repository, by the guest's Python."""
+    return [sys.executable, "-m", "slotmgr"]
+
+
+def slotmgr_env_line() -> str:
+    return f"export PYTHONPATH={REPO}\n"
