@@ -27,7 +27,8 @@ PACKAGES = (
 # Added by the batch guests: a real Slurm (controller, node daemon, client
 # commands) with its authentication daemon. The test bed's own setup of them
 # (guest/overlay: testbed-batch.target) starts only where slurmd is installed.
-SLURM_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+# sudo: a batch job's user reaches slotmgr through its sudo entry (packaging/sudoers.d).
+SLURM_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "sudo")
 
 
 @dataclass(frozen=True)

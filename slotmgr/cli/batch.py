@@ -1,0 +1,124 @@
+"""`batch-run`: the one way a batch job's own user has slotmgr run its job.
+
+    sudo -n /usr/libexec/slotmgr/batch-run [OPTIONS] -- CMD [ARGS...]
+
+A batch system runs its job's tasks as the job's user (HTCondor's
+USER_JOB_WRAPPER, a Slurm SPANK plugin's prepended argv, a batch script), but
+only root may make units on the system manager; a `sudo slotmgr ...` rule
+would hand root to any user (`--uid 0`, `-p ...`). This entry is what the
+shipped sudoers rule (packaging/sudoers.d/slotmgr) allows instead. It decides,
+not the caller:
+
+- the job runs as the user sudo says called it (SUDO_UID, SUDO_GID: set by
+  sudo, not by the caller), always;
+- the limits of the caller's cgroup hold for it (--inherit-limits, always);
+- of `slotmgr run`'s options only those that can concern nobody but the
+  caller's own job are taken: the batch id, the environment it passes,
+  limits that only ever restrict it (never a weight, never `-p`), its output
+  files (opened as the user) and how much is printed. Any other is refused.
+
+Everything else is `slotmgr run`'s: the checks as the user, the binding to
+this launcher, the record, the exit status (ExitCode; 77 when not run by sudo
+as root).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from slotmgr.errors import ExitCode
+
+PROG = "batch-run"
+# `slotmgr run` options a batch job's user may give: name -> takes a value.
+ALLOWED: dict[str, bool] = {
+    "--batch-id": True,
+    "--pass-env": True,
+    "-E": True,
+    "--setenv": True,
+    "--memory-max": True,
+    "--memory-high": True,
+    "--memory-swap-max": True,
+    "--cpu-quota": True,
+    "--cpus": True,
+    "--tasks-max": True,
+    "--runtime-max": True,
+    "-o": True,
+    "--output": True,
+    "-e": True,
+    "--error": True,
+    "--append": False,
+    "--json": True,
+    "-q": False,
+    "--quiet": False,
+    "-v": False,
+    "--verbose": False,
+}
+
+
+class Refused(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run_argv(args: Sequence[str], environ: dict[str, str], euid: int) -> list[str]:
+    """The `slotmgr run` command line for this call, or Refused. Pure."""
+    if euid != 0 or not environ.get("SUDO_UID", "").isdigit():
+        raise Refused(
+            "batch-run is for sudo to run as root on a job's user's behalf "
+            "(sudo -n /usr/libexec/slotmgr/batch-run -- CMD); as root, use slotmgr run",
+            ExitCode.NO_PERMISSION,
+        )
+    uid = environ["SUDO_UID"]
+    gid = environ.get("SUDO_GID", "")
+    if uid == "0":
+        raise Refused(
+            "batch-run runs jobs for users, not root: as root, use slotmgr run",
+            ExitCode.NO_PERMISSION,
+        )
+    taken: list[str] = []
+    rest = list(args)
+    while rest and rest[0] != "--":
+        name, sep, inline = rest[0].partition("=")
+        if not name.startswith("-") or name not in ALLOWED:
+            allowed = ", ".join(sorted({a for a in ALLOWED if a.startswith("--")}))
+            raise Refused(
+                f"{PROG}: option {rest[0]!r} is not for a batch job's user to give "
+                f"(allowed: {allowed}; then -- CMD)",
+                ExitCode.USAGE,
+            )
+        if ALLOWED[name] and not sep:
+            if len(rest) < 2:
+                raise Refused(f"{PROG}: option {name} needs a value", ExitCode.USAGE)
+            taken += [name, rest[1]]
+            rest = rest[2:]
+        elif ALLOWED[name]:
+            taken += [name, inline]
+            rest = rest[1:]
+        elif sep:
+            raise Refused(f"{PROG}: option {name} takes no value", ExitCode.USAGE)
+        else:
+            taken.append(name)
+            rest = rest[1:]
+    if len(rest) < 2:
+        raise Refused(f"{PROG}: no command: give -- CMD [ARGS...]", ExitCode.USAGE)
+    forced = ["--uid", uid, *(["--gid", gid] if gid.isdigit() else []), "--inherit-limits"]
+    return ["run", *forced, *taken, *rest]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run_args = run_argv(args, dict(os.environ), os.geteuid())
+    except Refused as exc:
+        print(f"slotmgr: error: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+    from slotmgr.cli.main import main as slotmgr_main
+
+    slotmgr_main(run_args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""`batch-run`, the sudo entry for a batch job's user (slotmgr/cli/batch.py):
+what it forces, what it takes, what it refuses. Against sudo and a real
+systemd: tests/batch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slotmgr.cli.batch import ALLOWED, Refused, run_argv
+from slotmgr.errors import ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+SUDO = {"SUDO_UID": "1001", "SUDO_GID": "1002", "SUDO_USER": "alice"}
+
+
+def test_the_caller_sudo_names_is_the_jobs_user_and_the_limits_are_inherited() -> None:
+    argv = run_argv(["--batch-id", "5.0.1", "--pass-env", "SLURM_*", "--", "a.out", "-x"], SUDO, 0)
+    assert argv == [
+        "run",
+        "--uid",
+        "1001",
+        "--gid",
+        "1002",
+        "--inherit-limits",
+        "--batch-id",
+        "5.0.1",
+        "--pass-env",
+        "SLURM_*",
+        "--",
+        "a.out",
+        "-x",
+    ]
+
+
+def test_values_may_be_given_inline_and_flags_alone() -> None:
+    argv = run_argv(["--memory-max=1G", "-q", "--", "true"], SUDO, 0)
+    assert argv[-5:] == ["--memory-max", "1G", "-q", "--", "true"]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--uid",
+        "--gid",
+        "-p",
+        "--property",
+        "--unit",
+        "--slice",
+        "--slot",
+        "--job-id",
+        "--cpu-weight",
+        "--io-weight",
+        "--no-private-pids",
+        "--no-private-tmp",
+        "--scope",
+        "--working-directory",
+        "--user",
+        "--debug",
+        "--inherit-limits",
+        "--uid=0",
+    ],
+)
+def test_an_option_that_could_reach_past_the_callers_own_job_is_refused(option: str) -> None:
+    with pytest.raises(Refused) as refused:
+        run_argv([option, "0", "--", "true"], SUDO, 0)
+    assert refused.value.code == ExitCode.USAGE
+    assert "is not for a batch job's user to give" in str(refused.value)
+
+
+def test_the_command_after_dashes_is_the_jobs_whatever_it_looks_like() -> None:
+    argv = run_argv(["--", "sh", "--uid", "0", "-p", "User=root"], SUDO, 0)
+    assert argv[-6:] == ["--", "sh", "--uid", "0", "-p", "User=root"]
+    assert argv[1:3] == ["--uid", "1001"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "euid", "code"),
+    [
+        (["--", "true"], {}, 0, ExitCode.NO_PERMISSION),  # not through sudo
+        (["--", "true"], SUDO, 1001, ExitCode.NO_PERMISSION),  # not root
+        (["--", "true"], {**SUDO, "SUDO_UID": "0"}, 0, ExitCode.NO_PERMISSION),  # root's own
+        (["--", "true"], {**SUDO, "SUDO_UID": "x"}, 0, ExitCode.NO_PERMISSION),
+        (["true"], SUDO, 0, ExitCode.USAGE),  # no --
+        (["--"], SUDO, 0, ExitCode.USAGE),  # no command
+        (["--batch-id"], SUDO, 0, ExitCode.USAGE),  # no value
+        (["--quiet=yes", "--", "true"], SUDO, 0, ExitCode.USAGE),
+    ],
+)
+def test_refusals_have_their_own_codes(
+    args: list[str], env: dict[str, str], euid: int, code: int
+) -> None:
+    with pytest.raises(Refused) as refused:
+        run_argv(args, env, euid)
+    assert refused.value.code == code
+
+
+def test_every_allowed_option_is_one_of_runs() -> None:
+    from slotmgr.cli.main import run
+
+    names = {opt for param in run.params for opt in param.opts}
+    assert set(ALLOWED) <= names
+
+
+def test_the_shipped_entry_refuses_one_line_when_not_run_by_sudo() -> None:
+    code = (
+        "import runpy, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[2:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    entry = REPO / "packaging" / "libexec" / "batch-run"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO), str(entry), "--", "true"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert out.returncode == ExitCode.NO_PERMISSION, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("slotmgr: error: batch-run is")
+
+
+def test_the_sudoers_rule_allows_the_entry_alone_and_keeps_no_pam_session() -> None:
+    text = (REPO / "packaging" / "sudoers.d" / "slotmgr").read_text()
+    rules = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert rules == [
+        "Defaults!/usr/libexec/slotmgr/batch-run !pam_session, !requiretty, "
+        'env_keep += "SLURM_* _CONDOR_*"',
+        "ALL ALL=(root) NOPASSWD: /usr/libexec/slotmgr/batch-run",
+    ]
