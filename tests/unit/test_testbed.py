@@ -368,7 +368,7 @@ def test_each_guest_has_its_own_package_list() -> None:
             "packages": sorted(PACKAGES),
             "dpkg": list(rootfs.DPKG_OPTIONS),
         }
-    assert set(SLURM_PACKAGES) == {"slurmctld", "slurmd", "slurm-client", "munge"}
+    assert set(SLURM_PACKAGES) == {"slurmctld", "slurmd", "slurm-client", "munge", "sudo"}
     for plain, batch in (("252", "252-batch"), ("257", "257-batch")):
         assert GUESTS[batch].suite == GUESTS[plain].suite
         batch_recipe = rootfs.recipe(GUESTS[batch])
