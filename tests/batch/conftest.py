@@ -1,7 +1,7 @@
 """Shared pieces of the batch tier: a real Slurm cluster around slotmgr.
 
 These tests run inside a batch guest of the test bed (`252-batch`: Slurm
-22.05), as root, against the daemons the guest starts at boot: slurmctld
+22.05; `257-batch`: Slurm 24.11, where test_spank.py also runs), as root, against the daemons the guest starts at boot: slurmctld
 and two slurmd (nodes n1 and n2, multiple-slurmd) in partition `debug`, see
 tests/testbed/guest/overlay/usr/local/lib/testbed/batch-setup. They act as
 a user would: `sbatch`, `srun`, `scancel`, `scontrol`, `systemctl`. Off such
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -32,12 +33,53 @@ TEST_USER = "batchuser"
 # jobs get private copies of.
 WORK_ROOT = Path("/srv/batch-tests")
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+# slotmgr's sudo entry for a batch job's user, where its sudoers rule names it.
+BATCH_ENTRY = Path("/usr/libexec/slotmgr/batch-run")
+SUDOERS = Path("/etc/sudoers.d/slotmgr")
+# Modules that need a Slurm of at least this version (spank_prepend_task_argv: 23.11).
+NEEDS_SLURM = {"test_spank.py": (23, 11)}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def slurm_version() -> tuple[int, int] | None:
+    """`scontrol --version` as (major, minor), e.g. (24, 11); None without Slurm."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"(\d+)\.(\d+)", out)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/batch/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.batch)
+    # A module for a newer Slurm than the guest's is deselected, and says so
+    # (252-batch has 22.05).  Without Slurm (off a batch guest) nothing is:
+    # the tier then fails at its `cluster` fixture, as it should.
+    wanted = {Path(str(item.fspath)).name for item in items} & NEEDS_SLURM.keys()
+    version = slurm_version() if wanted else None
+    if version is None:
+        return
+    too_new = {name for name in wanted if version < NEEDS_SLURM[name]}
+    if not too_new:
+        return
+    dropped = [item for item in items if Path(str(item.fspath)).name in too_new]
+    items[:] = [item for item in items if item not in dropped]
+    config.hook.pytest_deselected(items=dropped)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for name in sorted(too_new):
+        need = ".".join(map(str, NEEDS_SLURM[name]))
+        line = (
+            f"batch: {name} deselected: it needs Slurm >= {need}, "
+            f"this guest has {version[0]}.{version[1]:02d}"
+        )
+        if reporter is not None:
+            reporter.write_line(line)
+        else:
+            print(line)
 
 
 def run(
@@ -224,3 +266,29 @@ def slotmgr_argv() -> list[str]:
 
 def slotmgr_env_line() -> str:
     return f"export PYTHONPATH={REPO}\n"
+
+
+@pytest.fixture(scope="session")
+def batch_entry() -> Iterator[Path]:
+    """slotmgr's sudo entry, installed as a package would: a root-owned
+    /usr/libexec/slotmgr/batch-run that imports this repository (the guest
+    has slotmgr only as the repository), and packaging/sudoers.d/slotmgr as
+    /etc/sudoers.d/slotmgr (0440, checked with visudo). Yields the entry."""
+    BATCH_ENTRY.parent.mkdir(parents=True, exist_ok=True)
+    BATCH_ENTRY.parent.chmod(0o755)
+    BATCH_ENTRY.write_text(
+        "#!/usr/bin/python3 -I\n"
+        "# Installed by tests/batch/conftest.py: packaging/libexec/batch-run, on this repository.\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from slotmgr.cli.batch import main\n"
+        "main()\n"
+    )
+    os.chown(BATCH_ENTRY, 0, 0)
+    BATCH_ENTRY.chmod(0o755)
+    SUDOERS.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "packaging" / "sudoers.d" / "slotmgr", SUDOERS)
+    os.chown(SUDOERS, 0, 0)
+    SUDOERS.chmod(0o440)
+    run(["visudo", "-c"])
+    yield BATCH_ENTRY

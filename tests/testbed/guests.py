@@ -29,6 +29,10 @@ PACKAGES = (
 # (guest/overlay: testbed-batch.target) starts only where slurmd is installed.
 # sudo: a batch job's user reaches slotmgr through its sudo entry (packaging/sudoers.d).
 SLURM_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "sudo")
+# Added by 257-batch only: a C compiler and Slurm's headers, so that
+# tests/batch/test_spank.py builds packaging/slurm/spank_slotmgr.c in the guest
+# (spank_prepend_task_argv is Slurm 23.11+; 252-batch's 22.05 has none).
+SPANK_BUILD_PACKAGES = ("gcc", "libc6-dev", "libslurm-dev")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ GUESTS = {
     "257": Guest("257", "trixie"),
     # Slurm 22.05 and 24.11: a one-controller, two-node cluster in one guest.
     "252-batch": Guest("252-batch", "bookworm", SLURM_PACKAGES),
-    "257-batch": Guest("257-batch", "trixie", SLURM_PACKAGES),
+    "257-batch": Guest("257-batch", "trixie", (*SLURM_PACKAGES, *SPANK_BUILD_PACKAGES)),
 }
 
 

@@ -18,7 +18,7 @@ from tests.testbed.aptsources import choose_mirror, parse_deb822, parse_one_line
 from tests.testbed.cache import hash_tree, recipe_hash
 from tests.testbed.console import console_tail
 from tests.testbed.cpio import CpioWriter
-from tests.testbed.guests import GUESTS, PACKAGES, SLURM_PACKAGES
+from tests.testbed.guests import GUESTS, PACKAGES, SLURM_PACKAGES, SPANK_BUILD_PACKAGES
 from tests.testbed.initramfs import mask_entries
 from tests.testbed.job import command_env, parse_env_pairs, render_job, render_mounts
 from tests.testbed.kernel import (
@@ -369,10 +369,14 @@ def test_each_guest_has_its_own_package_list() -> None:
             "dpkg": list(rootfs.DPKG_OPTIONS),
         }
     assert set(SLURM_PACKAGES) == {"slurmctld", "slurmd", "slurm-client", "munge", "sudo"}
+    # 257-batch alone builds the SPANK plugin (Slurm 24.11; 22.05 has no
+    # spank_prepend_task_argv), so it alone has a compiler and Slurm's headers.
+    assert set(SPANK_BUILD_PACKAGES) == {"gcc", "libc6-dev", "libslurm-dev"}
+    builds = {"252-batch": (), "257-batch": SPANK_BUILD_PACKAGES}
     for plain, batch in (("252", "252-batch"), ("257", "257-batch")):
         assert GUESTS[batch].suite == GUESTS[plain].suite
         batch_recipe = rootfs.recipe(GUESTS[batch])
-        assert batch_recipe["packages"] == sorted({*PACKAGES, *SLURM_PACKAGES})
+        assert batch_recipe["packages"] == sorted({*PACKAGES, *SLURM_PACKAGES, *builds[batch]})
         assert recipe_hash(batch_recipe) != recipe_hash(rootfs.recipe(GUESTS[plain]))
         argv = rootfs.mmdebstrap_argv(GUESTS[batch], Path("/target"), "http://mirror.invalid/d")
         included = next(a for a in argv if a.startswith("--include="))
