@@ -1,8 +1,9 @@
 """Shared pieces of the batch tier: a real Slurm cluster around slotmgr.
 
 These tests run inside a batch guest of the test bed (`252-batch`: Slurm
-22.05; `257-batch`: Slurm 24.11, where test_spank.py also runs), as root, against the daemons the guest starts at boot: slurmctld
-and two slurmd (nodes n1 and n2, multiple-slurmd) in partition `debug`, see
+22.05; `257-batch`: Slurm 24.11, where test_spank.py also runs), as root,
+against the daemons the guest starts at boot: slurmctld and two slurmd
+(nodes n1 and n2, multiple-slurmd) in partition `debug`, see
 tests/testbed/guest/overlay/usr/local/lib/testbed/batch-setup. They act as
 a user would: `sbatch`, `srun`, `scancel`, `scontrol`, `systemctl`. Off such
 a guest the whole tier FAILS with a pointer to the test bed; it never skips.

@@ -131,6 +131,18 @@ def spank_plugin(batch_entry: Path) -> Iterator[Path]:
     snippet.unlink(missing_ok=True)
 
 
+@pytest.fixture(autouse=True)
+def nodes_idle() -> None:
+    """Each test starts with both nodes idle: on a loaded host a node may
+    miss SlurmdTimeout and be DOWN for a while (ReturnToService=2 brings it
+    back), and a drained node (an Epilog that failed) fails here, naming why."""
+    wait_for_cluster()
+
+
+def node_reasons() -> str:
+    return run(["sinfo", "-R", "-N", "-o", "%N %T %E %H"], check=False).stdout
+
+
 def slotmgr_units() -> dict[str, dict[str, str]]:
     """Every loaded slotmgr job service: unit -> its properties (launchers left out)."""
     listed = run(
@@ -173,11 +185,13 @@ def wait_for_units(job_id: str, count: int) -> dict[str, dict[str, str]]:
         seen.update(units_of_job(job_id))
         return len(seen) >= count
 
+    wait_for_state(job_id, ("RUNNING",))
     try:
         wait_until(enough, UNIT_DEADLINE, f"{count} slotmgr units of job {job_id}", interval=1)
     except AssertionError as err:
         raise AssertionError(
-            f"{err}: found {sorted(seen)}; job: {job_info(job_id)}\nunits: {slotmgr_units()}"
+            f"{err}: found {sorted(seen)}; job: {job_info(job_id)}\n"
+            f"units: {slotmgr_units()}\nnodes down or drained: {node_reasons()}"
         ) from None
     return dict(seen)
 
