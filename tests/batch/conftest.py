@@ -78,6 +78,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"this guest has {version[0]}.{version[1]:02d}"
         )
         if reporter is not None:
+            reporter.ensure_newline()
             reporter.write_line(line)
         else:
             print(line)

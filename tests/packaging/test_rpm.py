@@ -332,3 +332,25 @@ def test_installed_config_and_units(installed_root: Path) -> None:
         assert installed.read_bytes() == unit.read_bytes(), unit.name
     state = installed_root / "var/lib/slotmgr"
     assert state.is_dir() and not any(state.iterdir())
+
+
+def test_slurm_subpackage_only_with_slurm() -> None:
+    """slotmgr-slurm (the SPANK plugin, packaging/slurm/) is built only by
+    `rpmbuild --with slurm`, which needs slurm-devel and makes the build
+    arch-specific; the default build stays noarch, without it."""
+    _tools_or_skip()
+    default = _run("rpmspec", "-q", "--qf", "%{NAME} %{ARCH}\n", SPEC, check=True).stdout
+    assert "slotmgr-slurm" not in default, default
+    with_slurm = _run(
+        "rpmspec", "-q", "--with", "slurm", "--qf", "%{NAME}\n", SPEC, check=True
+    ).stdout.split()
+    assert with_slurm == ["slotmgr", "slotmgr-slurm"], with_slurm
+    arch = _run("rpmspec", "-q", "--srpm", "--qf", "%{ARCH}", SPEC, check=True).stdout
+    slurm_arch = _run(
+        "rpmspec", "-q", "--srpm", "--with", "slurm", "--qf", "%{ARCH}", SPEC, check=True
+    ).stdout
+    assert arch == "noarch" and slurm_arch != "noarch", (arch, slurm_arch)
+    requires = _run(
+        "rpmspec", "-q", "--with", "slurm", "--buildrequires", SPEC, check=True
+    ).stdout.splitlines()
+    assert "slurm-devel >= 23.11" in requires, requires
