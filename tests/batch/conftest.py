@@ -224,3 +224,46 @@ def slotmgr_argv() -> list[str]:
 
 def slotmgr_env_line() -> str:
     return f"export PYTHONPATH={REPO}\n"
+
+
+# -- slotmgr's entry for a batch job's user: sudo + batch-run ------------------------
+
+BATCH_RUN = Path("/usr/libexec/slotmgr/batch-run")
+SUDOERS = Path("/etc/sudoers.d/slotmgr")
+
+
+@pytest.fixture(scope="session")
+def batch_entry() -> Path:
+    """slotmgr's sudo entry installed as the RPM installs it: the shipped
+    sudoers rule (packaging/sudoers.d/slotmgr) as is, and a root-owned
+    batch-run at its path, which (the repository not being installed in the
+    guest) puts this repository first on its path. Yields the entry."""
+    shipped = (REPO / "packaging" / "libexec" / "batch-run").read_text()
+    head, _, body = shipped.partition("\n")
+    BATCH_RUN.parent.mkdir(parents=True, exist_ok=True)
+    BATCH_RUN.write_text(f"{head}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n{body}")
+    BATCH_RUN.chmod(0o755)
+    SUDOERS.write_text((REPO / "packaging" / "sudoers.d" / "slotmgr").read_text())
+    SUDOERS.chmod(0o440)
+    run(["visudo", "-c", "-f", str(SUDOERS)])
+    return BATCH_RUN
+
+
+def slotmgr_units_of(batch_job: str) -> dict[str, str]:
+    """Running slotmgr units whose batch id belongs to Slurm job `batch_job`:
+    unit -> batch id (from the unit's LogExtraFields, as `journalctl
+    SLOTMGR_BATCH_ID=...` finds them)."""
+    listed = run(
+        ["systemctl", "list-units", "--plain", "--no-legend", "--all", "slotmgr-*.service"]
+    ).stdout
+    found = {}
+    for line in listed.splitlines():
+        unit = line.split()[0]
+        fields = run(
+            ["systemctl", "show", unit, "--property=LogExtraFields", "--value"], check=False
+        ).stdout.split()
+        for field in fields:
+            name, _, value = field.partition("=")
+            if name == "SLOTMGR_BATCH_ID" and value.split(".")[0] == batch_job:
+                found[unit] = value
+    return found
