@@ -161,7 +161,7 @@ def test_srun_on_two_nodes_runs_each_task_under_slotmgr(
     batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
 ) -> None:
     task = (
-        f"sudo -n {batch_entry} --pass-env 'SLURM_*' -- "
+        f"sudo -n {batch_entry} --pass-env 'SLURM_*' --pass-env 'SLURMD_*' -- "
         "sh -c 'echo task=$SLURM_PROCID node=$SLURMD_NODENAME'"
     )
     script = write_script(workdir, "two.sh", f"srun -N2 -n2 {task}\n", test_user)

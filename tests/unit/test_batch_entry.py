@@ -127,6 +127,6 @@ def test_the_sudoers_rule_allows_the_entry_alone_and_keeps_no_pam_session() -> N
     rules = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert rules == [
         "Defaults!/usr/libexec/slotmgr/batch-run !pam_session, !requiretty, "
-        'env_keep += "SLURM_* _CONDOR_*"',
+        'env_keep += "SLURM_* SLURMD_* _CONDOR_*"',
         "ALL ALL=(root) NOPASSWD: /usr/libexec/slotmgr/batch-run",
     ]
