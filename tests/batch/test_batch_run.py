@@ -195,3 +195,19 @@ def test_the_mpd_case_through_sbatch_leaves_nothing_on_the_node(
     left = subprocess.run(["pgrep", "-f", "mpd_daemon.py"], capture_output=True, text=True)
     assert left.stdout == "", f"the job's daemon outlived it: {left.stdout}"
     assert not Path("/tmp/mpd-demo.sock").exists() and not Path("/tmp/mpd-demo.ready").exists()
+
+
+def test_the_job_has_its_users_identity_and_slurms_variables_not_sudos(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    script = write_script(
+        workdir, "env.sh", wrapped(batch_entry, "env", options="--pass-env '*'"), test_user
+    )
+    job_id = sbatch(script, user=test_user.pw_name)
+    assert wait_for_end(job_id)["JobState"] == "COMPLETED"
+    seen = dict(
+        line.split("=", 1) for line in output_of(workdir, job_id).splitlines() if "=" in line
+    )
+    assert seen["SLURM_JOB_ID"] == job_id  # kept by the sudoers rule, passed by --pass-env
+    assert (seen["USER"], seen["HOME"]) == (test_user.pw_name, test_user.pw_dir), seen
+    assert not any(name.startswith("SUDO_") for name in seen), seen

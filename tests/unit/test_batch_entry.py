@@ -71,6 +71,16 @@ def test_an_option_that_could_reach_past_the_callers_own_job_is_refused(option: 
     assert "is not for a batch job's user to give" in str(refused.value)
 
 
+@pytest.mark.parametrize("value", ["--uid=0", "--uid", "-p", "-"])
+def test_a_value_that_looks_like_an_option_is_refused(value: str) -> None:
+    if value == "-":  # stdout, for --json
+        assert run_argv(["--json", value, "--", "true"], SUDO, 0)[6:8] == ["--json", "-"]
+        return
+    for args in (["-E", value], [f"--pass-env={value}"]):
+        with pytest.raises(Refused, match="may not start with '-'"):
+            run_argv([*args, "--", "true"], SUDO, 0)
+
+
 def test_the_command_after_dashes_is_the_jobs_whatever_it_looks_like() -> None:
     argv = run_argv(["--", "sh", "--uid", "0", "-p", "User=root"], SUDO, 0)
     assert argv[-6:] == ["--", "sh", "--uid", "0", "-p", "User=root"]
