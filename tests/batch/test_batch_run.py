@@ -211,3 +211,21 @@ def test_the_job_has_its_users_identity_and_slurms_variables_not_sudos(
     assert seen["SLURM_JOB_ID"] == job_id  # kept by the sudoers rule, passed by --pass-env
     assert (seen["USER"], seen["HOME"]) == (test_user.pw_name, test_user.pw_dir), seen
     assert not any(name.startswith("SUDO_") for name in seen), seen
+
+
+def test_a_requeued_job_is_a_new_run_with_a_record_of_its_own(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    script = write_script(workdir, "again.sh", wrapped(batch_entry, "sleep 300"), test_user)
+    job_id = sbatch(script, "--requeue", user=test_user.pw_name)
+    first, batch_id = the_unit_of(job_id)
+    run(["scontrol", "requeue", job_id])  # Slurm runs the same job id again
+    wait_until(lambda: first not in slotmgr_units_of(job_id), 60, f"{first} stopped")
+    # Requeued jobs wait out the scheduler's BeginTime (a few s) before they run again.
+    second, again = the_unit_of(job_id)
+    run(["scancel", job_id])
+    wait_until(lambda: not slotmgr_units_of(job_id), 60, f"{second} stopped")
+    records = record_of(job_id, count=2)
+    assert second != first and again == batch_id == f"{job_id}.batch"
+    assert [r["batch_id"] for r in records] == [batch_id, batch_id]
+    assert len({r["run_id"] for r in records}) == 2 and len({r["job_id"] for r in records}) == 2
