@@ -25,6 +25,7 @@ from slotmgr.history.accounting import LAUNCHER_GONE
 from .conftest import (
     JOB_DEADLINE,
     REPO,
+    job_info,
     output_of,
     run,
     sbatch,
@@ -221,7 +222,9 @@ def test_a_requeued_job_is_a_new_run_with_a_record_of_its_own(
     first, batch_id = the_unit_of(job_id)
     run(["scontrol", "requeue", job_id])  # Slurm runs the same job id again
     wait_until(lambda: first not in slotmgr_units_of(job_id), 60, f"{first} stopped")
-    # Requeued jobs wait out the scheduler's BeginTime (a few s) before they run again.
+    # A requeued job is held back (its BeginTime) before it runs again: not here.
+    wait_until(lambda: job_info(job_id).get("JobState") == "PENDING", 60, f"{job_id} pending again")
+    run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
     second, again = the_unit_of(job_id)
     run(["scancel", job_id])
     wait_until(lambda: not slotmgr_units_of(job_id), 60, f"{second} stopped")
