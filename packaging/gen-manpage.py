@@ -95,6 +95,13 @@ ENVIRONMENT = [
         "/run/dbus/system_bus_socket).",
     ),
     ("PATH", "Where slotmgr run looks up a COMMAND given without a slash."),
+    (
+        "SLURM_JOB_ID",
+        "Inside Slurm, the default --batch-id: SLURM_JOB_ID.SLURM_STEP_ID.SLURM_PROCID, or "
+        "SLURM_JOB_ID.batch for the batch script (no SLURM_STEP_ID).",
+    ),
+    ("SUDO_UID", "For batch-run (run by sudo): the user the job runs as, whom sudo names."),
+    ("SUDO_GID", "For batch-run: the job's group, as sudo names it."),
 ]
 
 # DESCRIPTION, after the command group's own help.

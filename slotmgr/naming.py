@@ -82,6 +82,15 @@ def job_id_of_fields(fields: Sequence[Any]) -> str | None:
     return text if is_job_id(text) else None
 
 
+def batch_id_of_fields(fields: Sequence[Any]) -> str | None:
+    """The batch system's id a service job was started with (--batch-id), if any."""
+    prefix = f"{BATCH_ID_FIELD}=".encode()
+    for entry in fields:
+        if bytes(entry).startswith(prefix):
+            return bytes(entry)[len(prefix) :].decode("ascii", "replace")
+    return None
+
+
 def job_id_of_unit(unit: str, props: Mapping[str, Any]) -> str | None:
     """The job id slotmgr marked a unit with (its properties from GetAll), or
     None: not a slotmgr job, whatever it is named."""

@@ -2,13 +2,15 @@
  * spank_slotmgr: every task of a Slurm job (the batch script, each srun
  * step's tasks) runs as a slotmgr unit, through slotmgr's sudo entry:
  *
- *     sudo -n /usr/libexec/slotmgr/batch-run --quiet --pass-env SLURM_* -- TASK...
+ *     sudo -n /usr/libexec/slotmgr/batch-run --quiet \
+ *         --pass-env SLURM_* --pass-env SLURMD_* -- TASK...
  *
  * slurmstepd forks each task, becomes the job's user and calls
  * slurm_spank_task_init() just before execve(); spank_prepend_task_argv()
  * (Slurm 23.11+) puts the entry in front of the task's argv there.  The entry
  * (slotmgr/cli/batch.py) runs the task as the user, with the limits of the
- * step's cgroup (--inherit-limits) and the task's SLURM_* variables, so an
+ * step's cgroup (--inherit-limits) and the task's SLURM_* and SLURMD_*
+ * variables (sudoers env_keep keeps those, SLURMD_NODENAME among them), so an
  * srun inside it stays a step of the job; `slotmgr run` stays in the step as
  * the task's launcher, and the unit stops when Slurm kills it (scancel,
  * time limit, end of the job).  Root's own jobs run as they are: the entry
@@ -59,7 +61,7 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	const char *prefix[] = {sudo_path, "-n", batch_run, "--quiet",
-				"--pass-env", "SLURM_*", "--"};
+				"--pass-env", "SLURM_*", "--pass-env", "SLURMD_*", "--"};
 	uid_t uid;
 	spank_err_t rc;
 

@@ -57,10 +57,35 @@ ALLOWED: dict[str, bool] = {
 }
 
 
+# What sudo sets for the command: none of it is the caller's to pass on.
+SUDO_SET = (
+    "SUDO_COMMAND",
+    "SUDO_USER",
+    "SUDO_UID",
+    "SUDO_GID",
+    "SUDO_HOME",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "MAIL",
+    "SHELL",
+)
+
+
 class Refused(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _value(name: str, value: str) -> str:
+    """An option's value, never one that looks like an option itself (but
+    `-`, stdout): whatever a parser would make of it, it cannot become one."""
+    if value.startswith("-") and value != "-":
+        raise Refused(
+            f"{PROG}: the value of {name} may not start with '-' ({value!r})", ExitCode.USAGE
+        )
+    return value
 
 
 def run_argv(args: Sequence[str], environ: dict[str, str], euid: int) -> list[str]:
@@ -92,10 +117,10 @@ def run_argv(args: Sequence[str], environ: dict[str, str], euid: int) -> list[st
         if ALLOWED[name] and not sep:
             if len(rest) < 2:
                 raise Refused(f"{PROG}: option {name} needs a value", ExitCode.USAGE)
-            taken += [name, rest[1]]
+            taken += [name, _value(name, rest[1])]
             rest = rest[2:]
         elif ALLOWED[name]:
-            taken += [name, inline]
+            taken += [name, _value(name, inline)]
             rest = rest[1:]
         elif sep:
             raise Refused(f"{PROG}: option {name} takes no value", ExitCode.USAGE)
@@ -115,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Refused as exc:
         print(f"slotmgr: error: {exc}", file=sys.stderr)
         sys.exit(exc.code)
+    # sudo's own variables, and root's identity it set, are no part of the
+    # job's environment (systemd sets the user's HOME, USER, LOGNAME, SHELL).
+    for name in SUDO_SET:
+        os.environ.pop(name, None)
     from slotmgr.cli.main import main as slotmgr_main
 
     slotmgr_main(run_args)

@@ -112,6 +112,7 @@ def status_lines(detail: JobDetail) -> list[str]:
         f"  State:     {info.state}",
         f"  User:      {info.user} (uid {info.uid})",
         f"  Slice:     {info.slice}" + (f" (slot {info.slot})" if info.slot else ""),
+        *([f"  Batch id:  {info.batch_id}"] if info.batch_id else []),
         f"  Command:   {shlex.join(detail.command) if detail.command else detail.description}",
         f"  Started:   {_when(info.start_time)} ({_usec(info.runtime_usec)} ago)",
         f"  Main PID:  {_int(info.main_pid)}",

@@ -34,6 +34,7 @@ from slotmgr.naming import (
     DESCRIPTION_PREFIX,
     JOB_ID_RULE,
     UNIT_SUFFIXES,
+    batch_id_of_fields,
     is_job_id,
     job_id_of_description,
     job_id_of_unit,
@@ -78,6 +79,7 @@ class JobInfo:
     main_pid: int | None
     control_group: str
     command: list[str] = field(default_factory=list)  # the job's own, wrappers removed
+    batch_id: str | None = None  # the batch system's id of the job (--batch-id)
 
     @property
     def state(self) -> str:
@@ -239,6 +241,7 @@ def job_info(unit: str, props: Mapping[str, Any], *, owner_uid: int, now: float)
         main_pid=main_pid,
         control_group=str(props.get("ControlGroup", "")),
         command=command_of_unit(props) if unit.endswith(".service") else _scope_command(props),
+        batch_id=batch_id_of_fields(props.get("LogExtraFields") or []),
     )
 
 

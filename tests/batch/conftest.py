@@ -34,9 +34,6 @@ TEST_USER = "batchuser"
 # jobs get private copies of.
 WORK_ROOT = Path("/srv/batch-tests")
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
-# slotmgr's sudo entry for a batch job's user, where its sudoers rule names it.
-BATCH_ENTRY = Path("/usr/libexec/slotmgr/batch-run")
-SUDOERS = Path("/etc/sudoers.d/slotmgr")
 # Modules that need a Slurm of at least this version (spank_prepend_task_argv: 23.11).
 NEEDS_SLURM = {"test_spank.py": (23, 11)}
 
@@ -270,27 +267,44 @@ def slotmgr_env_line() -> str:
     return f"export PYTHONPATH={REPO}\n"
 
 
+# -- slotmgr's entry for a batch job's user: sudo + batch-run ------------------------
+
+BATCH_RUN = Path("/usr/libexec/slotmgr/batch-run")
+SUDOERS = Path("/etc/sudoers.d/slotmgr")
+
+
 @pytest.fixture(scope="session")
-def batch_entry() -> Iterator[Path]:
-    """slotmgr's sudo entry, installed as a package would: a root-owned
-    /usr/libexec/slotmgr/batch-run that imports this repository (the guest
-    has slotmgr only as the repository), and packaging/sudoers.d/slotmgr as
-    /etc/sudoers.d/slotmgr (0440, checked with visudo). Yields the entry."""
-    BATCH_ENTRY.parent.mkdir(parents=True, exist_ok=True)
-    BATCH_ENTRY.parent.chmod(0o755)
-    BATCH_ENTRY.write_text(
-        "#!/usr/bin/python3 -I\n"
-        "# Installed by tests/batch/conftest.py: packaging/libexec/batch-run, on this repository.\n"
-        "import sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from slotmgr.cli.batch import main\n"
-        "main()\n"
-    )
-    os.chown(BATCH_ENTRY, 0, 0)
-    BATCH_ENTRY.chmod(0o755)
-    SUDOERS.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO / "packaging" / "sudoers.d" / "slotmgr", SUDOERS)
-    os.chown(SUDOERS, 0, 0)
+def batch_entry() -> Path:
+    """slotmgr's sudo entry installed as the RPM installs it: the shipped
+    sudoers rule (packaging/sudoers.d/slotmgr) as is, and a root-owned
+    batch-run at its path, which (the repository not being installed in the
+    guest) puts this repository first on its path. Yields the entry."""
+    shipped = (REPO / "packaging" / "libexec" / "batch-run").read_text()
+    head, _, body = shipped.partition("\n")
+    BATCH_RUN.parent.mkdir(parents=True, exist_ok=True)
+    BATCH_RUN.write_text(f"{head}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n{body}")
+    BATCH_RUN.chmod(0o755)
+    SUDOERS.write_text((REPO / "packaging" / "sudoers.d" / "slotmgr").read_text())
     SUDOERS.chmod(0o440)
-    run(["visudo", "-c"])
-    yield BATCH_ENTRY
+    run(["visudo", "-c", "-f", str(SUDOERS)])
+    return BATCH_RUN
+
+
+def slotmgr_units_of(batch_job: str) -> dict[str, str]:
+    """Running slotmgr units whose batch id belongs to Slurm job `batch_job`:
+    unit -> batch id (from the unit's LogExtraFields, as `journalctl
+    SLOTMGR_BATCH_ID=...` finds them)."""
+    listed = run(
+        ["systemctl", "list-units", "--plain", "--no-legend", "--all", "slotmgr-*.service"]
+    ).stdout
+    found = {}
+    for line in listed.splitlines():
+        unit = line.split()[0]
+        fields = run(
+            ["systemctl", "show", unit, "--property=LogExtraFields", "--value"], check=False
+        ).stdout.split()
+        for field in fields:
+            name, _, value = field.partition("=")
+            if name == "SLOTMGR_BATCH_ID" and value.split(".")[0] == batch_job:
+                found[unit] = value
+    return found

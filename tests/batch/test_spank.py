@@ -290,6 +290,11 @@ def test_srun_on_two_nodes_runs_a_slotmgr_unit_on_each(
         ["1:", f"{job_id}.0.1"],
     ], out
     assert {line.split()[2] for line in lines} == {"node=n1", "node=n2"}, out
+    # SLURMD_NODENAME is not SLURM_*: it reaches each task by sudoers' env_keep
+    # and the plugin's --pass-env SLURMD_*.
+    for line in lines:
+        words = line.split()
+        assert words[4] == "nodename=" + words[2].removeprefix("node="), out
 
 
 def test_a_job_over_its_mem_is_oom_killed_in_its_unit(

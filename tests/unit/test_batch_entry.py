@@ -71,6 +71,16 @@ def test_an_option_that_could_reach_past_the_callers_own_job_is_refused(option: 
     assert "is not for a batch job's user to give" in str(refused.value)
 
 
+@pytest.mark.parametrize("value", ["--uid=0", "--uid", "-p", "-"])
+def test_a_value_that_looks_like_an_option_is_refused(value: str) -> None:
+    if value == "-":  # stdout, for --json
+        assert run_argv(["--json", value, "--", "true"], SUDO, 0)[6:8] == ["--json", "-"]
+        return
+    for args in (["-E", value], [f"--pass-env={value}"]):
+        with pytest.raises(Refused, match="may not start with '-'"):
+            run_argv([*args, "--", "true"], SUDO, 0)
+
+
 def test_the_command_after_dashes_is_the_jobs_whatever_it_looks_like() -> None:
     argv = run_argv(["--", "sh", "--uid", "0", "-p", "User=root"], SUDO, 0)
     assert argv[-6:] == ["--", "sh", "--uid", "0", "-p", "User=root"]
@@ -127,6 +137,6 @@ def test_the_sudoers_rule_allows_the_entry_alone_and_keeps_no_pam_session() -> N
     rules = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert rules == [
         "Defaults!/usr/libexec/slotmgr/batch-run !pam_session, !requiretty, "
-        'env_keep += "SLURM_* _CONDOR_*"',
+        'env_keep += "SLURM_* SLURMD_* _CONDOR_*"',
         "ALL ALL=(root) NOPASSWD: /usr/libexec/slotmgr/batch-run",
     ]

@@ -1,0 +1,234 @@
+"""A Slurm user's jobs under slotmgr by the documented route, any Slurm
+(22.05 has no SPANK argv prepend): the batch script execs slotmgr's sudo entry,
+
+    exec sudo -n /usr/libexec/slotmgr/batch-run --pass-env 'SLURM_*' -- CMD...
+
+and the job runs as a systemd unit of the user's, outside Slurm's cgroup,
+while Slurm keeps control of it: scancel, a killed launcher, --mem, srun
+steps, two nodes. Jobs are submitted by an unprivileged user, as on a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from slotmgr.history.accounting import LAUNCHER_GONE
+
+from .conftest import (
+    JOB_DEADLINE,
+    REPO,
+    job_info,
+    output_of,
+    run,
+    sbatch,
+    slotmgr_argv,
+    slotmgr_units_of,
+    wait_for_end,
+    wait_until,
+    write_script,
+)
+
+# "The job's unit is stopped within 5 s" of its launcher's end (issue 13).
+BINDING_DEADLINE_S = 5.0
+
+
+def show(unit: str, *props: str) -> dict[str, str]:
+    out = run(["systemctl", "show", unit, *(f"--property={p}" for p in props)]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wrapped(entry: Path, command: str, options: str = "--pass-env 'SLURM_*'") -> str:
+    """A batch script's body that execs the job through slotmgr's entry."""
+    return f"exec sudo -n {entry} {options} -- {command}\n"
+
+
+def the_unit_of(job_id: str) -> tuple[str, str]:
+    """The one running slotmgr unit of Slurm job `job_id`, and its batch id."""
+    found: dict[str, str] = {}
+
+    def one() -> bool:
+        found.clear()
+        found.update(slotmgr_units_of(job_id))
+        return len(found) == 1 and show(next(iter(found)), "ActiveState")["ActiveState"] == (
+            "active"
+        )
+
+    wait_until(one, JOB_DEADLINE, f"a running slotmgr unit of Slurm job {job_id}")
+    ((unit, batch_id),) = found.items()
+    return unit, batch_id
+
+
+def records_of(batch_job: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [*slotmgr_argv(), "history", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    return [
+        r for r in json.loads(out.stdout) if str(r.get("batch_id") or "").split(".")[0] == batch_job
+    ]
+
+
+def record_of(batch_job: str, count: int = 1) -> list[dict[str, Any]]:
+    wait_until(
+        lambda: len(records_of(batch_job)) >= count, 120, f"{count} record(s) of {batch_job}"
+    )
+    return sorted(records_of(batch_job), key=lambda r: str(r["batch_id"]))
+
+
+def test_a_users_batch_job_runs_as_their_unit_with_slurms_limits_and_scancel_stops_it(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    script = write_script(workdir, "job.sh", wrapped(batch_entry, "sleep 300"), test_user)
+    job_id = sbatch(script, "--mem=200M", user=test_user.pw_name)
+    unit, batch_id = the_unit_of(job_id)
+    assert batch_id == f"{job_id}.batch"
+    props = show(unit, "User", "MemoryMax", "ControlGroup")
+    assert props["User"] == test_user.pw_name, props
+    assert props["MemoryMax"] == str(200 << 20), props  # Slurm's --mem, inherited
+    assert props["ControlGroup"].startswith("/slotmgr.slice/"), props
+    run(["scancel", job_id])
+    wait_until(lambda: not slotmgr_units_of(job_id), 30, f"{unit} stopped after scancel")
+    assert wait_for_end(job_id)["JobState"] == "CANCELLED"
+    (record,) = record_of(job_id)
+    assert record["result"] == "cancelled" and record["user"] == test_user.pw_name, record
+    assert record["stopped_by"] in ("signal SIGTERM to slotmgr run", LAUNCHER_GONE), record
+
+
+def test_a_killed_launcher_stops_the_job_within_5_s(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    script = write_script(workdir, "job.sh", wrapped(batch_entry, "sleep 300"), test_user)
+    job_id = sbatch(script, user=test_user.pw_name)
+    unit, _ = the_unit_of(job_id)
+    # The launcher, as the job's watcher holds it: `launchwatch.py PID START`.
+    (watcher,) = show(unit, "BindsTo")["BindsTo"].split()
+    exec_start = show(watcher, "ExecStart")["ExecStart"]
+    launcher = int(exec_start.split("launchwatch.py ", 1)[1].split()[0])
+    assert "batch-run" in Path(f"/proc/{launcher}/cmdline").read_text()
+    os.kill(launcher, signal.SIGKILL)
+    began = time.monotonic()
+    wait_until(lambda: not slotmgr_units_of(job_id), 30, f"{unit} stopped")
+    took = time.monotonic() - began
+    print(f"\njob's unit stopped {took:.2f} s after its launcher's SIGKILL (goal < 5 s)")
+    assert took < BINDING_DEADLINE_S
+    info = wait_for_end(job_id)
+    print(f"Slurm: {info['JobState']} {info['ExitCode']}")
+    (record,) = record_of(job_id)
+    assert (record["result"], record["stopped_by"]) == ("cancelled", LAUNCHER_GONE), record
+
+
+def test_slurms_memory_limit_holds_for_the_job(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    hog = f"{sys.executable} -c \"b = b'x' * (200 << 20); print(len(b))\""
+    script = write_script(workdir, "hog.sh", wrapped(batch_entry, hog), test_user)
+    job_id = sbatch(script, "--mem=64M", user=test_user.pw_name)
+    info = wait_for_end(job_id)
+    print(f"Slurm: {info['JobState']} {info['ExitCode']}")
+    (record,) = record_of(job_id)
+    assert record["result"] == "oom-kill", record
+    assert record["memory_peak_bytes"] <= 64 << 20, record
+    # slotmgr's exit status for an OOM kill (125) is the batch script's.
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "125:0", info
+
+
+def test_an_srun_inside_the_wrapped_job_stays_a_step_of_it(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    inner = "srun -N1 -n1 sh -c 'echo step=$SLURM_JOB_ID.$SLURM_STEP_ID'"
+    script = write_script(workdir, "steps.sh", wrapped(batch_entry, inner), test_user)
+    job_id = sbatch(script, user=test_user.pw_name)
+    info = wait_for_end(job_id)
+    out = output_of(workdir, job_id)
+    assert info["JobState"] == "COMPLETED", (info, out)
+    assert f"step={job_id}.0" in out.split(), out  # a step of this job, not a new job
+    (record,) = record_of(job_id)
+    assert record["batch_id"] == f"{job_id}.batch" and record["result"] == "success"
+
+
+def test_srun_on_two_nodes_runs_each_task_under_slotmgr(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    task = (
+        f"sudo -n {batch_entry} --pass-env 'SLURM_*' --pass-env 'SLURMD_*' -- "
+        "sh -c 'echo task=$SLURM_PROCID node=$SLURMD_NODENAME'"
+    )
+    script = write_script(workdir, "two.sh", f"srun -N2 -n2 {task}\n", test_user)
+    job_id = sbatch(script, "-N2", user=test_user.pw_name)
+    info = wait_for_end(job_id)
+    out = output_of(workdir, job_id)
+    assert info["JobState"] == "COMPLETED", (info, out)
+    assert sorted(w for w in out.split() if w.startswith(("task=", "node="))) == [
+        "node=n1",
+        "node=n2",
+        "task=0",
+        "task=1",
+    ], out
+    records = record_of(job_id, count=2)
+    assert [r["batch_id"] for r in records] == [f"{job_id}.0.0", f"{job_id}.0.1"]
+    assert all(r["result"] == "success" and r["user"] == test_user.pw_name for r in records)
+
+
+def test_the_mpd_case_through_sbatch_leaves_nothing_on_the_node(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    mpd = f"sh {REPO / 'examples' / 'mpd-job.sh'}"
+    script = write_script(workdir, "mpd.sh", wrapped(batch_entry, mpd), test_user)
+    job_id = sbatch(script, user=test_user.pw_name)
+    info = wait_for_end(job_id)
+    out = output_of(workdir, job_id)
+    assert info["JobState"] == "COMPLETED", (info, out)
+    assert "mpd-demo.sock" in out  # the daemon's socket existed, in the job's own /tmp
+    (record,) = record_of(job_id)
+    assert record["result"] == "success", record
+    left = subprocess.run(["pgrep", "-f", "mpd_daemon.py"], capture_output=True, text=True)
+    assert left.stdout == "", f"the job's daemon outlived it: {left.stdout}"
+    assert not Path("/tmp/mpd-demo.sock").exists() and not Path("/tmp/mpd-demo.ready").exists()
+
+
+def test_the_job_has_its_users_identity_and_slurms_variables_not_sudos(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    script = write_script(
+        workdir, "env.sh", wrapped(batch_entry, "env", options="--pass-env '*'"), test_user
+    )
+    job_id = sbatch(script, user=test_user.pw_name)
+    assert wait_for_end(job_id)["JobState"] == "COMPLETED"
+    seen = dict(
+        line.split("=", 1) for line in output_of(workdir, job_id).splitlines() if "=" in line
+    )
+    assert seen["SLURM_JOB_ID"] == job_id  # kept by the sudoers rule, passed by --pass-env
+    assert (seen["USER"], seen["HOME"]) == (test_user.pw_name, test_user.pw_dir), seen
+    assert not any(name.startswith("SUDO_") for name in seen), seen
+
+
+def test_a_requeued_job_is_a_new_run_with_a_record_of_its_own(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    script = write_script(workdir, "again.sh", wrapped(batch_entry, "sleep 300"), test_user)
+    job_id = sbatch(script, "--requeue", user=test_user.pw_name)
+    first, batch_id = the_unit_of(job_id)
+    run(["scontrol", "requeue", job_id])  # Slurm runs the same job id again
+    wait_until(lambda: first not in slotmgr_units_of(job_id), 60, f"{first} stopped")
+    # A requeued job is held back (its BeginTime) before it runs again: not here.
+    wait_until(lambda: job_info(job_id).get("JobState") == "PENDING", 60, f"{job_id} pending again")
+    run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+    second, again = the_unit_of(job_id)
+    run(["scancel", job_id])
+    wait_until(lambda: not slotmgr_units_of(job_id), 60, f"{second} stopped")
+    records = record_of(job_id, count=2)
+    assert second != first and again == batch_id == f"{job_id}.batch"
+    assert [r["batch_id"] for r in records] == [batch_id, batch_id]
+    assert len({r["run_id"] for r in records}) == 2 and len({r["job_id"] for r in records}) == 2
