@@ -223,6 +223,14 @@ def test_the_batch_script_runs_as_a_slotmgr_unit_and_scancel_stops_it(
     assert props["ControlGroup"].startswith("/slotmgr.slice/"), props
     main_pid = int(props["MainPID"])
     assert job_info(job_id)["JobState"] == "RUNNING"
+    # The unit is active once its init runs; the script's first line comes after.
+    started = f"batch {job_id} in 0::/slotmgr.slice/{props['Id']}\n"
+    out_file = workdir / f"slurm-{job_id}.out"
+
+    def script_started() -> bool:
+        return out_file.exists() and started in out_file.read_text()
+
+    wait_until(script_started, UNIT_DEADLINE, f"{started.strip()!r} in {out_file}")
 
     run(["scancel", job_id], user=test_user.pw_name)
 
@@ -236,7 +244,7 @@ def test_the_batch_script_runs_as_a_slotmgr_unit_and_scancel_stops_it(
     assert info["JobState"] == "CANCELLED", info
     out = output_of(workdir, job_id)
     print(out)
-    assert out.startswith(f"batch {job_id} in "), out
+    assert out.startswith(started), out
 
 
 def test_srun_in_the_batch_script_is_a_step_of_the_job_and_a_slotmgr_unit(
