@@ -105,12 +105,21 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     log.write_text(proc.stdout + proc.stderr)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"make rpm failed (log: {log}):\n{output[-6000:]}"
-    rpms = sorted((topdir / "RPMS" / "noarch").glob("slotmgr-*.noarch.rpm"))
+    rpms = sorted((topdir / "RPMS" / "noarch").glob("slotmgr-[0-9]*.noarch.rpm"))
+    batch = sorted((topdir / "RPMS" / "noarch").glob("slotmgr-batch-*.noarch.rpm"))
     srpms = sorted((topdir / "SRPMS").glob("slotmgr-*.src.rpm"))
-    assert len(rpms) == 1 and len(srpms) == 1, f"expected one RPM and one SRPM: {rpms} {srpms}"
+    assert len(rpms) == 1 and len(batch) == 1 and len(srpms) == 1, (
+        f"expected the RPM, slotmgr-batch and one SRPM: {rpms} {batch} {srpms}"
+    )
     python = BUILT_WITH.search(output)
     assert python, f"build.sh did not say which python3 it built with:\n{output[-3000:]}"
-    return {"rpm": rpms[0], "srpm": srpms[0], "topdir": topdir, "python": Path(python.group(1))}
+    return {
+        "rpm": rpms[0],
+        "batch": batch[0],
+        "srpm": srpms[0],
+        "topdir": topdir,
+        "python": Path(python.group(1)),
+    }
 
 
 def test_make_rpm_builds_with_the_project_venv(built: dict[str, Path]) -> None:
@@ -204,6 +213,28 @@ def test_file_attributes(built: dict[str, Path]) -> None:
     assert set(attrs["/etc/slotmgr/slots.conf"][2]) >= {"c", "n"}  # %config(noreplace)
     assert attrs["/usr/bin/slotmgr"][0] == "-rwxr-xr-x"
     assert "l" in attrs["/usr/share/licenses/slotmgr/LICENSE"][2]  # %license
+
+
+def test_the_batch_subpackage_holds_the_sudo_entry_and_its_rule_only(
+    built: dict[str, Path],
+) -> None:
+    out = _query(
+        built["batch"],
+        "--qf",
+        "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]",
+    )
+    attrs = {line.split(" ", 3)[3]: line.split(" ", 3)[:3] for line in out.splitlines()}
+    assert set(attrs) == {
+        "/usr/libexec/slotmgr",
+        "/usr/libexec/slotmgr/batch-run",
+        "/etc/sudoers.d/slotmgr",
+    }, attrs
+    assert attrs["/usr/libexec/slotmgr/batch-run"][:2] == ["-rwxr-xr-x", "root:root"]
+    # sudo ignores a rule file others may write, and visudo wants 0440.
+    assert attrs["/etc/sudoers.d/slotmgr"][:2] == ["-r--r-----", "root:root"]
+    assert set(attrs["/etc/sudoers.d/slotmgr"][2]) >= {"c", "n"}
+    requires = _query(built["batch"], "--requires")
+    assert "sudo" in requires.split() and "slotmgr = 0.1.0-1" in requires, requires
 
 
 def test_scriptlets_never_restart_the_slice(built: dict[str, Path]) -> None:
@@ -344,7 +375,7 @@ def test_slurm_subpackage_only_with_slurm() -> None:
     with_slurm = _run(
         "rpmspec", "-q", "--with", "slurm", "--qf", "%{NAME}\n", SPEC, check=True
     ).stdout.split()
-    assert with_slurm == ["slotmgr", "slotmgr-slurm"], with_slurm
+    assert with_slurm == ["slotmgr", "slotmgr-batch", "slotmgr-slurm"], with_slurm
     arch = _run("rpmspec", "-q", "--srpm", "--qf", "%{ARCH}", SPEC, check=True).stdout
     slurm_arch = _run(
         "rpmspec", "-q", "--srpm", "--with", "slurm", "--qf", "%{ARCH}", SPEC, check=True

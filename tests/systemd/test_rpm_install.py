@@ -18,7 +18,7 @@ from .conftest import REPO, systemctl_show, unit_active, wait_until
 
 def built_rpm() -> str:
     folder = REPO / "rpmbuild" / "RPMS" / "noarch"
-    rpms = sorted(folder.glob("slotmgr-*.noarch.rpm")) if folder.is_dir() else []
+    rpms = sorted(folder.glob("slotmgr-[0-9]*.noarch.rpm")) if folder.is_dir() else []
     assert rpms, f"no RPM in {folder}: run `make rpm` on the host first (scripts/check does)"
     return str(rpms[-1])
 
