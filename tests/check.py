@@ -12,6 +12,8 @@ Stages, in order, each one's output streamed:
   guest-257 the same inside the systemd 257 guest
   batch-252 the batch tier (tests/batch) inside the 252-batch guest: slotmgr
             under a real Slurm 22.05 cluster (one controller, nodes n1 and n2)
+  batch-257 the same inside the 257-batch guest: Slurm 24.11, with the SPANK
+            plugin's tests (test_spank.py), and HTCondor where the guest has it
 Every stage runs even when an earlier one fails; the last line counts the
 tests of all stages: 'N passed, N failed'. The exit status is non-zero if
 any stage failed, a guest could not boot, or no test ran.
@@ -44,7 +46,7 @@ BENCH_SCRIPTS = "bench/launch bench/throughput"  # extensionless: ruff and mypy 
 PYTHON_FILES = f"slotmgr tests bench packaging examples {BENCH_SCRIPTS}"
 GUESTS = ("252", "257")
 BATCH_PYTEST = "python3 -m pytest tests/batch -v -p no:cacheprovider -rfE --durations=5"
-BATCH_GUESTS = ("252-batch",)  # stage batch-252; 257-batch (Slurm 24.11) runs by hand
+BATCH_GUESTS = ("252-batch", "257-batch")  # stages batch-252, batch-257
 
 
 @dataclass

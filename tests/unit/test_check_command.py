@@ -36,6 +36,7 @@ def test_check_starts_with_the_demo_as_written() -> None:
         "guest-252",
         "guest-257",
         "batch-252",
+        "batch-257",
     ]
     # make rpm as the README says it, with no PATH of the check's own.
     assert next(s for s in stages if s.name == "rpm").argv == ["make", "rpm"]
