@@ -117,11 +117,27 @@ def test_a_killed_launcher_stops_the_job_within_5_s(
     exec_start = show(watcher, "ExecStart")["ExecStart"]
     launcher = int(exec_start.split("launchwatch.py ", 1)[1].split()[0])
     assert "batch-run" in Path(f"/proc/{launcher}/cmdline").read_text()
+    main_pid = int(show(unit, "MainPID")["MainPID"])
+    assert main_pid > 0
     os.kill(launcher, signal.SIGKILL)
     began = time.monotonic()
-    wait_until(lambda: not slotmgr_units_of(job_id), 30, f"{unit} stopped")
+    # Stopped: systemd is stopping the unit (or has) and the job's processes are
+    # gone; the unit's stop hook then writes the record, which takes longer.
+    wait_until(
+        lambda: (
+            show(unit, "ActiveState")["ActiveState"] != "active"
+            and not os.path.exists(f"/proc/{main_pid}")
+        ),
+        30,
+        f"{unit} stopping and its main process gone",
+        interval=0.05,
+    )
     took = time.monotonic() - began
-    print(f"\njob's unit stopped {took:.2f} s after its launcher's SIGKILL (goal < 5 s)")
+    wait_until(lambda: not slotmgr_units_of(job_id), 60, f"{unit} inactive")
+    print(
+        f"\njob stopped {took:.2f} s after its launcher's SIGKILL (goal < 5 s); "
+        f"its unit inactive, record written, after {time.monotonic() - began:.2f} s"
+    )
     assert took < BINDING_DEADLINE_S
     info = wait_for_end(job_id)
     print(f"Slurm: {info['JobState']} {info['ExitCode']}")
