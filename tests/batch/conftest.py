@@ -224,3 +224,28 @@ def slotmgr_argv() -> list[str]:
 
 def slotmgr_env_line() -> str:
     return f"export PYTHONPATH={REPO}\n"
+
+
+BATCH_ENTRY = Path("/usr/libexec/slotmgr/batch-run")
+SUDOERS_RULE = Path("/etc/sudoers.d/slotmgr")
+
+
+@pytest.fixture(scope="session")
+def batch_entry() -> Iterator[Path]:
+    """slotmgr's sudo entry for a batch job's user, installed as the RPM would:
+    a root-owned /usr/libexec/slotmgr/batch-run that takes slotmgr from this
+    repository (packaging/libexec/batch-run, plus its sys.path), and the
+    shipped sudoers rule as /etc/sudoers.d/slotmgr (0440, checked by visudo)."""
+    shipped = (REPO / "packaging" / "libexec" / "batch-run").read_text()
+    shebang, _, rest = shipped.partition("\n")
+    assert shebang == "#!/usr/bin/python3 -I", shebang
+    entry = f"{shebang}\nimport sys\n\nsys.path.insert(0, {str(REPO)!r})\n{rest}"
+    BATCH_ENTRY.parent.mkdir(parents=True, exist_ok=True)
+    BATCH_ENTRY.write_text(entry)
+    os.chown(BATCH_ENTRY, 0, 0)
+    BATCH_ENTRY.chmod(0o755)
+    SUDOERS_RULE.write_text((REPO / "packaging" / "sudoers.d" / "slotmgr").read_text())
+    os.chown(SUDOERS_RULE, 0, 0)
+    SUDOERS_RULE.chmod(0o440)
+    run(["visudo", "-c"])
+    yield BATCH_ENTRY

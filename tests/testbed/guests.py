@@ -29,6 +29,12 @@ PACKAGES = (
 # (guest/overlay: testbed-batch.target) starts only where slurmd is installed.
 # sudo: a batch job's user reaches slotmgr through its sudo entry (packaging/sudoers.d).
 SLURM_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "sudo")
+# Added by the trixie batch guest only (Debian 12 has no HTCondor): the daemons
+# (`condor`, 23.9.6; `htcondor` is a transitional name for it) and their
+# single-node configuration (`minicondor`). The test bed turns it into a pool
+# of two static slots at boot (guest/overlay: testbed-condor-setup.service),
+# only where condor_master is installed.
+CONDOR_PACKAGES = ("condor", "minicondor")
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,10 @@ class Guest:
 GUESTS = {
     "252": Guest("252", "bookworm"),
     "257": Guest("257", "trixie"),
-    # Slurm 22.05 and 24.11: a one-controller, two-node cluster in one guest.
+    # Slurm 22.05 and 24.11: a one-controller, two-node cluster in one guest;
+    # 257-batch also has an HTCondor 23.9 pool (one node, slots slot1 and slot2).
     "252-batch": Guest("252-batch", "bookworm", SLURM_PACKAGES),
-    "257-batch": Guest("257-batch", "trixie", SLURM_PACKAGES),
+    "257-batch": Guest("257-batch", "trixie", SLURM_PACKAGES + CONDOR_PACKAGES),
 }
 
 
