@@ -33,6 +33,12 @@ SLURM_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "sudo")
 # tests/batch/test_spank.py builds packaging/slurm/spank_slotmgr.c in the guest
 # (spank_prepend_task_argv is Slurm 23.11+; 252-batch's 22.05 has none).
 SPANK_BUILD_PACKAGES = ("gcc", "libc6-dev", "libslurm-dev")
+# Added by the trixie batch guest only (Debian 12 has no HTCondor): the daemons
+# (`condor`, 23.9.6; `htcondor` is a transitional name for it) and their
+# single-node configuration (`minicondor`). The test bed turns it into a pool
+# of two static slots at boot (guest/overlay: testbed-condor-setup.service),
+# only where condor_master is installed.
+CONDOR_PACKAGES = ("condor", "minicondor")
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,12 @@ class Guest:
 GUESTS = {
     "252": Guest("252", "bookworm"),
     "257": Guest("257", "trixie"),
-    # Slurm 22.05 and 24.11: a one-controller, two-node cluster in one guest.
+    # Slurm 22.05 and 24.11: a one-controller, two-node cluster in one guest;
+    # 257-batch also has an HTCondor 23.9 pool (one node, slots slot1 and slot2).
     "252-batch": Guest("252-batch", "bookworm", SLURM_PACKAGES),
-    "257-batch": Guest("257-batch", "trixie", (*SLURM_PACKAGES, *SPANK_BUILD_PACKAGES)),
+    "257-batch": Guest(
+        "257-batch", "trixie", (*SLURM_PACKAGES, *SPANK_BUILD_PACKAGES, *CONDOR_PACKAGES)
+    ),
 }
 
 

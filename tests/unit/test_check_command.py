@@ -38,6 +38,10 @@ def test_check_starts_with_the_demo_as_written() -> None:
         "batch-252",
         "batch-257",
     ]
+    # The batch tier runs in both batch guests, with the same pytest command.
+    batch = {s.name: s.argv for s in stages if s.name.startswith("batch-")}
+    assert batch["batch-257"][batch["batch-257"].index("--guest") + 1] == "257-batch"
+    assert batch["batch-257"][-1] == batch["batch-252"][-1] == check.BATCH_PYTEST
     # make rpm as the README says it, with no PATH of the check's own.
     assert next(s for s in stages if s.name == "rpm").argv == ["make", "rpm"]
 

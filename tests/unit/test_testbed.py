@@ -18,7 +18,13 @@ from tests.testbed.aptsources import choose_mirror, parse_deb822, parse_one_line
 from tests.testbed.cache import hash_tree, recipe_hash
 from tests.testbed.console import console_tail
 from tests.testbed.cpio import CpioWriter
-from tests.testbed.guests import GUESTS, PACKAGES, SLURM_PACKAGES, SPANK_BUILD_PACKAGES
+from tests.testbed.guests import (
+    CONDOR_PACKAGES,
+    GUESTS,
+    PACKAGES,
+    SLURM_PACKAGES,
+    SPANK_BUILD_PACKAGES,
+)
 from tests.testbed.initramfs import mask_entries
 from tests.testbed.job import command_env, parse_env_pairs, render_job, render_mounts
 from tests.testbed.kernel import (
@@ -370,19 +376,24 @@ def test_each_guest_has_its_own_package_list() -> None:
         }
     assert set(SLURM_PACKAGES) == {"slurmctld", "slurmd", "slurm-client", "munge", "sudo"}
     # 257-batch alone builds the SPANK plugin (Slurm 24.11; 22.05 has no
-    # spank_prepend_task_argv), so it alone has a compiler and Slurm's headers.
+    # spank_prepend_task_argv), so it alone has a compiler and Slurm's headers;
+    # HTCondor is packaged in Debian 13 only: 257-batch has it, 252-batch not.
     assert set(SPANK_BUILD_PACKAGES) == {"gcc", "libc6-dev", "libslurm-dev"}
-    builds = {"252-batch": (), "257-batch": SPANK_BUILD_PACKAGES}
-    for plain, batch in (("252", "252-batch"), ("257", "257-batch")):
+    assert set(CONDOR_PACKAGES) == {"condor", "minicondor"}
+    for plain, batch, extra in (
+        ("252", "252-batch", set(SLURM_PACKAGES)),
+        ("257", "257-batch", {*SLURM_PACKAGES, *SPANK_BUILD_PACKAGES, *CONDOR_PACKAGES}),
+    ):
         assert GUESTS[batch].suite == GUESTS[plain].suite
         batch_recipe = rootfs.recipe(GUESTS[batch])
-        assert batch_recipe["packages"] == sorted({*PACKAGES, *SLURM_PACKAGES, *builds[batch]})
+        assert batch_recipe["packages"] == sorted({*PACKAGES, *extra})
         assert recipe_hash(batch_recipe) != recipe_hash(rootfs.recipe(GUESTS[plain]))
         argv = rootfs.mmdebstrap_argv(GUESTS[batch], Path("/target"), "http://mirror.invalid/d")
         included = next(a for a in argv if a.startswith("--include="))
-        assert set(included.removeprefix("--include=").split(",")) >= {*PACKAGES, *SLURM_PACKAGES}
+        assert set(included.removeprefix("--include=").split(",")) >= {*PACKAGES, *extra}
         plain_argv = rootfs.mmdebstrap_argv(GUESTS[plain], Path("/target"), "http://m.invalid/d")
         assert "slurmd" not in " ".join(plain_argv)
+        assert "condor" not in " ".join(plain_argv)
 
 
 def test_batch_units_start_only_where_slurmd_is_installed() -> None:
@@ -395,8 +406,16 @@ def test_batch_units_start_only_where_slurmd_is_installed() -> None:
     for target in ("testbed.target", "testbed-shell.target"):
         assert "testbed-batch.target" in (system / target).read_text()
     # Debian's own units (absent from the plain images) only get ordering drop-ins.
-    for dropin in ("munge.service.d/testbed.conf", "slurmctld.service.d/testbed.conf"):
+    for dropin in (
+        "munge.service.d/testbed.conf",
+        "slurmctld.service.d/testbed.conf",
+        "condor.service.d/testbed.conf",
+    ):
         assert "[Service]" not in (system / dropin).read_text()
+    # The HTCondor pool's setup runs only where the image has HTCondor.
+    condor_setup = (system / "testbed-condor-setup.service").read_text().splitlines()
+    assert "ConditionPathExists=/usr/sbin/condor_master" in condor_setup
+    assert "testbed-condor-setup.service" in (system / "testbed-batch.target").read_text()
 
 
 def test_cpio_newc_archive(tmp_path: Path) -> None:
