@@ -107,15 +107,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert proc.returncode == 0, f"make rpm failed (log: {log}):\n{output[-6000:]}"
     rpms = sorted((topdir / "RPMS" / "noarch").glob("slotmgr-[0-9]*.noarch.rpm"))
     batch = sorted((topdir / "RPMS" / "noarch").glob("slotmgr-batch-*.noarch.rpm"))
+    condor = sorted((topdir / "RPMS" / "noarch").glob("slotmgr-htcondor-*.noarch.rpm"))
     srpms = sorted((topdir / "SRPMS").glob("slotmgr-*.src.rpm"))
-    assert len(rpms) == 1 and len(batch) == 1 and len(srpms) == 1, (
-        f"expected the RPM, slotmgr-batch and one SRPM: {rpms} {batch} {srpms}"
+    assert len(rpms) == len(batch) == len(condor) == len(srpms) == 1, (
+        f"expected one of each: {rpms} {batch} {condor} {srpms}"
     )
     python = BUILT_WITH.search(output)
     assert python, f"build.sh did not say which python3 it built with:\n{output[-3000:]}"
     return {
         "rpm": rpms[0],
         "batch": batch[0],
+        "htcondor": condor[0],
         "srpm": srpms[0],
         "topdir": topdir,
         "python": Path(python.group(1)),
@@ -235,6 +237,21 @@ def test_the_batch_subpackage_holds_the_sudo_entry_and_its_rule_only(
     assert set(attrs["/etc/sudoers.d/slotmgr"][2]) >= {"c", "n"}
     requires = _query(built["batch"], "--requires")
     assert "sudo" in requires.split() and "slotmgr = 0.1.0-1" in requires, requires
+
+
+def test_the_htcondor_subpackage_holds_the_wrapper_and_its_configuration(
+    built: dict[str, Path],
+) -> None:
+    files = set(_file_list(built["htcondor"]))
+    assert files == {
+        "/usr/libexec/slotmgr/htcondor-wrapper",
+        "/etc/condor",
+        "/etc/condor/config.d",
+        "/etc/condor/config.d/50-slotmgr.conf",
+    }, files
+    config = (REPO / "packaging" / "htcondor" / "50-slotmgr.conf").read_text()
+    assert "USER_JOB_WRAPPER = /usr/libexec/slotmgr/htcondor-wrapper" in config
+    assert "slotmgr-batch = 0.1.0-1" in _query(built["htcondor"], "--requires")
 
 
 def test_scriptlets_never_restart_the_slice(built: dict[str, Path]) -> None:
@@ -375,7 +392,7 @@ def test_slurm_subpackage_only_with_slurm() -> None:
     with_slurm = _run(
         "rpmspec", "-q", "--with", "slurm", "--qf", "%{NAME}\n", SPEC, check=True
     ).stdout.split()
-    assert with_slurm == ["slotmgr", "slotmgr-batch", "slotmgr-slurm"], with_slurm
+    assert with_slurm == ["slotmgr", "slotmgr-batch", "slotmgr-htcondor", "slotmgr-slurm"]
     arch = _run("rpmspec", "-q", "--srpm", "--qf", "%{ARCH}", SPEC, check=True).stdout
     slurm_arch = _run(
         "rpmspec", "-q", "--srpm", "--with", "slurm", "--qf", "%{ARCH}", SPEC, check=True
