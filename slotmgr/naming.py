@@ -42,7 +42,7 @@ def unit_name_for(job_id: str, *, scope: bool = False) -> str:
 
 def launcher_unit_for(run_id: str) -> str:
     """The unit of the watcher that binds a run's job to its launcher
-    (slotmgr.launchwatch): named by the run id, which nobody can guess or
+    (slotmgr.job.binding): named by the run id, which nobody can guess or
     reuse, so no job's name can take it first. It carries no marker: it is
     no job."""
     return f"{UNIT_PREFIX}launcher-{run_id}.service"

@@ -3,7 +3,7 @@
 #
 #   sh stophook.sh SPOOL RUN_ID UNIT system|user [LAUNCHER_UNIT]
 #
-# LAUNCHER_UNIT: the unit watching the job's launcher (slotmgr/launchwatch.py);
+# LAUNCHER_UNIT: the unit watching the job's launcher (slotmgr/job/binding.py);
 # if a stop job is pending and it is no longer active, the launcher went away.
 #
 # systemd runs it once, after the job's main process has ended and the rest

@@ -149,7 +149,7 @@ def stopped_result(
     while ExecStopPost= runs. A job that ended by itself has neither. A
     `slotmgr kill` note counts only when the job died of its signal. A stop
     job while the launcher's watcher is no longer active is the launcher's
-    going away (slotmgr.launchwatch): systemd stopped the job bound to it."""
+    going away (slotmgr.job.binding): systemd stopped the job bound to it."""
     if result in _KEPT_RESULTS:
         return result, None
     if note is not None and note.explains(exit_status):

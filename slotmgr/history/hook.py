@@ -51,7 +51,7 @@ def hook_argv(
     spool: str, run_id: str, unit: str, *, user_manager: bool, launcher_unit: str | None = None
 ) -> list[str]:
     """The ExecStopPost= command line of a service job; `launcher_unit`: the
-    watcher of its launcher (slotmgr.launchwatch), if it is bound to one."""
+    watcher of its launcher (slotmgr.job.binding), if it is bound to one."""
     argv = [SH, HOOK, spool, run_id, unit, "user" if user_manager else "system"]
     return argv if launcher_unit is None else [*argv, launcher_unit]
 

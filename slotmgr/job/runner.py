@@ -185,7 +185,7 @@ def run(
         features = manager.features
         spec = with_scratch_dir(spec, who)
         if not spec.scope:  # a scope's processes are the launcher's own children
-            spec = dataclasses.replace(spec, launcher=binding.this_launcher())
+            spec = dataclasses.replace(spec, launcher=os.getpid())
         try:
             props = unit_properties(spec, features)
         except PropertyError as exc:
@@ -198,7 +198,10 @@ def run(
             if spec.scope:
                 rec = scope.run_in_scope(manager, spec, props, admitted, on_start=on_start)
             else:
-                rec = _start_and_wait(manager, spec, props, admitted, on_start=on_start)
+                with binding.launcher_pipe() as watcher_stdin:
+                    rec = _start_and_wait(
+                        manager, spec, props, admitted, watcher_stdin, on_start=on_start
+                    )
         if not quiet:
             for line in [*summary_lines(rec), *isolation_lines(spec)]:
                 print(line, file=sys.stderr)
@@ -227,6 +230,7 @@ def _start_and_wait(
     spec: JobSpec,
     props: list[Property],
     admitted: AbstractContextManager[tuple[int, int, int]],
+    watcher_stdin: int,
     *,
     on_start: Callable[[JobSpec], None] | None,
 ) -> JobRecord:
@@ -237,7 +241,7 @@ def _start_and_wait(
                 # No SQLite before the unit exists: one small file, which the
                 # stop hook's file completes into the record (slotmgr.history.hook).
                 run_files.write_launch(spec.history_db, launch_of(spec, manager))
-                job = _start_unit(manager, spec, props + stdio_properties(stdio))
+                job = _start_unit(manager, spec, props + stdio_properties(stdio), watcher_stdin)
         except StartUnanswered:
             # No answer is no refusal: the unit may still be made, and then its
             # own hook completes the record and removes the scratch.
@@ -306,9 +310,10 @@ class StartUnanswered(SlotmgrError):
     exit_code = ExitCode.UNAVAILABLE
 
 
-def _start_unit(manager: Manager, spec: JobSpec, props: list[Property]) -> str:
+def _start_unit(manager: Manager, spec: JobSpec, props: list[Property], watcher_stdin: int) -> str:
+    aux_units = binding.aux_units(spec, watcher_stdin)
     try:
-        return manager.start_transient_unit(spec.unit, props, aux_units=binding.aux_units(spec))
+        return manager.start_transient_unit(spec.unit, props, aux_units=aux_units)
     except BusTimeout as exc:
         raise StartUnanswered(
             f"{exc.message}; the job may still start (see: systemctl status {spec.unit})"

@@ -101,9 +101,9 @@ class JobSpec:
     history_db: str = ""
     user_manager: bool = False  # the job runs under the caller's user manager (--user)
     batch_id: str | None = None  # the batch system's id of the job (Slurm job.step.task ...)
-    # The launcher the job is bound to (slotmgr.job.binding): its PID and start
-    # time; None: not bound (a scope, whose processes are the launcher's own).
-    launcher: tuple[int, int] | None = None
+    # The PID of the launcher the job is bound to (slotmgr.job.binding), for
+    # people to read; None: not bound (a scope, whose processes are the launcher's own).
+    launcher: int | None = None
     # This run's own key in the history: unlike the job id, never reused.
     run_id: str = field(default_factory=lambda: new_run_id())
     python: str = field(default_factory=lambda: sys.executable)

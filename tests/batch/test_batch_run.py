@@ -112,10 +112,10 @@ def test_a_killed_launcher_stops_the_job_within_5_s(
     script = write_script(workdir, "job.sh", wrapped(batch_entry, "sleep 300"), test_user)
     job_id = sbatch(script, user=test_user.pw_name)
     unit, _ = the_unit_of(job_id)
-    # The launcher, as the job's watcher holds it: `launchwatch.py PID START`.
+    # The launcher, as the job's watcher names it: "launcher of job J (PID N)".
     (watcher,) = show(unit, "BindsTo")["BindsTo"].split()
-    exec_start = show(watcher, "ExecStart")["ExecStart"]
-    launcher = int(exec_start.split("launchwatch.py ", 1)[1].split()[0])
+    description = show(watcher, "Description")["Description"]
+    launcher = int(description.rsplit("(PID ", 1)[1].rstrip(")"))
     assert "batch-run" in Path(f"/proc/{launcher}/cmdline").read_text()
     main_pid = int(show(unit, "MainPID")["MainPID"])
     assert main_pid > 0

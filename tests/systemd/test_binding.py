@@ -117,11 +117,32 @@ def test_a_sigkilled_launcher_stops_its_job_and_the_record_says_so(unique: str) 
     try:
         wait_until(lambda: unit_active(unit) and processes_with_marker(unique), what=unit)
         (watcher,) = systemctl_show(unit, "BindsTo")["BindsTo"].split()
-        shown = systemctl_show(watcher, "ActiveState", "DynamicUser", "ExecStart", "Slice")
-        # The watcher holds the launcher's PID, as a user of its own, outside any slot.
+        shown = systemctl_show(
+            watcher,
+            "ActiveState",
+            "DynamicUser",
+            "ExecStart",
+            "Slice",
+            "MainPID",
+            "Description",
+        )
+        # The watcher is cat on a pipe from the launcher, as a user of its own,
+        # outside any slot; no interpreter.
         assert shown["ActiveState"] == "active" and shown["DynamicUser"] == "yes", shown
-        assert f"launchwatch.py {launcher.pid} " in shown["ExecStart"], shown
-        assert shown["Slice"] == "slotmgr.slice"
+        assert "path=/usr/bin/cat " in shown["ExecStart"], shown
+        # (StandardInput= shows "null": systemd keeps a passed descriptor apart.)
+        assert shown["Slice"] == "slotmgr.slice", shown
+        assert f"(PID {launcher.pid})" in shown["Description"], shown
+        cat = int(shown["MainPID"])
+        assert os.readlink(f"/proc/{cat}/exe") == "/usr/bin/cat"
+        # Its stdin is the pipe the launcher holds the write end of.
+        pipe = os.readlink(f"/proc/{cat}/fd/0")
+        assert pipe.startswith("pipe:"), pipe
+        launcher_fds = [
+            os.readlink(f"/proc/{launcher.pid}/fd/{fd}")
+            for fd in os.listdir(f"/proc/{launcher.pid}/fd")
+        ]
+        assert pipe in launcher_fds, launcher_fds
         launcher.send_signal(signal.SIGKILL)
         launcher.communicate(timeout=60)
         took = seconds_until_stopped(unit, unique)

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from slotmgr import launchwatch
 from slotmgr.errors import UsageError
 from slotmgr.history import hook as stophook
 from slotmgr.history.accounting import LAUNCHER_GONE, SYSTEMD_STOP_JOB, stopped_result
@@ -43,86 +42,103 @@ def spec(**kw: Any) -> JobSpec:
 
 # -- the launcher's watcher ---------------------------------------------------------
 
+# A launcher as slotmgr.job.runner holds its pipe: it starts the watcher's
+# program (as systemd would, its stdin the read end), prints the watcher's
+# PID, then waits to be killed, holding the write end.
+LAUNCHER = """
+import subprocess, sys, time
+from slotmgr.job import binding
+with binding.launcher_pipe() as read_end:
+    watcher = subprocess.Popen([binding.CAT], stdin=read_end, stdout=subprocess.DEVNULL)
+    print(watcher.pid, flush=True)
+    time.sleep(600)
+"""
 
-def watch(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-I", "-S", launchwatch.__file__, *args])
+
+def _watcher_exited(pid: int, timeout: float) -> bool:
+    """Whether `pid` (not our child: a zombie of the killed launcher's is
+    reaped by us, the subreaper below) is gone within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            if not Path(f"/proc/{pid}").exists():
+                return True
+        time.sleep(0.02)
+    return False
 
 
-def test_the_watcher_exits_once_its_launcher_is_gone_by_sigkill() -> None:
-    launcher = subprocess.Popen(["sleep", "600"])
-    started = launchwatch.start_time(launcher.pid)
-    assert started is not None
-    watcher = watch(str(launcher.pid), str(started))
+@pytest.fixture
+def subreaper() -> Any:
+    """The killed launcher's orphans are reparented to this process."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def start_launcher() -> tuple[subprocess.Popen[str], int]:
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert launcher.stdout is not None
+    return launcher, int(launcher.stdout.readline())
+
+
+def test_the_watcher_waits_while_its_launcher_lives_and_exits_once_it_is_sigkilled(
+    subreaper: None,
+) -> None:
+    launcher, watcher = start_launcher()
     try:
-        time.sleep(0.3)
-        assert watcher.poll() is None  # waits while the launcher runs
+        # cat holds only the read end (the write end is close-on-exec): it waits.
+        assert not _watcher_exited(watcher, timeout=1.0)
         launcher.kill()
         launcher.wait()
-        assert watcher.wait(timeout=10) == 0
+        assert _watcher_exited(watcher, timeout=10)
     finally:
-        for proc in (launcher, watcher):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        launcher.kill()
+        launcher.wait()
+        if Path(f"/proc/{watcher}").exists():
+            os.kill(watcher, 9)
 
 
-def test_a_pid_that_names_another_process_now_is_never_waited_for() -> None:
-    other = subprocess.Popen(["sleep", "600"])
+def test_the_write_end_is_closed_when_the_block_ends() -> None:
+    with binding.launcher_pipe() as read_end:
+        assert not os.get_inheritable(read_end)
+        reader = os.dup(read_end)
+        os.set_blocking(reader, False)
+        with pytest.raises(BlockingIOError):  # the write end is held: no end-of-file yet
+            os.read(reader, 1)
     try:
-        started = launchwatch.start_time(other.pid)
-        assert started is not None
-        # The launcher's start time was another: the PID has been reused.
-        assert watch(str(other.pid), str(started + 1)).wait(timeout=10) == 0
-        assert other.poll() is None
+        assert os.read(reader, 1) == b""  # end-of-file: the watcher would exit
     finally:
-        other.kill()
-        other.wait()
-
-
-def test_a_launcher_gone_before_the_watcher_starts_ends_it_at_once() -> None:
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    assert watch(str(gone.pid), "1").wait(timeout=10) == 0
-
-
-@pytest.mark.parametrize("args", [(), ("12",), ("x", "1"), ("1", "-2"), ("1", "2", "3")])
-def test_the_watcher_refuses_arguments_it_cannot_read(args: tuple[str, ...]) -> None:
-    assert watch(*args).wait(timeout=10) == launchwatch.USAGE_ERROR
-
-
-def test_start_time_reads_past_a_command_name_with_spaces_and_parentheses(
-    tmp_path: Path,
-) -> None:
-    odd = tmp_path / "a) b ("
-    odd.symlink_to("/bin/sleep")
-    proc = subprocess.Popen([str(odd), "600"])
-    try:
-        time.sleep(0.1)
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        assert launchwatch.start_time(proc.pid) == int(fields[19])
-    finally:
-        proc.kill()
-        proc.wait()
+        os.close(reader)
 
 
 # -- the job bound to it --------------------------------------------------------------
 
 
 def test_a_bound_job_binds_to_and_starts_after_its_watcher_which_holds_no_privilege() -> None:
-    job = spec(launcher=(4321, 99))
+    job = spec(launcher=4321)
     props = {p.name: p.value for p in unit_properties(job, V252)}
     watcher = launcher_unit_for(RUN)
     assert props["BindsTo"] == [watcher] and props["After"] == [watcher]
-    ((name, aux),) = binding.aux_units(job)
+    ((name, aux),) = binding.aux_units(job, 7)
     shown = {p.name: p.value for p in aux}
     assert name == watcher == f"slotmgr-launcher-{RUN}.service"
-    assert shown["ExecStart"] == [
-        (
-            "/usr/bin/python3",
-            ["/usr/bin/python3", "-I", "-S", binding.LAUNCHWATCH, "4321", "99"],
-            False,
-        )
-    ]
+    # No interpreter: cat on the pipe's read end, which systemd gets as fd 7.
+    assert shown["ExecStart"] == [("/usr/bin/cat", ["/usr/bin/cat"], False)]
+    assert shown["StandardInputFileDescriptor"] == 7
+    assert shown["StandardOutput"] == "null"
+    assert "PID 4321" in str(shown["Description"])  # for the admin reading it
     assert shown["DynamicUser"] is True and shown["Slice"] == "slotmgr.slice"
     assert shown["CollectMode"] == "inactive-or-failed"
     assert "LogExtraFields" not in shown  # no marker: the watcher is no job
@@ -131,16 +147,15 @@ def test_a_bound_job_binds_to_and_starts_after_its_watcher_which_holds_no_privil
 
 
 def test_a_user_managers_watcher_is_the_users_and_an_unbound_job_has_none() -> None:
-    ((_, aux),) = binding.aux_units(spec(launcher=(1, 2), user_manager=True))
+    ((_, aux),) = binding.aux_units(spec(launcher=1, user_manager=True), 7)
     assert "DynamicUser" not in {p.name for p in aux}
     unbound = {p.name for p in unit_properties(spec(), V252)}
-    assert "BindsTo" not in unbound and binding.aux_units(spec()) == []
+    assert "BindsTo" not in unbound and binding.aux_units(spec(), None) == []
     assert len(stop_hook_argv(spec())) == 6  # the hook's earlier form, as live units have it
 
 
-def test_the_launcher_is_this_process() -> None:
-    pid, started = binding.this_launcher()
-    assert pid == os.getpid() and started == launchwatch.start_time(pid)
+def test_cat_is_where_the_watcher_names_it() -> None:
+    assert os.access(binding.CAT, os.X_OK)
 
 
 @pytest.mark.parametrize(

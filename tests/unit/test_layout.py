@@ -125,7 +125,7 @@ def _code_strings(tree: ast.AST) -> list[str]:
 def test_the_unit_prefix_and_the_job_id_grammar_are_defined_once() -> None:
     holders: dict[str, list[str]] = {}
     for path in _modules():
-        if path.name in ("pidshim.py", "launchwatch.py"):
+        if path.name == "pidshim.py":
             continue  # standard library only, run as files: know no job names
         strings = _code_strings(ast.parse(path.read_text()))
         # slotmgr-ingest.timer is a unit of the package's, not a job's name.
@@ -140,9 +140,7 @@ def test_the_files_live_units_name_by_path_stay_where_they_were() -> None:
     """A unit started before an upgrade runs these by path after it: they
     stay at the package's top whatever moves around them."""
     from slotmgr.history.hook import HOOK
-    from slotmgr.job.binding import LAUNCHWATCH
     from slotmgr.job.spec import PIDSHIM
 
     assert Path(PIDSHIM) == PACKAGE / "pidshim.py" and Path(PIDSHIM).is_file()
     assert Path(HOOK) == PACKAGE / "stophook.sh" and Path(HOOK).is_file()
-    assert Path(LAUNCHWATCH) == PACKAGE / "launchwatch.py" and Path(LAUNCHWATCH).is_file()

@@ -48,6 +48,7 @@ def start(tmp_path: Path, error: SlotmgrError, scratch: str) -> tuple[SlotmgrErr
             spec,
             [],
             contextlib.nullcontext((0, 1, 2)),
+            0,  # the watcher's stdin: unused, the spec is not bound
             on_start=None,
         )
     return raised.value, os.listdir(history.spool_dir(spec.history_db))
