@@ -12,6 +12,12 @@ not the caller:
 - the job runs as the user sudo says called it (SUDO_UID, SUDO_GID: set by
   sudo, not by the caller), always;
 - the limits of the caller's cgroup hold for it (--inherit-limits, always);
+- under Slurm, the batch id is the step's that the caller's cgroup names
+  (`.../job_N/step_S/...`, made by root's slurmstepd; no user can leave it
+  for another job's), not a label of the caller's: `N.batch`, `N.extern` or
+  `N.S.TASK` (TASK: SLURM_PROCID, which tells only tasks of the same step
+  apart). So the Epilog, which stops a job's units by batch id, and anything
+  that reads the records by batch id, find the job's own and no other user's;
 - of `slotmgr run`'s options only those that can concern nobody but the
   caller's own job are taken: the batch id, the environment it passes,
   limits that only ever restrict it (never a weight, never `-p`), its output
@@ -25,8 +31,9 @@ as root).
 from __future__ import annotations
 
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from slotmgr.errors import ExitCode
 
@@ -72,6 +79,28 @@ SUDO_SET = (
 )
 
 
+# A Slurm step's cgroup (cgroup v2, `[NODE_]slurmstepd.scope/job_N/step_S/...`).
+_SLURM_STEP = re.compile(r"/job_([0-9]+)/step_([a-z]+|[0-9]+)(?=/|$)")
+
+
+def slurm_batch_id(cgroup: str, environ: Mapping[str, str]) -> str | None:
+    """The batch id of the Slurm step whose cgroup this process is in
+    (`cgroup`: the text of /proc/self/cgroup), or None outside one."""
+    for line in cgroup.splitlines():
+        hierarchy, _, path = line.partition("::")
+        if hierarchy != "0":
+            continue  # the unified hierarchy's line is "0::/path"
+        found = _SLURM_STEP.search(path)
+        if found is None:
+            return None
+        job, step = found[1], found[2]
+        if not step.isdigit():
+            return f"{job}.{step}"  # batch, extern, interactive
+        task = environ.get("SLURM_PROCID", "0")
+        return f"{job}.{step}.{task if task.isdigit() else 0}"
+    return None
+
+
 class Refused(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
@@ -88,8 +117,11 @@ def _value(name: str, value: str) -> str:
     return value
 
 
-def run_argv(args: Sequence[str], environ: dict[str, str], euid: int) -> list[str]:
-    """The `slotmgr run` command line for this call, or Refused. Pure."""
+def run_argv(
+    args: Sequence[str], environ: dict[str, str], euid: int, cgroup: str = ""
+) -> list[str]:
+    """The `slotmgr run` command line for this call, or Refused. Pure;
+    `cgroup`: the caller's /proc/self/cgroup."""
     if euid != 0 or not environ.get("SUDO_UID", "").isdigit():
         raise Refused(
             "batch-run is for sudo to run as root on a job's user's behalf "
@@ -130,13 +162,29 @@ def run_argv(args: Sequence[str], environ: dict[str, str], euid: int) -> list[st
     if len(rest) < 2:
         raise Refused(f"{PROG}: no command: give -- CMD [ARGS...]", ExitCode.USAGE)
     forced = ["--uid", uid, *(["--gid", gid] if gid.isdigit() else []), "--inherit-limits"]
+    step_id = slurm_batch_id(cgroup, environ)
+    if step_id is not None:
+        # A value never starts with '-' (_value), so a name is followed by its value.
+        asked = [taken[i + 1] for i, name in enumerate(taken) if name == "--batch-id"]
+        other = [value for value in asked if value != step_id]
+        if other:
+            raise Refused(
+                f"{PROG}: --batch-id {other[0]!r} is not this Slurm step's: under Slurm "
+                f"the batch id is the one the caller's cgroup names ({step_id}); "
+                "leave --batch-id out",
+                ExitCode.USAGE,
+            )
+        if not asked:
+            forced += ["--batch-id", step_id]
     return ["run", *forced, *taken, *rest]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        run_args = run_argv(args, dict(os.environ), os.geteuid())
+        with open("/proc/self/cgroup") as f:
+            cgroup = f.read()
+        run_args = run_argv(args, dict(os.environ), os.geteuid(), cgroup)
     except Refused as exc:
         print(f"slotmgr: error: {exc}", file=sys.stderr)
         sys.exit(exc.code)

@@ -50,30 +50,51 @@ def slurm_version() -> tuple[int, int] | None:
     return (int(found[1]), int(found[2])) if found else None
 
 
+def _debian_major() -> str:
+    try:
+        return Path("/etc/debian_version").read_text().split(".", 1)[0].strip()
+    except OSError:
+        return ""
+
+
+def _deselection_reasons(names: set[str]) -> dict[str, str]:
+    """Why each of these modules cannot run in this guest, if it cannot: a
+    Slurm older than it needs (252-batch has 22.05), or HTCondor on Debian 12,
+    which packages none. Off a batch guest nothing is deselected: the tier
+    then fails at its `cluster` fixture, as it should."""
+    reasons: dict[str, str] = {}
+    wanted = names & NEEDS_SLURM.keys()
+    version = slurm_version() if wanted else None
+    for name in sorted(wanted):
+        if version is not None and version < NEEDS_SLURM[name]:
+            need = ".".join(map(str, NEEDS_SLURM[name]))
+            reasons[name] = (
+                f"it needs Slurm >= {need}, this guest has {version[0]}.{version[1]:02d}"
+            )
+    if (
+        "test_htcondor.py" in names
+        and _debian_major() == "12"
+        and not shutil.which("condor_submit")
+    ):
+        reasons["test_htcondor.py"] = "Debian 12 packages no HTCondor (guest 257-batch runs it)"
+    return reasons
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/batch/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.batch)
-    # A module for a newer Slurm than the guest's is deselected, and says so
-    # (252-batch has 22.05).  Without Slurm (off a batch guest) nothing is:
-    # the tier then fails at its `cluster` fixture, as it should.
-    wanted = {Path(str(item.fspath)).name for item in items} & NEEDS_SLURM.keys()
-    version = slurm_version() if wanted else None
-    if version is None:
+    # A module that cannot run in this guest is deselected, not skipped, and
+    # says so: deselected tests are counted as neither passed nor skipped.
+    reasons = _deselection_reasons({Path(str(item.fspath)).name for item in items})
+    if not reasons:
         return
-    too_new = {name for name in wanted if version < NEEDS_SLURM[name]}
-    if not too_new:
-        return
-    dropped = [item for item in items if Path(str(item.fspath)).name in too_new]
+    dropped = [item for item in items if Path(str(item.fspath)).name in reasons]
     items[:] = [item for item in items if item not in dropped]
     config.hook.pytest_deselected(items=dropped)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    for name in sorted(too_new):
-        need = ".".join(map(str, NEEDS_SLURM[name]))
-        line = (
-            f"batch: {name} deselected: it needs Slurm >= {need}, "
-            f"this guest has {version[0]}.{version[1]:02d}"
-        )
+    for name, why in sorted(reasons.items()):
+        line = f"batch: {name} deselected: {why}"
         if reporter is not None:
             reporter.ensure_newline()
             reporter.write_line(line)

@@ -174,6 +174,31 @@ def test_an_srun_inside_the_wrapped_job_stays_a_step_of_it(
     assert record["batch_id"] == f"{job_id}.batch" and record["result"] == "success"
 
 
+def test_a_batch_job_cannot_claim_another_jobs_batch_id(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    """The batch id is the step's that the task's cgroup names (root's
+    slurmstepd made it): a label of the user's (--batch-id) or their own
+    SLURM_JOB_ID naming another job changes nothing but a refusal."""
+    body = (
+        f"sudo -n {batch_entry} --batch-id 424242.batch -- true\n"
+        'echo "forged-label-exit=$?"\n'
+        f"SLURM_JOB_ID=424242 exec sudo -n {batch_entry} --pass-env 'SLURM_*' -- "
+        "sh -c 'echo job-saw=$SLURM_JOB_ID'\n"
+    )
+    script = write_script(workdir, "forge.sh", body, test_user)
+    job_id = sbatch(script, user=test_user.pw_name)
+    info = wait_for_end(job_id)
+    out = output_of(workdir, job_id)
+    assert info["JobState"] == "COMPLETED", (info, out)
+    assert "forged-label-exit=64" in out.split(), out  # ExitCode.USAGE, one line naming it
+    assert "--batch-id '424242.batch' is not this Slurm step's" in out, out
+    assert "job-saw=424242" in out.split(), out  # the job's own environment is its own
+    (record,) = record_of(job_id)
+    assert record["batch_id"] == f"{job_id}.batch", record
+    assert records_of("424242") == []
+
+
 def test_srun_on_two_nodes_runs_each_task_under_slotmgr(
     batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slotmgr.cli.batch import ALLOWED, Refused, run_argv
+from slotmgr.cli.batch import ALLOWED, Refused, run_argv, slurm_batch_id
 from slotmgr.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,3 +140,46 @@ def test_the_sudoers_rule_allows_the_entry_alone_and_keeps_no_pam_session() -> N
         'env_keep += "SLURM_* SLURMD_* _CONDOR_*"',
         "ALL ALL=(root) NOPASSWD: /usr/libexec/slotmgr/batch-run",
     ]
+
+
+# /proc/self/cgroup of a task of Slurm job 41, step 3, on node n1 (cgroup v2).
+STEP_CGROUP = "0::/system.slice/n1_slurmstepd.scope/job_41/step_3/user/task_0\n"
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "procid", "expected"),
+    [
+        (STEP_CGROUP, "2", "41.3.2"),
+        ("0::/system.slice/slurmstepd.scope/job_41/step_batch/user/task_0\n", "0", "41.batch"),
+        (
+            "0::/system.slice/slurmstepd.scope/job_41/step_extern/user/task_special\n",
+            "",
+            "41.extern",
+        ),
+        (STEP_CGROUP, "x", "41.3.0"),  # SLURM_PROCID is only a label: a number or 0
+        ("0::/user.slice/user-1000.slice/session-3.scope\n", "2", None),
+        ("0::/system.slice/job_41/step_3.service\n", "2", None),
+        ("12:pids:/job_41/step_3\n0::/\n", "2", None),  # a v1 line is not the caller's place
+        ("", "2", None),
+    ],
+)
+def test_the_slurm_batch_id_is_the_steps_the_callers_cgroup_names(
+    cgroup: str, procid: str, expected: str | None
+) -> None:
+    assert slurm_batch_id(cgroup, {"SLURM_PROCID": procid}) == expected
+
+
+def test_under_slurm_the_batch_id_is_forced_and_another_is_refused() -> None:
+    # The environment claims another job: the cgroup, made by root, decides.
+    env = {**SUDO, "SLURM_JOB_ID": "99", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1"}
+    argv = run_argv(["--", "true"], env, 0, STEP_CGROUP)
+    assert argv[argv.index("--batch-id") + 1] == "41.3.1"
+    same = run_argv(["--batch-id", "41.3.1", "--", "true"], env, 0, STEP_CGROUP)
+    assert same.count("--batch-id") == 1
+    with pytest.raises(Refused) as refused:
+        run_argv(["--batch-id", "99.0.1", "--", "true"], env, 0, STEP_CGROUP)
+    assert refused.value.code == ExitCode.USAGE
+    assert "'99.0.1'" in str(refused.value) and "41.3.1" in str(refused.value)
+    # Outside Slurm the caller's own label stands, as before.
+    free = run_argv(["--batch-id", "7.0", "--", "true"], SUDO, 0, "0::/system.slice/x.service\n")
+    assert free[free.index("--batch-id") + 1] == "7.0"
