@@ -22,6 +22,7 @@ from slotmgr.history.record import JobRecord
 from slotmgr.history.stopnote import StopNote
 from slotmgr.job import adopt, control, delivery, stopping
 from slotmgr.job.control import Action
+from slotmgr.job.environment import check_batch_id
 from slotmgr.naming import UNIT_SUFFIXES
 from slotmgr.node import slots
 from slotmgr.systemd.manager import Manager
@@ -283,6 +284,12 @@ def slots_cmd(obj: Any, as_json: bool) -> None:
 @click.option("--user", "user_name", metavar="NAME", help="Jobs of this user only.")
 @click.option("--slot", metavar="N", help="Jobs of this slot only.")
 @click.option("--limit", metavar="N", help="The N most recent matching jobs only.")
+@click.option(
+    "--batch-id",
+    metavar="ID",
+    help="Jobs of this batch job only: batch id ID, or ID.anything (Slurm job 5: "
+    "5.batch, 5.0.1 ...).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of records.")
 @click.option(
     "--ingest",
@@ -297,6 +304,7 @@ def history_cmd(
     user_name: str | None,
     slot: str | None,
     limit: str | None,
+    batch_id: str | None,
     as_json: bool,
     ingest: bool,
 ) -> None:
@@ -316,6 +324,7 @@ def history_cmd(
         user=user_name,
         slot=slot,
         limit=None if limit is None else int(limit),
+        batch_id=None if batch_id is None else check_batch_id(batch_id),
     )
     caller = Caller.current(user_mode)
     query = history_query.scoped_query(query, caller, _name_of(caller.uid))

@@ -15,6 +15,7 @@ immutable: with no -wal file every committed record is in the main file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import re
@@ -99,6 +100,8 @@ class HistoryQuery:
     user: str | None = None
     slot: str | None = None
     limit: int | None = None
+    # A batch job's records: batch id ID itself, or ID.anything (its steps, tasks).
+    batch_id: str | None = None
 
 
 def scoped_query(query: HistoryQuery, caller: Caller, caller_name: str) -> HistoryQuery:
@@ -111,7 +114,7 @@ def scoped_query(query: HistoryQuery, caller: Caller, caller_name: str) -> Histo
             f"--user {query.user}: you may see only your own history ({caller_name}); "
             "root sees everyone's"
         )
-    return HistoryQuery(since=query.since, user=caller_name, slot=query.slot, limit=query.limit)
+    return dataclasses.replace(query, user=caller_name)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,14 @@ def _matches(rec: JobRecord, query: HistoryQuery) -> bool:
         (query.since is None or rec.end_time >= query.since)
         and (query.user is None or rec.user == query.user)
         and (query.slot is None or rec.slot == query.slot)
+        and (query.batch_id is None or of_batch_job(rec.batch_id, query.batch_id))
     )
+
+
+def of_batch_job(batch_id: str | None, wanted: str) -> bool:
+    """Whether a record's batch id is `wanted` or one of its parts
+    (`5` has `5`, `5.batch`, `5.0.1`; not `51`)."""
+    return batch_id is not None and (batch_id == wanted or batch_id.startswith(wanted + "."))
 
 
 def _select(found: list[JobRecord], query: HistoryQuery) -> list[JobRecord]:
@@ -183,13 +193,15 @@ def ingest(*, user_mode: bool) -> None:
 def _database_records(path: str, query: HistoryQuery) -> list[JobRecord]:
     try:
         with open_readonly(path) as conn:
+            # The batch id is inside the record: filtered here, before any limit.
+            sql_limit = None if query.batch_id is not None else query.limit
             found = history.query(
                 conn,
                 since=query.since,
                 user=query.user,
                 slot=query.slot,
-                limit=query.limit,
-                newest=query.limit is not None,
+                limit=sql_limit,
+                newest=sql_limit is not None,
             )
     except sqlite3.OperationalError as exc:
         if "no such table" not in str(exc):
@@ -198,7 +210,7 @@ def _database_records(path: str, query: HistoryQuery) -> list[JobRecord]:
     except sqlite3.DatabaseError as exc:
         raise SlotmgrError(f"cannot read the history {path}: {exc}") from None
     waiting = [rec for _name, rec in history.spooled(path)]
-    if not waiting:
+    if not waiting and query.batch_id is None:
         return found
     runs = {r.run_id for r in found}
     return _select(found + [r for r in waiting if r.run_id not in runs], query)

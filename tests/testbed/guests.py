@@ -39,6 +39,11 @@ SPANK_BUILD_PACKAGES = ("gcc", "libc6-dev", "libslurm-dev")
 # of two static slots at boot (guest/overlay: testbed-condor-setup.service),
 # only where condor_master is installed.
 CONDOR_PACKAGES = ("condor", "minicondor")
+# Added by 257-batch only: Slurm's accounting daemon and its database, so that
+# `sacct` shows what slotmgr's Epilog writes into a job's AdminComment
+# (tests/batch/test_accounting.py). Set up at boot only where slurmdbd is
+# installed (guest/overlay: testbed-accounting-setup.service).
+ACCOUNTING_PACKAGES = ("slurmdbd", "mariadb-server")
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,9 @@ GUESTS = {
     # 257-batch also has an HTCondor 23.9 pool (one node, slots slot1 and slot2).
     "252-batch": Guest("252-batch", "bookworm", SLURM_PACKAGES),
     "257-batch": Guest(
-        "257-batch", "trixie", (*SLURM_PACKAGES, *SPANK_BUILD_PACKAGES, *CONDOR_PACKAGES)
+        "257-batch",
+        "trixie",
+        (*SLURM_PACKAGES, *SPANK_BUILD_PACKAGES, *CONDOR_PACKAGES, *ACCOUNTING_PACKAGES),
     ),
 }
 

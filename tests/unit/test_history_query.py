@@ -3,6 +3,7 @@ access, and the command itself against a database made here."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -155,6 +156,28 @@ def test_records_filters_and_limit_keeps_the_newest(db: str) -> None:
     assert cast(JobRecord, history_query.get(db, "j3")).user == "alice"
     assert history_query.get(db, "nope") is None
     assert history_query.records(db + ".missing", HistoryQuery()) == []
+
+
+def test_a_batch_jobs_records_are_its_own_and_its_steps_and_the_limit_comes_after(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "state" / "history.db")
+    ids = ["5.batch", "5.0.0", "5.0.1", "51.batch", "5", None, "6.0.0", "5x"]
+    with history.open_db(path) as conn:
+        for i, batch_id in enumerate(ids):
+            rec = dataclasses.replace(record(f"b{i}", NOW + i), batch_id=batch_id)
+            history.insert(conn, rec)
+    of_5 = history_query.records(path, HistoryQuery(batch_id="5"))
+    assert [r.batch_id for r in of_5] == ["5.batch", "5.0.0", "5.0.1", "5"]
+    # --limit counts the batch job's records, not the history's newest.
+    newest = history_query.records(path, HistoryQuery(batch_id="5", limit=2))
+    assert [r.batch_id for r in newest] == ["5.0.1", "5"]
+    assert history_query.records(path, HistoryQuery(batch_id="7")) == []
+    # A non-root caller's query keeps the batch id, scoped to their own records.
+    scoped = history_query.scoped_query(
+        HistoryQuery(batch_id="5"), Caller(1000, user_mode=False), "alice"
+    )
+    assert (scoped.batch_id, scoped.user) == ("5", "alice")
 
 
 def test_open_readonly_refuses_writes(db: str) -> None:
