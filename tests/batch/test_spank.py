@@ -24,14 +24,18 @@ from pathlib import Path
 import pytest
 
 from .conftest import (
+    EPILOG,
     JOB_DEADLINE,
     REPO,
+    SLURM_SRC,
     WORK_ROOT,
+    install_epilog,
     job_info,
     output_of,
     run,
     sbatch,
     slotmgr_argv,
+    slurm_config,
     wait_for_cluster,
     wait_for_end,
     wait_for_state,
@@ -39,48 +43,11 @@ from .conftest import (
     write_script,
 )
 
-SLURM_SRC = REPO / "packaging" / "slurm"
-EPILOG = Path("/usr/libexec/slotmgr/slotmgr-epilog")
 SNIPPET_DIR = Path("/etc/slurm/plugstack.conf.d")
-SLURM_CONF = Path("/etc/slurm/slurm.conf")
 STOP_DEADLINE = 30.0  # scancel -> the unit gone: SIGTERM, then KillWait=5 s at most
 UNIT_DEADLINE = 90.0  # sbatch -> the task's unit active, under emulation
 # A task that waits for the test: until the file `go` is in its directory (at most 5 min).
 WAIT_FOR_GO = 'i=0; while [ ! -e go ] && [ "$i" -lt 300 ]; do sleep 1; i=$((i+1)); done\n'
-
-
-def slurm_config() -> dict[str, str]:
-    """`scontrol show config` as a dict (PluginDir, PlugStackConfig, Epilog ...)."""
-    config = {}
-    for line in run(["scontrol", "show", "config"]).stdout.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            config[key.strip()] = value.strip()
-    return config
-
-
-def configured_in(config: dict[str, str], key: str, wanted: str) -> bool:
-    """Whether `key` (24.11: `Epilog[0]`, `Epilog[1]` ...) names `wanted`."""
-    return any(value == wanted for name, value in config.items() if name.partition("[")[0] == key)
-
-
-def reconfigure(key: str, wanted: str) -> None:
-    """`scontrol reconfigure`, then wait until `scontrol show config` has
-    `wanted` in `key` (24.11 may list several scripts there) and both nodes
-    are idle again."""
-    run(["scontrol", "reconfigure"], timeout=120)
-
-    def configured() -> bool:
-        return configured_in(slurm_config(), key, wanted)
-
-    try:
-        wait_until(configured, 120, f"scontrol show config: {key} = {wanted}")
-    except AssertionError as err:
-        shown = [line for line in run(["scontrol", "show", "config"]).stdout.splitlines()
-                 if key.lower() in line.lower()]  # fmt: skip
-        logs = run(["sh", "-c", "tail -n 20 /var/log/slurm/slurmctld.log"], check=False).stdout
-        raise AssertionError(f"{err}\n{shown}\n{logs}") from None
-    wait_for_cluster()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -119,13 +86,7 @@ def spank_plugin(batch_entry: Path) -> Iterator[Path]:
     SNIPPET_DIR.mkdir(parents=True, exist_ok=True)
     snippet = SNIPPET_DIR / "slotmgr.conf"
     shutil.copyfile(SLURM_SRC / "plugstack.conf.d" / "slotmgr.conf", snippet)
-    # The Epilog, as SlurmdUser=root runs it.
-    run(["install", "-o", "root", "-g", "root", "-m", "0755",
-         str(SLURM_SRC / "slotmgr-epilog"), str(EPILOG)])  # fmt: skip
-    if not configured_in(config, "Epilog", str(EPILOG)):
-        with SLURM_CONF.open("a") as conf:
-            conf.write(f"Epilog={EPILOG}\n")
-        reconfigure("Epilog", str(EPILOG))
+    install_epilog()
     print(f"\nspank: {installed} ({plugstack}: {include}; Epilog={EPILOG})")
     yield installed
     snippet.unlink(missing_ok=True)
