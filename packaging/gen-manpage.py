@@ -100,11 +100,6 @@ ENVIRONMENT = [
         "Inside Slurm, the default --batch-id: SLURM_JOB_ID.SLURM_STEP_ID.SLURM_PROCID, or "
         "SLURM_JOB_ID.batch for the batch script (no SLURM_STEP_ID).",
     ),
-    (
-        "SLURM_PROCID",
-        "For batch-run inside a Slurm step: the task part of the batch id, whose job and "
-        "step come from the caller's cgroup (job_N/step_S), not from the environment.",
-    ),
     ("SUDO_UID", "For batch-run (run by sudo): the user the job runs as, whom sudo names."),
     ("SUDO_GID", "For batch-run: the job's group, as sudo names it."),
 ]

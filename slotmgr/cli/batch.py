@@ -15,9 +15,11 @@ not the caller:
 - under Slurm, the batch id is the step's that the caller's cgroup names
   (`.../job_N/step_S/...`, made by root's slurmstepd; no user can leave it
   for another job's), not a label of the caller's: `N.batch`, `N.extern` or
-  `N.S.TASK` (TASK: SLURM_PROCID, which tells only tasks of the same step
-  apart). So the Epilog, which stops a job's units by batch id, and anything
+  `N.S`. So the Epilog, which stops a job's units by batch id, and anything
   that reads the records by batch id, find the job's own and no other user's;
+- a task of a numbered step runs as a task of the step's one unit on this
+  node (slotmgr.job.step): the step's tasks here share its cgroup and
+  namespaces, as MPI ranks on a node need;
 - of `slotmgr run`'s options only those that can concern nobody but the
   caller's own job are taken: the batch id, the environment it passes,
   limits that only ever restrict it (never a weight, never `-p`), its output
@@ -33,7 +35,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from slotmgr.errors import ExitCode
 
@@ -83,9 +85,9 @@ SUDO_SET = (
 _SLURM_STEP = re.compile(r"/job_([0-9]+)/step_([a-z]+|[0-9]+)(?=/|$)")
 
 
-def slurm_batch_id(cgroup: str, environ: Mapping[str, str]) -> str | None:
-    """The batch id of the Slurm step whose cgroup this process is in
-    (`cgroup`: the text of /proc/self/cgroup), or None outside one."""
+def slurm_step_of(cgroup: str) -> tuple[str, str, str] | None:
+    """(job, step, the step's cgroup path) of the Slurm step whose cgroup this
+    process is in (`cgroup`: the text of /proc/self/cgroup), or None."""
     for line in cgroup.splitlines():
         hierarchy, _, path = line.partition("::")
         if hierarchy != "0":
@@ -93,12 +95,16 @@ def slurm_batch_id(cgroup: str, environ: Mapping[str, str]) -> str | None:
         found = _SLURM_STEP.search(path)
         if found is None:
             return None
-        job, step = found[1], found[2]
-        if not step.isdigit():
-            return f"{job}.{step}"  # batch, extern, interactive
-        task = environ.get("SLURM_PROCID", "0")
-        return f"{job}.{step}.{task if task.isdigit() else 0}"
+        return found[1], found[2], path[: found.end()]
     return None
+
+
+def slurm_batch_id(cgroup: str) -> str | None:
+    """The batch id of the Slurm step whose cgroup this process is in, or
+    None outside one: N.batch, N.extern, or N.S for a task of step S (the
+    step's tasks on a node are one job, slotmgr.job.step)."""
+    found = slurm_step_of(cgroup)
+    return None if found is None else f"{found[0]}.{found[1]}"
 
 
 class Refused(Exception):
@@ -162,7 +168,7 @@ def run_argv(
     if len(rest) < 2:
         raise Refused(f"{PROG}: no command: give -- CMD [ARGS...]", ExitCode.USAGE)
     forced = ["--uid", uid, *(["--gid", gid] if gid.isdigit() else []), "--inherit-limits"]
-    step_id = slurm_batch_id(cgroup, environ)
+    step_id = slurm_batch_id(cgroup)
     if step_id is not None:
         # A value never starts with '-' (_value), so a name is followed by its value.
         asked = [taken[i + 1] for i, name in enumerate(taken) if name == "--batch-id"]
@@ -176,6 +182,20 @@ def run_argv(
             )
         if not asked:
             forced += ["--batch-id", step_id]
+    step = slurm_step_of(cgroup)
+    if step is not None and step[1].isdigit():
+        # A task of a step: the step's tasks on this node are one job (slotmgr.job.step).
+        from slotmgr.job.step import step_job_id
+
+        if "--json" in taken:
+            raise Refused(
+                f"{PROG}: --json: a task of Slurm step {step[0]}.{step[1]} has no record "
+                f"of its own; the step's is its unit's (slotmgr history --batch-id "
+                f"{step[0]}.{step[1]})",
+                ExitCode.USAGE,
+            )
+        assert step_id is not None
+        forced += ["--job-id", step_job_id(step_id, step[2]), "--as-step-task"]
     return ["run", *forced, *taken, *rest]
 
 

@@ -193,6 +193,13 @@ RUN_OPTION_SECTIONS: dict[str, str] = {
     help="The batch system's id of the job, for its record and log (default in Slurm: "
     "SLURM_JOB_ID.SLURM_STEP_ID.SLURM_PROCID).",
 )
+@click.option(
+    "--as-step-task",
+    is_flag=True,
+    hidden=True,
+    help="batch-run's, inside a Slurm step: run COMMAND as a task of the step's one "
+    "unit on this node (slotmgr.job.step), which --job-id names.",
+)
 @_limit_options
 @click.option(
     "--inherit-limits",
@@ -283,6 +290,7 @@ def run(
     slot: str | None,
     wait_for_slot: str | None,
     batch_id: str | None,
+    as_step_task: bool,
     inherit_limits: bool,
     properties: tuple[str, ...],
     setenv: tuple[str, ...],
@@ -461,6 +469,16 @@ def run(
         append=append,
         json=json_path,
     )
+    if as_step_task:
+        from slotmgr.job import step
+
+        if scope or obj.user or slot is not None or json_path is not None or job_id is None:
+            raise UsageError(
+                "--as-step-task is batch-run's: a service on the system manager, with a "
+                "--job-id and no --scope, --user, --slot or --json (the step's record is "
+                "its unit's: slotmgr history --batch-id JOB.STEP)"
+            )
+        sys.exit(step.run_task(spec, files=files))
     announce = not quiet and (verbose or sys.stderr.isatty())
     code = runner.run(spec, quiet=quiet, announce=announce, files=files, admission=admission)
     sys.exit(code)

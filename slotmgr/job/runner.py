@@ -96,7 +96,7 @@ class OutputFiles:
     json: str | None = None
 
 
-def _job_identity(spec: JobSpec) -> Identity | None:
+def job_identity(spec: JobSpec) -> Identity | None:
     """Whose ids the launcher takes to look at and open what the job's user
     names: the job's user when root runs it for one, else nobody else's."""
     if spec.user is None or os.geteuid() != 0:
@@ -105,7 +105,7 @@ def _job_identity(spec: JobSpec) -> Identity | None:
     return Identity.of(spec.user, gid)
 
 
-def _check_job(spec: JobSpec) -> None:
+def check_job(spec: JobSpec) -> None:
     """Everything about the job that can be checked before a unit is made,
     as the job's user would see it."""
     check_working_directory(spec)
@@ -122,7 +122,7 @@ def _check_job(spec: JobSpec) -> None:
         ) from None
 
 
-class _Outputs:
+class OutputStreams:
     """The job's --output/--error files and the --json stream, opened (as
     asuser.open_output does, with the job user's ids) only once nothing can
     refuse the job any more: inside its slot's admission, just before its
@@ -173,14 +173,14 @@ def run(
     files: OutputFiles,
     admission: Admission | None = None,
 ) -> int:
-    who = _job_identity(spec)
+    who = job_identity(spec)
     with acting_as(who):
-        _check_job(spec)
+        check_job(spec)
     # A scope needs AddRef= (kept loaded until we have read it), which
     # systemd grants only to clients of the bus, not of its private socket.
     # A service prefers the bus too, where a broker filters the signals (bus.connect).
     manager = Manager.connect(user=spec.user_manager, want_bus=spec.scope, prefer_bus=True)
-    outputs = _Outputs(files, who)
+    outputs = OutputStreams(files, who)
     try:
         features = manager.features
         spec = with_scratch_dir(spec, who)
@@ -216,7 +216,7 @@ def run(
 
 @contextlib.contextmanager
 def _admitted(
-    admission: Admission | None, manager: Manager, outputs: _Outputs
+    admission: Admission | None, manager: Manager, outputs: OutputStreams
 ) -> Iterator[tuple[int, int, int]]:
     """The job's place in its slot (if it has one), held while its unit is
     started; inside it, last, the job's output files are opened: a job

@@ -171,10 +171,12 @@ def test_identity_takes_group_and_supplementary_groups() -> None:
 
 
 def test_output_and_error_naming_one_file_share_one_descriptor(shared: Path) -> None:
-    from slotmgr.job.runner import OutputFiles, _Outputs
+    from slotmgr.job.runner import OutputFiles, OutputStreams
 
     path = str(shared / "both")
-    outputs = _Outputs(OutputFiles(stdout=path, stderr=path, json=str(shared / "r.json")), NOBODY)
+    outputs = OutputStreams(
+        OutputFiles(stdout=path, stderr=path, json=str(shared / "r.json")), NOBODY
+    )
     stdin, stdout, stderr = outputs.open()
     try:
         assert stdin == 0 and stdout == stderr > 2
@@ -182,4 +184,4 @@ def test_output_and_error_naming_one_file_share_one_descriptor(shared: Path) -> 
     finally:
         outputs.close()
         cast(TextIO, outputs.json_out).close()  # not None: asserted above
-    assert _Outputs(OutputFiles(), None).open() == (0, 1, 2)
+    assert OutputStreams(OutputFiles(), None).open() == (0, 1, 2)

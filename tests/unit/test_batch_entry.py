@@ -12,6 +12,7 @@ import pytest
 
 from slotmgr.cli.batch import ALLOWED, Refused, run_argv, slurm_batch_id
 from slotmgr.errors import ExitCode
+from slotmgr.job.step import step_job_id
 
 REPO = Path(__file__).resolve().parents[2]
 SUDO = {"SUDO_UID": "1001", "SUDO_GID": "1002", "SUDO_USER": "alice"}
@@ -147,39 +148,55 @@ STEP_CGROUP = "0::/system.slice/n1_slurmstepd.scope/job_41/step_3/user/task_0\n"
 
 
 @pytest.mark.parametrize(
-    ("cgroup", "procid", "expected"),
+    ("cgroup", "expected"),
     [
-        (STEP_CGROUP, "2", "41.3.2"),
-        ("0::/system.slice/slurmstepd.scope/job_41/step_batch/user/task_0\n", "0", "41.batch"),
-        (
-            "0::/system.slice/slurmstepd.scope/job_41/step_extern/user/task_special\n",
-            "",
-            "41.extern",
-        ),
-        (STEP_CGROUP, "x", "41.3.0"),  # SLURM_PROCID is only a label: a number or 0
-        ("0::/user.slice/user-1000.slice/session-3.scope\n", "2", None),
-        ("0::/system.slice/job_41/step_3.service\n", "2", None),
-        ("12:pids:/job_41/step_3\n0::/\n", "2", None),  # a v1 line is not the caller's place
-        ("", "2", None),
+        (STEP_CGROUP, "41.3"),
+        ("0::/system.slice/slurmstepd.scope/job_41/step_batch/user/task_0\n", "41.batch"),
+        ("0::/system.slice/slurmstepd.scope/job_41/step_extern/user/task_special\n", "41.extern"),
+        ("0::/user.slice/user-1000.slice/session-3.scope\n", None),
+        ("0::/system.slice/job_41/step_3.service\n", None),
+        ("12:pids:/job_41/step_3\n0::/\n", None),  # a v1 line is not the caller's place
+        ("", None),
     ],
 )
 def test_the_slurm_batch_id_is_the_steps_the_callers_cgroup_names(
-    cgroup: str, procid: str, expected: str | None
+    cgroup: str, expected: str | None
 ) -> None:
-    assert slurm_batch_id(cgroup, {"SLURM_PROCID": procid}) == expected
+    assert slurm_batch_id(cgroup) == expected
+
+
+BATCH_CGROUP = "0::/system.slice/n1_slurmstepd.scope/job_41/step_batch/user/task_0\n"
 
 
 def test_under_slurm_the_batch_id_is_forced_and_another_is_refused() -> None:
     # The environment claims another job: the cgroup, made by root, decides.
     env = {**SUDO, "SLURM_JOB_ID": "99", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1"}
-    argv = run_argv(["--", "true"], env, 0, STEP_CGROUP)
-    assert argv[argv.index("--batch-id") + 1] == "41.3.1"
-    same = run_argv(["--batch-id", "41.3.1", "--", "true"], env, 0, STEP_CGROUP)
+    argv = run_argv(["--", "true"], env, 0, BATCH_CGROUP)
+    assert argv[argv.index("--batch-id") + 1] == "41.batch"
+    assert "--as-step-task" not in argv  # the batch script is a job of its own
+    same = run_argv(["--batch-id", "41.batch", "--", "true"], env, 0, BATCH_CGROUP)
     assert same.count("--batch-id") == 1
     with pytest.raises(Refused) as refused:
-        run_argv(["--batch-id", "99.0.1", "--", "true"], env, 0, STEP_CGROUP)
+        run_argv(["--batch-id", "99.batch", "--", "true"], env, 0, BATCH_CGROUP)
     assert refused.value.code == ExitCode.USAGE
-    assert "'99.0.1'" in str(refused.value) and "41.3.1" in str(refused.value)
+    assert "'99.batch'" in str(refused.value) and "41.batch" in str(refused.value)
     # Outside Slurm the caller's own label stands, as before.
     free = run_argv(["--batch-id", "7.0", "--", "true"], SUDO, 0, "0::/system.slice/x.service\n")
     assert free[free.index("--batch-id") + 1] == "7.0"
+
+
+def test_a_task_of_a_numbered_step_is_a_task_of_the_steps_one_unit_on_the_node() -> None:
+    argv = run_argv(["-q", "--", "a.out"], SUDO, 0, STEP_CGROUP)
+    assert argv[argv.index("--batch-id") + 1] == "41.3"
+    job_id = argv[argv.index("--job-id") + 1]
+    assert job_id == step_job_id("41.3", "/system.slice/n1_slurmstepd.scope/job_41/step_3")
+    assert "--as-step-task" in argv and argv[-2:] == ["--", "a.out"]
+    # Every task of the step on this node: the same unit.
+    assert (
+        run_argv(["--", "b.out"], SUDO, 0, STEP_CGROUP.replace("task_0", "task_1"))[
+            : argv.index("--as-step-task") + 1
+        ]
+        == argv[: argv.index("--as-step-task") + 1]
+    )
+    with pytest.raises(Refused, match="has no record of its own"):
+        run_argv(["--json", "r.json", "--", "a.out"], SUDO, 0, STEP_CGROUP)

@@ -19,6 +19,7 @@ from tests.testbed.cache import hash_tree, recipe_hash
 from tests.testbed.console import console_tail
 from tests.testbed.cpio import CpioWriter
 from tests.testbed.guests import (
+    ACCOUNTING_PACKAGES,
     CONDOR_PACKAGES,
     GUESTS,
     PACKAGES,
@@ -380,9 +381,15 @@ def test_each_guest_has_its_own_package_list() -> None:
     # HTCondor is packaged in Debian 13 only: 257-batch has it, 252-batch not.
     assert set(SPANK_BUILD_PACKAGES) == {"gcc", "libc6-dev", "libslurm-dev"}
     assert set(CONDOR_PACKAGES) == {"condor", "minicondor"}
+    # Slurm accounting (slurmdbd and its database) is 257-batch's alone too.
+    assert set(ACCOUNTING_PACKAGES) == {"slurmdbd", "mariadb-server"}
     for plain, batch, extra in (
         ("252", "252-batch", set(SLURM_PACKAGES)),
-        ("257", "257-batch", {*SLURM_PACKAGES, *SPANK_BUILD_PACKAGES, *CONDOR_PACKAGES}),
+        (
+            "257",
+            "257-batch",
+            {*SLURM_PACKAGES, *SPANK_BUILD_PACKAGES, *CONDOR_PACKAGES, *ACCOUNTING_PACKAGES},
+        ),
     ):
         assert GUESTS[batch].suite == GUESTS[plain].suite
         batch_recipe = rootfs.recipe(GUESTS[batch])
@@ -394,6 +401,7 @@ def test_each_guest_has_its_own_package_list() -> None:
         plain_argv = rootfs.mmdebstrap_argv(GUESTS[plain], Path("/target"), "http://m.invalid/d")
         assert "slurmd" not in " ".join(plain_argv)
         assert "condor" not in " ".join(plain_argv)
+        assert "slurmdbd" not in " ".join(plain_argv)
 
 
 def test_batch_units_start_only_where_slurmd_is_installed() -> None:
@@ -416,6 +424,10 @@ def test_batch_units_start_only_where_slurmd_is_installed() -> None:
     condor_setup = (system / "testbed-condor-setup.service").read_text().splitlines()
     assert "ConditionPathExists=/usr/sbin/condor_master" in condor_setup
     assert "testbed-condor-setup.service" in (system / "testbed-batch.target").read_text()
+    # Slurm accounting's setup runs only where the image has slurmdbd.
+    accounting_setup = (system / "testbed-accounting-setup.service").read_text().splitlines()
+    assert "ConditionPathExists=/usr/sbin/slurmdbd" in accounting_setup
+    assert "testbed-accounting-setup.service" in (system / "testbed-batch.target").read_text()
 
 
 def test_cpio_newc_archive(tmp_path: Path) -> None:
