@@ -217,9 +217,64 @@ def test_srun_on_two_nodes_runs_each_task_under_slotmgr(
         "task=0",
         "task=1",
     ], out
+    # One job per step and node: the step's unit on n1 and its unit on n2.
     records = record_of(job_id, count=2)
-    assert [r["batch_id"] for r in records] == [f"{job_id}.0.0", f"{job_id}.0.1"]
+    assert [r["batch_id"] for r in records] == [f"{job_id}.0", f"{job_id}.0"], records
+    assert len({r["unit"] for r in records}) == 2, records
     assert all(r["result"] == "success" and r["user"] == test_user.pw_name for r in records)
+
+
+# Two ranks of one step on one node, as MPI's shared-memory transport needs
+# them: each puts its PID in a POSIX shared-memory object (/dev/shm), finds
+# its peer's there, and checks that it can see that PID; then both wait for
+# each other, so that neither is gone while the other looks.
+RANK = """
+import os, sys, time
+rank, job = int(os.environ["SLURM_PROCID"]), os.environ["SLURM_JOB_ID"]
+def shm(name):
+    return "/dev/shm/slotmgr-test-%s-%s" % (job, name)
+def publish(name, text):
+    with open(shm(name) + ".new", "w") as f:
+        f.write(text)
+    os.rename(shm(name) + ".new", shm(name))
+def await_(name):
+    deadline = time.time() + 120
+    while not os.path.exists(shm(name)):
+        if time.time() > deadline:
+            print("rank=%d no-peer-object=%s" % (rank, name), flush=True)
+            sys.exit(3)
+        time.sleep(0.1)
+    return open(shm(name)).read()
+publish("pid%d" % rank, str(os.getpid()))
+peer = int(await_("pid%d" % (1 - rank)))
+visible = os.path.exists("/proc/%d" % peer)
+publish("seen%d" % rank, "1")
+await_("seen%d" % (1 - rank))
+print("rank=%d pid=%d peer=%d peer-visible=%s" % (rank, os.getpid(), peer, visible), flush=True)
+"""
+
+
+def test_two_tasks_of_a_step_on_a_node_are_one_job_sharing_shm_and_pids(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    rank = write_script(workdir, "rank.py", RANK, test_user)
+    task = f"sudo -n {batch_entry} --pass-env 'SLURM_*' -- python3 {rank}"
+    script = write_script(workdir, "ranks.sh", f"srun -N1 -n2 {task}\n", test_user)
+    job_id = sbatch(script, "-N1", "-n2", user=test_user.pw_name)
+    info = wait_for_end(job_id)
+    out = output_of(workdir, job_id)
+    print(out)
+    assert info["JobState"] == "COMPLETED", (info, out)
+    lines = sorted(line for line in out.splitlines() if line.startswith("rank="))
+    assert len(lines) == 2, out
+    seen = [dict(word.split("=", 1) for word in line.split()) for line in lines]
+    # Each found the other's shared-memory object and sees the other's PID.
+    assert [s["peer-visible"] for s in seen] == ["True", "True"], out
+    assert seen[0]["pid"] == seen[1]["peer"] and seen[1]["pid"] == seen[0]["peer"], out
+    # One job: one unit, one record, for the step on the node.
+    (record,) = record_of(job_id)
+    assert record["batch_id"] == f"{job_id}.0" and record["result"] == "success", record
+    assert record["unit"].startswith(f"slotmgr-slurm-{job_id}.0-"), record
 
 
 def test_the_mpd_case_through_sbatch_leaves_nothing_on_the_node(

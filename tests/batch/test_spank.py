@@ -129,13 +129,18 @@ def batch_id(props: dict[str, str]) -> str | None:
 
 
 def units_of_job(job_id: str) -> dict[str, dict[str, str]]:
-    """The job's running slotmgr units, by batch id (JOB.batch, JOB.STEP.TASK)."""
+    """The job's running slotmgr units, by unit name."""
     found = {}
-    for props in slotmgr_units().values():
+    for unit, props in slotmgr_units().items():
         bid = batch_id(props)
         if bid is not None and bid.startswith(f"{job_id}.") and props["ActiveState"] == "active":
-            found[bid] = props
+            found[unit] = props
     return found
+
+
+def batch_ids(units: dict[str, dict[str, str]]) -> list[str | None]:
+    """The units' batch ids, sorted: JOB.batch, and JOB.STEP once per node of the step."""
+    return sorted((batch_id(props) for props in units.values()), key=str)
 
 
 def wait_for_units(job_id: str, count: int) -> dict[str, dict[str, str]]:
@@ -179,7 +184,8 @@ def test_the_batch_script_runs_as_a_slotmgr_unit_and_scancel_stops_it(
     units = wait_for_units(job_id, 1)
     print(f"units of {job_id}: {units}")
     assert list(units) == [f"{job_id}.batch"], units
-    props = units[f"{job_id}.batch"]
+    (props,) = units.values()
+    assert batch_id(props) == f"{job_id}.batch", props
     assert props["User"] == test_user.pw_name, props
     assert props["ControlGroup"].startswith("/slotmgr.slice/"), props
     main_pid = int(props["MainPID"])
@@ -222,7 +228,8 @@ def test_srun_in_the_batch_script_is_a_step_of_the_job_and_a_slotmgr_unit(
     job_id = sbatch(script, "--job-name=step", "--time=5", user=test_user.pw_name)
     units = wait_for_units(job_id, 2)
     print(f"units of {job_id}: {units}")
-    assert set(units) == {f"{job_id}.batch", f"{job_id}.0.0"}, units
+    # The step's task is a task of the step's one unit on its node (slotmgr.job.step).
+    assert batch_ids(units) == [f"{job_id}.0", f"{job_id}.batch"], units
     assert all(props["User"] == test_user.pw_name for props in units.values()), units
     go(workdir)
     info = report("srun in sbatch", job_id)
@@ -247,7 +254,8 @@ def test_srun_on_two_nodes_runs_a_slotmgr_unit_on_each(
     job_id = sbatch(script, "--job-name=two", "-N2", "--time=5", user=test_user.pw_name)
     units = wait_for_units(job_id, 3)
     print(f"units of {job_id}: {units}")
-    assert set(units) == {f"{job_id}.batch", f"{job_id}.0.0", f"{job_id}.0.1"}, units
+    # One unit of the step on each node, and the batch script's.
+    assert batch_ids(units) == [f"{job_id}.0", f"{job_id}.0", f"{job_id}.batch"], units
     go(workdir)
     info = report("srun -N2", job_id)
     out = output_of(workdir, job_id)
@@ -277,7 +285,8 @@ def test_a_job_over_its_mem_is_oom_killed_in_its_unit(
     )
     job_id = sbatch(script, "--job-name=hog", "--mem=64M", "--time=5", user=test_user.pw_name)
     units = wait_for_units(job_id, 1)
-    props = units[f"{job_id}.batch"]
+    (props,) = units.values()
+    assert batch_id(props) == f"{job_id}.batch", props
     print(f"unit of {job_id}: {props}")
     assert props["MemoryMax"] == str(64 << 20), props
     go(workdir)
@@ -308,14 +317,14 @@ def test_the_epilog_stops_a_unit_of_the_job_left_running(
     )  # fmt: skip
     try:
         units = wait_for_units(job_id, 2)
-        assert set(units) == {f"{job_id}.batch", stray}, units
-        unit = units[stray]["Id"]
+        assert batch_ids(units) == [f"{job_id}.batch", stray], units
+        (unit,) = [name for name, props in units.items() if batch_id(props) == stray]
         go(workdir)
         info = report("Epilog backstop", job_id)
         assert info["JobState"] == "COMPLETED", info
 
         def stray_gone() -> bool:
-            return stray not in units_of_job(job_id)
+            return unit not in units_of_job(job_id)
 
         wait_until(stray_gone, JOB_DEADLINE, f"the Epilog to stop {unit} ({stray})")
         code = launcher.wait(timeout=60)
