@@ -194,10 +194,16 @@ def _serve(conn: socket.socket, wake_fd: int) -> int | None:
                 data = b""
             if not data:
                 return None if not started else -1
-            message = json.loads(data)
+            # The host is the job's user's: its words are read as data, no more.
+            try:
+                message = json.loads(data)
+            except ValueError:
+                continue
+            if not isinstance(message, dict):
+                continue
             if "started" in message:
                 started = True
-            elif "exit" in message:
+            elif isinstance(message.get("exit"), int) and 0 <= message["exit"] <= 255:
                 return int(message["exit"])
 
 

@@ -42,6 +42,7 @@ from .conftest import (
     wait_until,
     write_script,
 )
+from .test_batch_run import RANK
 
 SNIPPET_DIR = Path("/etc/slurm/plugstack.conf.d")
 STOP_DEADLINE = 30.0  # scancel -> the unit gone: SIGTERM, then KillWait=5 s at most
@@ -183,9 +184,8 @@ def test_the_batch_script_runs_as_a_slotmgr_unit_and_scancel_stops_it(
     job_id = sbatch(script, "--job-name=plain", "--time=5", user=test_user.pw_name)
     units = wait_for_units(job_id, 1)
     print(f"units of {job_id}: {units}")
-    assert list(units) == [f"{job_id}.batch"], units
+    assert batch_ids(units) == [f"{job_id}.batch"], units
     (props,) = units.values()
-    assert batch_id(props) == f"{job_id}.batch", props
     assert props["User"] == test_user.pw_name, props
     assert props["ControlGroup"].startswith("/slotmgr.slice/"), props
     main_pid = int(props["MainPID"])
@@ -272,6 +272,28 @@ def test_srun_on_two_nodes_runs_a_slotmgr_unit_on_each(
     for line in lines:
         words = line.split()
         assert words[4] == "nodename=" + words[2].removeprefix("node="), out
+
+
+def test_two_ranks_on_a_node_share_their_steps_unit_under_the_plugin(
+    workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    """What MPI's shared-memory transport needs of two ranks on a node, with
+    every task prepended by the plugin: one unit for the step there, one
+    /dev/shm, one PID namespace (RANK: test_batch_run's two-rank check)."""
+    rank = write_script(workdir, "rank.py", RANK, test_user)
+    script = write_script(workdir, "ranks.sh", f"srun -N1 -n2 python3 {rank}\n", test_user)
+    job_id = sbatch(script, "--job-name=ranks", "-N1", "-n2", "--time=5", user=test_user.pw_name)
+    info = report("two ranks on a node", job_id)
+    out = output_of(workdir, job_id)
+    print(out)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (info, out)
+    seen = [
+        dict(word.split("=", 1) for word in line.split())
+        for line in sorted(out.splitlines())
+        if line.startswith("rank=")
+    ]
+    assert [s["peer-visible"] for s in seen] == ["True", "True"], out
+    assert seen[0]["pid"] == seen[1]["peer"] and seen[1]["pid"] == seen[0]["peer"], out
 
 
 def test_a_job_over_its_mem_is_oom_killed_in_its_unit(
