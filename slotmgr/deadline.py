@@ -7,6 +7,7 @@ left" and "wake at least this often" mean the same everywhere.
 
 from __future__ import annotations
 
+import fcntl
 import time
 from dataclasses import dataclass
 
@@ -31,3 +32,17 @@ class Deadline:
         """How long to sleep: `every`, or less if the deadline comes sooner."""
         remaining = self.remaining()
         return every if remaining is None else min(every, remaining)
+
+
+def flock_within(fd: int, seconds: float, *, poll: float = 0.02) -> bool:
+    """An exclusive flock on `fd`, tried without blocking until `seconds`
+    have passed (a blocking flock could wait forever); False if it did not come."""
+    deadline = Deadline.after(seconds)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if deadline.expired():
+                return False
+            time.sleep(deadline.wake(poll))

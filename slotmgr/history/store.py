@@ -24,7 +24,6 @@ root to `users/<uid>.jsonl` beside the database (see
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pwd
@@ -36,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable, TypeVar
 
-from slotmgr.deadline import Deadline
+from slotmgr.deadline import Deadline, flock_within
 from slotmgr.errors import SlotmgrError
 from slotmgr.history.private_files import (
     PRIVATE_MODE,
@@ -279,15 +278,7 @@ def _insert_with_recovery(path: str, rec: JobRecord, warn: Warn) -> bool:
 def lock_with_deadline(fd: int, deadline_s: float) -> bool:
     """LOCK_EX, tried without blocking until the deadline; False if it did
     not come (a blocking flock could wait forever)."""
-    deadline = Deadline.after(deadline_s)
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if deadline.expired():
-                return False
-            time.sleep(_LOCK_POLL_S)
+    return flock_within(fd, deadline_s, poll=_LOCK_POLL_S)
 
 
 def private_spool_dir(path: str) -> str:

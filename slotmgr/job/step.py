@@ -33,7 +33,6 @@ import array
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -41,10 +40,9 @@ import select
 import signal
 import socket
 import stat
-import time
 from collections.abc import Iterator
 
-from slotmgr.deadline import Deadline
+from slotmgr.deadline import flock_within
 from slotmgr.errors import ExitCode, SlotmgrError
 from slotmgr.history import launch as run_files
 from slotmgr.job import runner
@@ -106,18 +104,11 @@ def _step_lock(steps: str, unit: str) -> Iterator[None]:
         0o600,
     )
     try:
-        deadline = Deadline.after(LOCK_DEADLINE_S)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline.expired():
-                    raise SlotmgrError(
-                        f"another launcher held the lock of {unit} for over {LOCK_DEADLINE_S:g} s",
-                        exit_code=ExitCode.UNAVAILABLE,
-                    ) from None
-                time.sleep(0.05)
+        if not flock_within(fd, LOCK_DEADLINE_S):
+            raise SlotmgrError(
+                f"another launcher held the lock of {unit} for over {LOCK_DEADLINE_S:g} s",
+                exit_code=ExitCode.UNAVAILABLE,
+            )
         yield
     finally:
         os.close(fd)

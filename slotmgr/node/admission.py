@@ -10,14 +10,12 @@ launchers can never both take the last place.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from slotmgr.deadline import Deadline
+from slotmgr.deadline import Deadline, flock_within
 from slotmgr.errors import (
     ExitCode,
     Interrupted,
@@ -97,20 +95,12 @@ def _open_lock(directory: str, name: str) -> int:
 def _locked(directory: str, slot: Slot, *, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
     fd = _open_lock(directory, f"slot{slot.number}.lock")
     try:
-        deadline = Deadline.after(timeout)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline.expired():
-                    raise SlotBusy(
-                        f"slot {slot.name}: another launcher held its lock for over "
-                        f"{timeout:g}s; no job was started",
-                        hint="try again; if it persists, see who holds "
-                        f"{directory}/slot{slot.number}.lock",
-                    ) from None
-                time.sleep(_LOCK_POLL_S)
+        if not flock_within(fd, timeout, poll=_LOCK_POLL_S):
+            raise SlotBusy(
+                f"slot {slot.name}: another launcher held its lock for over "
+                f"{timeout:g}s; no job was started",
+                hint=f"try again; if it persists, see who holds {directory}/slot{slot.number}.lock",
+            )
         yield
     finally:
         os.close(fd)  # releases the lock
