@@ -277,6 +277,90 @@ def test_two_tasks_of_a_step_on_a_node_are_one_job_sharing_shm_and_pids(
     assert record["unit"].startswith(f"slotmgr-slurm-{job_id}.0-"), record
 
 
+def _cgroup_pids(unit: str, comm: str | None = None) -> list[int]:
+    """The unit's processes (named `comm` only, if given)."""
+    group = show(unit, "ControlGroup")["ControlGroup"]
+    try:
+        pids = [int(p) for p in Path(f"/sys/fs/cgroup{group}/cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+    if comm is None:
+        return pids
+    named = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                named.append(pid)
+        except OSError:
+            pass
+    return named
+
+
+def _launchers_of(marker: str) -> list[int]:
+    """The batch-run launchers (root's, outside the unit) whose task names `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        launcher = not words[0].endswith("sudo") and any(w.endswith("batch-run") for w in words[:3])
+        if launcher and marker in words:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_launcher_takes_its_task_and_the_last_one_the_steps_unit(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    marker = f"step-task-{workdir.name[-12:]}"
+    task = f"sudo -n {batch_entry} -- sh -c 'exec sleep 300' {marker}"
+    script = write_script(workdir, "two.sh", f"srun -N1 -n2 {task}\n", test_user)
+    job_id = sbatch(script, "-N1", "-n2", user=test_user.pw_name)
+    try:
+        found: dict[str, str] = {}
+
+        def step_unit_with_two_tasks() -> bool:
+            found.clear()
+            found.update({u: b for u, b in slotmgr_units_of(job_id).items() if b == f"{job_id}.0"})
+            return len(found) == 1 and len(_launchers_of(marker)) == 2
+
+        wait_until(step_unit_with_two_tasks, JOB_DEADLINE, f"job {job_id}'s step unit, two tasks")
+        (unit,) = found
+        wait_until(lambda: len(_cgroup_pids(unit, "sleep")) == 2, 60, f"two tasks in {unit}")
+        first, second = _launchers_of(marker)
+        os.kill(first, signal.SIGKILL)
+        began = time.monotonic()
+        wait_until(
+            lambda: len(_cgroup_pids(unit, "sleep")) == 1,
+            30,
+            "the first task gone",
+            interval=0.05,
+        )
+        took_first = time.monotonic() - began
+        assert show(unit, "ActiveState")["ActiveState"] == "active"  # the other task runs on
+        os.kill(second, signal.SIGKILL)
+        began = time.monotonic()
+        wait_until(
+            lambda: show(unit, "ActiveState")["ActiveState"] != "active" and not _cgroup_pids(unit),
+            30,
+            f"{unit} stopped with its last task's launcher",
+            interval=0.05,
+        )
+        took_last = time.monotonic() - began
+        print(
+            f"\nSIGKILL of a task's launcher: its task gone after {took_first:.2f} s; "
+            f"of the last: {unit} stopped after {took_last:.2f} s (goal < 5 s)"
+        )
+        assert took_first < BINDING_DEADLINE_S and took_last < BINDING_DEADLINE_S
+    finally:
+        run(["scancel", job_id], check=False)
+        wait_for_end(job_id)
+
+
 def test_the_mpd_case_through_sbatch_leaves_nothing_on_the_node(
     batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
 ) -> None:
