@@ -253,15 +253,20 @@ def run_task(spec: JobSpec, *, files: runner.OutputFiles) -> int:
         stdio = outputs.open()
         with _relayed_signals() as wake_fd:
             for _attempt in range(3):
+                status: int | None = None
                 with _step_lock(steps, spec.unit):
                     if manager.unit_active_state(spec.unit) not in ACTIVE:
                         _start_host(manager, runner.with_scratch_dir(host_spec(spec), who), path)
-                    conn = _connect(path)
-                try:
-                    _request(conn, spec, stdio)
-                    status = _serve(conn, wake_fd)
-                finally:
-                    conn.close()
+                    try:
+                        conn: socket.socket | None = _connect(path)
+                    except ConnectionRefusedError:
+                        conn = None  # its host has just ended, the unit not yet
+                if conn is not None:
+                    try:
+                        _request(conn, spec, stdio)
+                        status = _serve(conn, wake_fd)
+                    finally:
+                        conn.close()
                 if status is None:
                     # The host was ending as we came: once it has, start the step anew.
                     with contextlib.suppress(SlotmgrError, TimeoutError):
@@ -270,13 +275,8 @@ def run_task(spec: JobSpec, *, files: runner.OutputFiles) -> int:
                 return _lost_task_status(manager, spec.unit) if status < 0 else status
         raise SlotmgrError(
             f"{spec.unit}: its task host ended three times before it started this task",
-            exit_code=ExitCode.INTERNAL,
-        )
-    except ConnectionRefusedError:
-        raise SlotmgrError(
-            f"{spec.unit} is active but does not answer at {path}",
             exit_code=ExitCode.UNAVAILABLE,
-        ) from None
+        )
     finally:
         outputs.close()
         manager.close()
