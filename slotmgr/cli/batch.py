@@ -168,8 +168,9 @@ def run_argv(
     if len(rest) < 2:
         raise Refused(f"{PROG}: no command: give -- CMD [ARGS...]", ExitCode.USAGE)
     forced = ["--uid", uid, *(["--gid", gid] if gid.isdigit() else []), "--inherit-limits"]
-    step_id = slurm_batch_id(cgroup)
-    if step_id is not None:
+    step = slurm_step_of(cgroup)
+    if step is not None:
+        step_id = f"{step[0]}.{step[1]}"
         # A value never starts with '-' (_value), so a name is followed by its value.
         asked = [taken[i + 1] for i, name in enumerate(taken) if name == "--batch-id"]
         other = [value for value in asked if value != step_id]
@@ -182,7 +183,6 @@ def run_argv(
             )
         if not asked:
             forced += ["--batch-id", step_id]
-    step = slurm_step_of(cgroup)
     if step is not None and step[1].isdigit():
         # A task of a step: the step's tasks on this node are one job (slotmgr.job.step).
         from slotmgr.job.step import step_job_id
@@ -194,7 +194,6 @@ def run_argv(
                 f"{step[0]}.{step[1]})",
                 ExitCode.USAGE,
             )
-        assert step_id is not None
         forced += ["--job-id", step_job_id(step_id, step[2]), "--as-step-task"]
     return ["run", *forced, *taken, *rest]
 

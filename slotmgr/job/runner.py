@@ -17,7 +17,7 @@ import pwd
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
@@ -67,22 +67,32 @@ def exit_code_for(rec: JobRecord) -> int:
 
 
 @contextlib.contextmanager
-def _signals_to_pipe(manager: Manager) -> Iterator[None]:
-    """Route SIGINT/SIGTERM/SIGHUP to a pipe the bus wait watches, so a
-    signal to slotmgr becomes a clean StopUnit instead of a dead launcher."""
+def signal_pipe(signals: Sequence[signal.Signals]) -> Iterator[int]:
+    """While the block runs, `signals` are caught and their numbers written
+    to a pipe; yields its read end, for a wait to watch."""
     read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     old_wakeup = signal.set_wakeup_fd(write_fd)
-    old_handlers = {sig: signal.signal(sig, lambda *_: None) for sig in FORWARDED_SIGNALS}
-    manager.interrupt_fd = read_fd
+    old_handlers = {sig: signal.signal(sig, lambda *_: None) for sig in signals}
     try:
-        yield
+        yield read_fd
     finally:
-        manager.interrupt_fd = None
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(old_wakeup)
         os.close(read_fd)
         os.close(write_fd)
+
+
+@contextlib.contextmanager
+def _signals_to_pipe(manager: Manager) -> Iterator[None]:
+    """Route SIGINT/SIGTERM/SIGHUP to a pipe the bus wait watches, so a
+    signal to slotmgr becomes a clean StopUnit instead of a dead launcher."""
+    with signal_pipe(FORWARDED_SIGNALS) as read_fd:
+        manager.interrupt_fd = read_fd
+        try:
+            yield
+        finally:
+            manager.interrupt_fd = None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from slotmgr.job import runner
 from slotmgr.job.asuser import acting_as
 from slotmgr.job.spec import PACKAGE_DIR, JobSpec, unit_properties
 from slotmgr.systemd.manager import Manager
+from slotmgr.systemd.messages import SERVICE_IFACE
 from slotmgr.systemd.wire import Property
 
 # Root's only: the steps' sockets and locks. /run is a tmpfs: a reboot clears it.
@@ -198,21 +199,6 @@ def _serve(conn: socket.socket, wake_fd: int) -> int | None:
                 return int(message["exit"])
 
 
-@contextlib.contextmanager
-def _relayed_signals() -> Iterator[int]:
-    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    old_wakeup = signal.set_wakeup_fd(write_fd)
-    old = {sig: signal.signal(sig, lambda *_: None) for sig in RELAYED}
-    try:
-        yield read_fd
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(old_wakeup)
-        os.close(read_fd)
-        os.close(write_fd)
-
-
 def _connect(path: str) -> socket.socket:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
@@ -231,7 +217,7 @@ def _lost_task_status(manager: Manager, unit: str) -> int:
         manager.wait_until_inactive(unit, timeout=60)
     result = None
     with contextlib.suppress(SlotmgrError):
-        result = manager.unit_property(unit, "org.freedesktop.systemd1.Service", "Result")
+        result = manager.unit_property(unit, SERVICE_IFACE, "Result")
     if result == "oom-kill":
         return ExitCode.JOB_OOM
     if result == "timeout":
@@ -251,7 +237,7 @@ def run_task(spec: JobSpec, *, files: runner.OutputFiles) -> int:
     try:
         manager.watch_unit(spec.unit, jobs=True)
         stdio = outputs.open()
-        with _relayed_signals() as wake_fd:
+        with runner.signal_pipe(RELAYED) as wake_fd:
             for _attempt in range(3):
                 status: int | None = None
                 with _step_lock(steps, spec.unit):
