@@ -38,11 +38,13 @@ from slotmgr.job.asuser import (
 )
 from slotmgr.job.isolation import isolation_lines
 from slotmgr.job.spec import (
+    DEFAULT_STOP_TIMEOUT_USEC,
     JobSpec,
     check_command,
     stdio_properties,
     unit_properties,
 )
+from slotmgr.systemd import messages, values
 from slotmgr.systemd.manager import Manager
 from slotmgr.systemd.properties import PropertyError
 from slotmgr.systemd.wire import Property
@@ -86,7 +88,7 @@ def signal_pipe(signals: Sequence[signal.Signals]) -> Iterator[int]:
 @contextlib.contextmanager
 def _signals_to_pipe(manager: Manager) -> Iterator[None]:
     """Route SIGINT/SIGTERM/SIGHUP to a pipe the bus wait watches, so a
-    signal to slotmgr becomes a clean StopUnit instead of a dead launcher."""
+    signal to slotmgr becomes a clean stop of the job instead of a dead launcher."""
     with signal_pipe(FORWARDED_SIGNALS) as read_fd:
         manager.interrupt_fd = read_fd
         try:
@@ -267,7 +269,7 @@ def _start_and_wait(
     except Interrupted as exc:
         # The unit may be starting: stop it, then wait as usual.
         stop_requested = True
-        stop_for_signal(manager, spec, exc.signum)
+        stop_for_signal(manager, spec, exc.signum, started=False)
         job_result = "canceled"
     if job_result not in ("done", "canceled"):
         print(
@@ -286,7 +288,7 @@ def _start_and_wait(
                     file=sys.stderr,
                 )
                 stop_requested = True
-                stop_for_signal(manager, spec, exc.signum)
+                stop_for_signal(manager, spec, exc.signum, started=True)
 
     rec = run_files.collect(spec.history_db, spec.run_id)
     if rec is None:
@@ -355,13 +357,52 @@ def launch_of(spec: JobSpec, manager: Manager) -> stophook.Launch:
     )
 
 
-def stop_for_signal(manager: Manager, spec: JobSpec, signum: int) -> None:
-    """Stop the job because its launcher got a signal; say so in its record."""
-    with contextlib.suppress(SlotmgrError, Interrupted):
-        stopnote.leave_for_unit(
-            manager, spec.unit, stopnote.launcher_signalled(signum), user_manager=spec.user_manager
+def stop_for_signal(manager: Manager, spec: JobSpec, signum: int, *, started: bool) -> None:
+    """Stop the job because its launcher got a signal; say so in its record.
+
+    A started job is stopped as `slotmgr stop` stops it (slotmgr.job.stopping):
+    SIGTERM to the job's own processes, SIGKILL to what is left after the
+    unit's TimeoutStopSec=. Not StopUnit: systemd 257 takes a PrivatePIDs=
+    main process for "not our child" when it learns of it while systemd's
+    executor, its parent, still lives, and its StopUnit then skips SIGTERM's
+    grace and SIGKILLs the job at once (seen in the test bed: 1 stop in 14
+    under load). A job still starting gets StopUnit, which also cancels its start.
+    """
+
+    def leave_note() -> None:
+        with contextlib.suppress(SlotmgrError, Interrupted):
+            stopnote.leave_for_unit(
+                manager,
+                spec.unit,
+                stopnote.launcher_signalled(signum),
+                user_manager=spec.user_manager,
+            )
+
+    if not started:
+        leave_note()
+        stop_quietly(manager, spec.unit)
+        return
+    from slotmgr.job import stopping  # job control: only a stopped job pays for it
+
+    interrupt_fd, manager.interrupt_fd = manager.interrupt_fd, None  # the stop is under way
+    try:
+        stopping.stop_job(
+            manager, spec.unit, grace=stop_grace(manager, spec.unit), before_signal=leave_note
         )
-    stop_quietly(manager, spec.unit)
+    except SlotmgrError:
+        stop_quietly(manager, spec.unit)
+    finally:
+        manager.interrupt_fd = interrupt_fd
+
+
+def stop_grace(manager: Manager, unit: str) -> float | None:
+    """The unit's TimeoutStopSec= in seconds, as StopUnit would wait before
+    its SIGKILL; None for none (0 or infinity)."""
+    try:
+        usec = int(manager.unit_property(unit, messages.SERVICE_IFACE, "TimeoutStopUSec"))
+    except (SlotmgrError, TypeError, ValueError):
+        return DEFAULT_STOP_TIMEOUT_USEC / 1e6
+    return None if usec in (0, values.USEC_INFINITY) else usec / 1e6
 
 
 def with_scratch_dir(spec: JobSpec, who: Identity | None) -> JobSpec:

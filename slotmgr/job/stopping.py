@@ -72,7 +72,7 @@ def stop_job(
     manager: Manager,
     unit: str,
     *,
-    grace: float,
+    grace: float | None,
     timeout: float | None = None,
     before_signal: Callable[[], object] | None = None,
 ) -> StopOutcome:

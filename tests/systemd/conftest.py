@@ -146,6 +146,23 @@ def processes_with_marker(marker: str) -> list[int]:
     return found
 
 
+def taken_for_not_its_child(unit: str) -> bool:
+    """Did systemd 257 take the unit's main process (its PID-namespace init) for
+    "not our child"? It does when it learns of it while its executor still
+    lives; a StopUnit of such a unit may then SIGKILL it at once (README)."""
+    return "which is not our child" in unit_journal(unit)
+
+
+def unit_journal(unit: str) -> str:
+    """What systemd logged of the unit (messages only)."""
+    return subprocess.run(
+        ["journalctl", "--no-pager", "-o", "cat", "-u", unit],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 @pytest.fixture
 def unique(request: pytest.FixtureRequest) -> str:
     """A marker string unique to this test, to find its processes and units."""

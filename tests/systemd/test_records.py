@@ -25,7 +25,15 @@ import pytest
 from slotmgr.history import store as history
 
 from .accounts import as_user, ensure_user, slotmgr_as
-from .conftest import run_cli, start_cli, unit_active, wait_until
+from .conftest import (
+    processes_with_marker,
+    run_cli,
+    start_cli,
+    taken_for_not_its_child,
+    unit_active,
+    unit_journal,
+    wait_until,
+)
 
 WORK = Path("/run/slotmgr-tests")
 DB = Path(history.SYSTEM_DB)
@@ -257,9 +265,62 @@ def test_systemctl_stop_is_recorded_as_a_systemd_stop(unique: str) -> None:
         subprocess.run(["systemctl", "stop", unit], check=True, timeout=120)
 
     code, rec, _err = stopped_run(unique, stop)
-    assert code == 143
+    # systemd's own SIGTERM (143). systemd 257 may SIGKILL a job at once (137) whose
+    # init it took for "not our child" (README, the start-up window): only then.
+    unit = f"slotmgr-{unique}.service"
+    assert code == 143 or (code == 137 and taken_for_not_its_child(unit)), code
     assert rec["result"] == "cancelled"
     assert rec["stopped_by"].startswith("systemd stop job")
+
+
+def test_a_signal_to_the_launcher_always_gives_the_job_its_sigterm(unique: str) -> None:
+    # How HTCondor and Slurm stop a job: SIGTERM to `slotmgr run`. Its job must get
+    # SIGTERM and end by it (143), every time; never systemd's StopUnit, which on 257
+    # SIGKILLed 1 job in 14 at once (an init systemd took for "not our child").
+    # Six jobs at once, twice: the load that made it happen.
+    not_its_child = 0
+    for round_ in range(2):
+        launchers = {
+            job_id: start_cli("run", "--job-id", job_id, "--", "sleep", "600")
+            for job_id in (f"{unique}r{round_}j{i}" for i in range(6))
+        }
+        try:
+            for job_id in launchers:
+                unit = f"slotmgr-{job_id}.service"
+                wait_until(
+                    lambda unit=unit: unit_active(unit) and _sleeps_in(unit),
+                    timeout=180,
+                    what=f"{unit}'s sleep",
+                )
+        finally:
+            for launcher in launchers.values():
+                launcher.send_signal(signal.SIGTERM)
+            ended = {
+                job_id: launcher.communicate(timeout=180) for job_id, launcher in launchers.items()
+            }
+        for job_id, launcher in launchers.items():
+            _out, err = ended[job_id]
+            assert launcher.returncode == 143, err
+            assert "finished: cancelled (signal SIGTERM to slotmgr run), exit status 143" in err
+            unit = f"slotmgr-{job_id}.service"
+            # Without a stop job of systemd's (which logs "Stopping UNIT - ..."): the
+            # race needs more load than this to show, the stop job never does.
+            assert f"Stopping {unit} " not in unit_journal(unit)
+            not_its_child += taken_for_not_its_child(unit)
+    print(f"jobs systemd took for 'not our child': {not_its_child} of 12")
+
+
+def _sleeps_in(unit: str) -> bool:
+    """The job's own sleep runs in `unit` (its init is up and has forked it)."""
+    for pid in processes_with_marker("sleep"):
+        try:
+            if unit in Path(f"/proc/{pid}/cgroup").read_text() and Path(
+                f"/proc/{pid}/cmdline"
+            ).read_bytes().startswith(b"sleep\0"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def test_a_job_that_exits_143_by_itself_is_not_cancelled(unique: str) -> None:
