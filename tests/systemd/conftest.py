@@ -146,6 +146,34 @@ def processes_with_marker(marker: str) -> list[int]:
     return found
 
 
+def processes_of(unit: str) -> list[int]:
+    """PIDs in the unit's cgroup and below (none while it has no cgroup)."""
+    group = systemctl_show(unit, "ControlGroup")["ControlGroup"]
+    pids: list[int] = []
+    if not group:  # "": not the root cgroup, every process of the guest
+        return pids
+    for root, _dirs, files in os.walk(f"/sys/fs/cgroup{group}"):
+        if "cgroup.procs" in files:
+            try:
+                pids += [int(p) for p in Path(root, "cgroup.procs").read_text().split()]
+            except OSError:
+                continue  # removed while walked
+    return pids
+
+
+def job_sleeps(unit: str) -> list[int]:
+    """The unit's processes that are `sleep` itself: the job's own command,
+    not the init or env in front of it, whose command lines name it too."""
+    found = []
+    for pid in processes_of(unit):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0"):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def taken_for_not_its_child(unit: str) -> bool:
     """Did systemd 257 take the unit's main process (its PID-namespace init) for
     "not our child"? It does when it learns of it while its executor still

@@ -18,7 +18,15 @@ import pytest
 from slotmgr.history.record import validate
 
 from .accounts import ensure_user, slotmgr_as
-from .conftest import REPO, run_cli, start_cli, systemctl_show, unit_active, wait_until
+from .conftest import (
+    REPO,
+    processes_of,
+    run_cli,
+    start_cli,
+    systemctl_show,
+    unit_active,
+    wait_until,
+)
 
 WORK = Path("/run/slotmgr-tests")  # not /tmp: each job has its own /tmp
 CAP_LINES = ("CapInh", "CapPrm", "CapEff", "CapAmb")
@@ -47,15 +55,6 @@ def record_of(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     record: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     assert validate(record) == [], validate(record)
     return record
-
-
-def processes_of(unit: str) -> list[int]:
-    group = systemctl_show(unit, "ControlGroup")["ControlGroup"]
-    pids = []
-    for root, _dirs, files in os.walk(f"/sys/fs/cgroup{group}"):
-        if "cgroup.procs" in files:
-            pids += [int(p) for p in Path(root, "cgroup.procs").read_text().split()]
-    return pids
 
 
 def capabilities(pid: int) -> dict[str, int]:

@@ -26,7 +26,7 @@ from slotmgr.history import store as history
 
 from .accounts import as_user, ensure_user, slotmgr_as
 from .conftest import (
-    processes_with_marker,
+    job_sleeps,
     run_cli,
     start_cli,
     taken_for_not_its_child,
@@ -288,7 +288,7 @@ def test_a_signal_to_the_launcher_always_gives_the_job_its_sigterm(unique: str) 
             for job_id in launchers:
                 unit = f"slotmgr-{job_id}.service"
                 wait_until(
-                    lambda unit=unit: unit_active(unit) and _sleeps_in(unit),
+                    lambda unit=unit: unit_active(unit) and job_sleeps(unit),
                     timeout=180,
                     what=f"{unit}'s sleep",
                 )
@@ -308,19 +308,6 @@ def test_a_signal_to_the_launcher_always_gives_the_job_its_sigterm(unique: str) 
             assert f"Stopping {unit} " not in unit_journal(unit)
             not_its_child += taken_for_not_its_child(unit)
     print(f"jobs systemd took for 'not our child': {not_its_child} of 12")
-
-
-def _sleeps_in(unit: str) -> bool:
-    """The job's own sleep runs in `unit` (its init is up and has forked it)."""
-    for pid in processes_with_marker("sleep"):
-        try:
-            if unit in Path(f"/proc/{pid}/cgroup").read_text() and Path(
-                f"/proc/{pid}/cmdline"
-            ).read_bytes().startswith(b"sleep\0"):
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def test_a_job_that_exits_143_by_itself_is_not_cancelled(unique: str) -> None:

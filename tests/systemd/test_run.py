@@ -16,6 +16,7 @@ from slotmgr.history.record import validate
 
 from .conftest import (
     REPO,
+    job_sleeps,
     processes_with_marker,
     run_cli,
     start_cli,
@@ -381,20 +382,8 @@ def test_limits_reach_the_unit(unique: str) -> None:
         assert shown["Environment"] == ""  # the environment never reaches the unit itself
         # The job's own sleep (the shim's command line names it too, and env's
         # before it execs sleep): the shim never gets the job's variables.
-        sleeper: list[int] = []
-        wait_until(
-            lambda: (
-                sleeper.extend(  # type: ignore[func-returns-value]  # None, then `or sleeper`
-                    p
-                    for p in processes_with_marker("sleep")
-                    if f"slotmgr-{unique}" in Path(f"/proc/{p}/cgroup").read_text()
-                    and Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\0")
-                )
-                or sleeper
-            ),
-            what="the job's sleep",
-        )
-        environ = Path(f"/proc/{sleeper[0]}/environ").read_bytes().split(b"\0")
+        wait_until(lambda: job_sleeps(unit), what="the job's sleep")
+        environ = Path(f"/proc/{job_sleeps(unit)[0]}/environ").read_bytes().split(b"\0")
         assert b"FOO=bar baz" in environ
     finally:
         job.send_signal(signal.SIGTERM)
