@@ -77,10 +77,16 @@ Terminal, stdin, environment
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    # The C module behind `signal`, whose enums (the enum module and what it
+    # imports) cost a third of pidshim's start-up, billed to every job. Its
+    # signals and handlers are plain ints: the same values, compared the same.
+    import _signal as signal
 if TYPE_CHECKING:  # typing costs milliseconds of start-up: only for mypy
     from collections.abc import Callable, Mapping
     from typing import NoReturn, Union
@@ -109,7 +115,7 @@ LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET, LANDLOCK_SCOPE_SIGNAL = 0x1, 0x2
 LANDLOCK_SCOPE_ABI = 6
 CAP_SYS_ADMIN = 21
 
-S = signal.Signals
+S = signal
 JOB_CONTROL = {S.SIGTSTP, S.SIGTTIN, S.SIGTTOU}
 NOT_FORWARDED = JOB_CONTROL | {S.SIGCHLD, S.SIGKILL, S.SIGSTOP, S.SIGPIPE, S.SIGXFSZ}
 NOT_FORWARDED |= {S.SIGSEGV, S.SIGBUS, S.SIGILL, S.SIGFPE, S.SIGABRT, S.SIGTRAP, S.SIGSYS}
