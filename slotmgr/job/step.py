@@ -40,7 +40,7 @@ import select
 import signal
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from slotmgr.deadline import flock_within
 from slotmgr.errors import ExitCode, SlotmgrError
@@ -128,8 +128,10 @@ def host_spec(spec: JobSpec) -> JobSpec:
     )
 
 
-def _start_host(manager: Manager, spec: JobSpec, path: str) -> None:
-    """Listen at `path` and start the step's unit with the socket as its stdin."""
+def _start_host(manager: Manager, spec: JobSpec, path: str, task: Sequence[str]) -> None:
+    """Listen at `path` and start the step's unit with the socket as its stdin.
+    Its record's command is `task`, the command of the task that starts it
+    (an MPI step's ranks run one), not the host's."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a stale socket of an earlier unit of this name (a requeue)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -141,7 +143,8 @@ def _start_host(manager: Manager, spec: JobSpec, path: str) -> None:
             Property("StandardOutput", "s", "journal"),
             Property("StandardError", "s", "journal"),
         ]
-        run_files.write_launch(spec.history_db, runner.launch_of(spec, manager))
+        launch = dataclasses.replace(runner.launch_of(spec, manager), command=list(task))
+        run_files.write_launch(spec.history_db, launch)
         try:
             job = manager.start_transient_unit(spec.unit, props)
             result = manager.wait_for_job(job, timeout=START_DEADLINE_S)
@@ -242,7 +245,8 @@ def run_task(spec: JobSpec, *, files: runner.OutputFiles) -> int:
                 status: int | None = None
                 with _step_lock(steps, spec.unit):
                     if manager.unit_active_state(spec.unit) not in ACTIVE:
-                        _start_host(manager, runner.with_scratch_dir(host_spec(spec), who), path)
+                        host = runner.with_scratch_dir(host_spec(spec), who)
+                        _start_host(manager, host, path, spec.command)
                     try:
                         conn: socket.socket | None = _connect(path)
                     except ConnectionRefusedError:

@@ -26,13 +26,16 @@ from slotmgr.history.accounting import LAUNCHER_GONE
 from .conftest import (
     JOB_DEADLINE,
     REPO,
+    install_epilog,
     job_info,
     output_of,
     run,
     sbatch,
     slotmgr_argv,
     slotmgr_units_of,
+    slurm_config,
     wait_for_end,
+    wait_for_state,
     wait_until,
     write_script,
 )
@@ -276,6 +279,8 @@ def test_two_tasks_of_a_step_on_a_node_are_one_job_sharing_shm_and_pids(
     (record,) = record_of(job_id)
     assert record["batch_id"] == f"{job_id}.0" and record["result"] == "success", record
     assert record["unit"].startswith(f"slotmgr-slurm-{job_id}.0-"), record
+    # The step's command, its tasks' (not the task host slotmgr runs in the unit).
+    assert record["command"] == ["python3", str(rank)], record
 
 
 def _cgroup_pids(unit: str, comm: str | None = None) -> list[int]:
@@ -418,3 +423,73 @@ def test_a_requeued_job_is_a_new_run_with_a_record_of_its_own(
     assert second != first and again == batch_id == f"{job_id}.batch"
     assert [r["batch_id"] for r in records] == [batch_id, batch_id]
     assert len({r["run_id"] for r in records}) == 2 and len({r["job_id"] for r in records}) == 2
+
+
+def test_the_epilog_stops_a_unit_of_the_job_left_running_on_this_route(
+    batch_entry: Path, workdir: Path, test_user: pwd.struct_passwd
+) -> None:
+    """README "With Slurm", item 4, where the batch script execs the entry (the
+    one route on 22.05): at the job's end the Epilog stops a slotmgr unit of
+    the job still running (root's, made by hand with the job's batch id) and
+    logs it. It writes the job's AdminComment where slurmdbd keeps accounting
+    (257-batch), and where it does not (252-batch) it tries nothing and logs
+    no failure of it."""
+    install_epilog()
+    script = write_script(
+        workdir,
+        "wait.sh",
+        wrapped(batch_entry, "sh -c 'while [ ! -e go ]; do sleep 1; done'"),
+        test_user,
+    )
+    job_id = sbatch(script, "--time=5", user=test_user.pw_name)
+    wait_for_state(job_id, ("RUNNING",))
+    stray = f"{job_id}.x"
+    launcher = subprocess.Popen(
+        [*slotmgr_argv(), "run", "--quiet", "--uid", test_user.pw_name, "--batch-id", stray,
+         "--", "sleep", "600"],
+        cwd=workdir, env=dict(os.environ, PYTHONPATH=str(REPO)), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        units: dict[str, str] = {}
+
+        def both_running() -> bool:
+            units.clear()
+            units.update(slotmgr_units_of(job_id))
+            return sorted(units.values()) == [f"{job_id}.batch", stray]
+
+        wait_until(both_running, JOB_DEADLINE, f"job {job_id}'s unit and the stray {stray}")
+        (unit,) = [name for name, bid in units.items() if bid == stray]
+        (workdir / "go").touch()
+        info = wait_for_end(job_id)
+        assert info["JobState"] == "COMPLETED", info
+        wait_until(
+            lambda: unit not in slotmgr_units_of(job_id),
+            JOB_DEADLINE,
+            f"the Epilog to stop {unit} ({stray})",
+        )
+        code = launcher.wait(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGTERM)
+            launcher.wait(timeout=60)
+    # The Epilog's stop is systemd's (StopUnit): SIGTERM, or on 257 rarely an
+    # immediate SIGKILL (README, "not our child").
+    assert code in (143, 137), (code, launcher.communicate(timeout=10))
+    (record,) = [r for r in records_of(job_id) if r["batch_id"] == stray]
+    assert record["result"] == "cancelled", record
+
+    def logged() -> list[str]:
+        journal = run(["journalctl", "-t", "slotmgr-epilog", "--no-pager", "-o", "cat"]).stdout
+        return [line for line in journal.splitlines() if line.startswith(f"job {job_id}: ")]
+
+    wait_until(lambda: any("AdminComment" in line for line in logged()) or
+               slurm_config().get("AccountingStorageType") != "accounting_storage/slurmdbd",
+               JOB_DEADLINE, "the Epilog's accounting")  # fmt: skip
+    lines = logged()
+    print("\n".join(lines))
+    assert f"job {job_id}: stopping {unit} (batch id {stray})" in lines, lines
+    if slurm_config().get("AccountingStorageType") == "accounting_storage/slurmdbd":
+        assert any(line.startswith(f"job {job_id}: AdminComment: slotmgr ") for line in lines)
+    else:
+        assert not any("sacctmgr" in line or "AdminComment" in line for line in lines), lines
