@@ -17,14 +17,24 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import install_epilog, output_of, run, sbatch, wait_for_end, wait_until, write_script
+from .conftest import (
+    BURN_SECONDS,
+    JOB_DEADLINE,
+    install_epilog,
+    output_of,
+    run,
+    sbatch,
+    wait_for_end,
+    wait_until,
+    write_script,
+)
 from .test_batch_run import record_of, wrapped
 
 ACCOUNTING_DEADLINE = 120.0  # the job's end -> its AdminComment in sacct, under emulation
-# The job burns this much CPU in its own process and says how much it used.
+# The job burns BURN_SECONDS of CPU in its own process and says how much it used.
 BURN = (
     "python3 -c 'import resource, time\n"
-    "end = time.process_time() + 3.0\n"
+    f"end = time.process_time() + {BURN_SECONDS}\n"
     "while time.process_time() < end: pass\n"
     "use = resource.getrusage(resource.RUSAGE_SELF)\n"
     'print("self_cpu_usec=%d" % int((use.ru_utime + use.ru_stime) * 1e6))\''
@@ -53,7 +63,7 @@ def test_sacct_shows_slotmgrs_figures_of_the_job_written_by_the_epilog(
 ) -> None:
     script = write_script(workdir, "burn.sh", wrapped(batch_entry, BURN), test_user)
     job_id = sbatch(script, user=test_user.pw_name)
-    info = wait_for_end(job_id)
+    info = wait_for_end(job_id, JOB_DEADLINE + BURN_SECONDS)
     out = output_of(workdir, job_id)
     assert info["JobState"] == "COMPLETED", (info, out)
     (own,) = [int(w.split("=", 1)[1]) for w in out.split() if w.startswith("self_cpu_usec=")]
@@ -79,5 +89,7 @@ def test_sacct_shows_slotmgrs_figures_of_the_job_written_by_the_epilog(
     above = (slotmgr_cpu - own) / own
     print(
         f"job's own CPU {own / 1e6:.3f} s, slotmgr's {slotmgr_cpu / 1e6:.3f} s: "
-        f"{above:+.1%} (the issue's goal: within 5%; the unit's figure counts its init too)"
+        f"{above:+.1%}, {(slotmgr_cpu - own) / 1e6:.3f} s more (goal: within 5%; "
+        "the unit's figure counts its start and its init too)"
     )
+    assert above <= 0.05, (slotmgr_cpu, own)

@@ -19,7 +19,7 @@ import pytest
 
 from . import condor
 from .condor import COMPLETED, HELD, IDLE, REMOVED, RUNNING, Job
-from .conftest import REPO, run, wait_until, write_script
+from .conftest import BURN_SECONDS, REPO, run, wait_until, write_script
 
 UNIT_STOP_DEADLINE = 30.0  # condor_rm -> the unit gone: SIGTERM, MachineMaxVacateTime 10 s
 LAUNCHER_DEATH_DEADLINE = 5.0  # SIGKILL of the launcher -> the unit gone (slotmgr's binding)
@@ -231,29 +231,18 @@ def test_condor_history_has_slotmgr_s_cpu_figures(
     script.write_text(
         "#!/usr/bin/python3\n"
         "import resource, time\n"
-        "while time.process_time() < 2.0:\n"
+        f"while time.process_time() < {BURN_SECONDS}:\n"
         "    pass\n"
         "use = resource.getrusage(resource.RUSAGE_SELF)\n"
         "print(int((use.ru_utime + use.ru_stime) * 1e6))\n"
     )
     job = condor.submit(workdir, test_user, str(script))
+    deadline = condor.JOB_DEADLINE + BURN_SECONDS
     try:
-        assert condor.wait_for_status(job, (COMPLETED, HELD)) == COMPLETED
+        assert condor.wait_for_status(job, (COMPLETED, HELD), deadline) == COMPLETED
     finally:
         _remove_if_queued(job)
     own = int(job.read("job.out").split()[-1])
-    # slotmgr counts the whole unit: the job's PID-namespace init too (pidshim,
-    # a Python process, ~2 s of CPU under TCG). A job that does nothing
-    # measures that part.
-    baseline_dir = workdir / "baseline"
-    baseline_dir.mkdir()
-    os.chown(baseline_dir, test_user.pw_uid, test_user.pw_gid)
-    baseline = condor.submit(baseline_dir, test_user, "/bin/true")
-    try:
-        assert condor.wait_for_status(baseline, (COMPLETED, HELD)) == COMPLETED
-    finally:
-        _remove_if_queued(baseline)
-    overhead = int(condor.wait_for_history(baseline, "SlotmgrCpuUsec")["SlotmgrCpuUsec"])
     wanted = (
         "SlotmgrCpuUsec",
         "SlotmgrCpuUserUsec",
@@ -268,13 +257,14 @@ def test_condor_history_has_slotmgr_s_cpu_figures(
     ad = condor.wait_for_history(job, *wanted)
     print({k: ad[k] for k in (*wanted, "RemoteUserCpu", "RemoteSysCpu")})
     cpu = int(ad["SlotmgrCpuUsec"])
+    above = (cpu - own) / own
     print(
-        f"job's own CPU {own} us; slotmgr's {cpu} us, less {overhead} us of a /bin/true "
-        f"job: {cpu - overhead} us ({(cpu - overhead) / own - 1:+.1%})"
+        f"job's own CPU {own / 1e6:.3f} s, slotmgr's {cpu / 1e6:.3f} s: {above:+.1%}, "
+        f"{(cpu - own) / 1e6:.3f} s more (goal: within 5%; the unit's figure counts "
+        "its start and its init too)"
     )
-    # Not "within 5 % of the job's own": the init's share varies by seconds
-    # under TCG (1.3-3.3 s seen), so only that slotmgr counts all of the job.
-    assert cpu >= 0.95 * own, (cpu, overhead, own)
+    # slotmgr counts the whole unit: never less than the job's own.
+    assert own <= cpu <= 1.05 * own, (cpu, own)
     assert int(ad["SlotmgrCpuUserUsec"]) + int(ad["SlotmgrCpuSystemUsec"]) <= cpu + 1000, ad
     assert int(ad["SlotmgrMemoryPeakBytes"]) > 0, ad
     assert ad["SlotmgrResult"] == '"success"', ad
