@@ -38,8 +38,8 @@ JOB_DEADLINE = 120.0
 # Accounting tests: the job burns this much CPU by its own count. slotmgr's
 # figure, the unit's, also counts a fixed cost per job: systemd's start of the
 # unit and the job's init (pidshim on 257, for the Landlock scope). A `true`
-# job's unit used 0.5-2.4 s in 257-batch under emulation (0.6-0.9 s in the
-# quieter 257 guest; ~30 ms on hardware): within 5% from a job of this size.
+# job's unit used 0.54-0.82 s in 257-batch under emulation (and up to 2.4 s
+# with another guest running beside it): within 5% for a job of this size.
 BURN_SECONDS = 60.0
 TEST_USER = "batchuser"
 # Jobs' working directories: not under /tmp or /var/tmp, which slotmgr's
