@@ -216,6 +216,9 @@ def kill_cmd(obj: Any, job: str, signal_name: str) -> None:
         outcome = delivery.kill_job(manager, info.unit, signum)
     finally:
         manager.close()
+    if not outcome.sent:
+        click.echo(f"job {info.job_id} ({info.unit}) has ended: {name} not sent")
+        return
     click.echo(f"sent {name} to every process of job {info.job_id} ({info.unit}), {outcome.how}")
 
 

@@ -33,6 +33,10 @@ def collect(db_path: str, run_id: str, *, timeout: float = 30.0) -> JobRecord | 
     # Its own pair first, read alone: with many jobs ending at once, reading
     # every waiting pair to find it would cost each launcher all the others.
     own = read_pending(history.spool_dir(db_path), run_id)
+    if own is not None and not os.path.exists(own.end_file):
+        # Another launcher stored it meanwhile, and may have taken its stop
+        # note before it was read here: the stored record is the one.
+        own = None
     if own is not None:
         rec: JobRecord | None = own.record
     else:

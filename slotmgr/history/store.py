@@ -365,8 +365,12 @@ def ingest_spool(path: str, conn: sqlite3.Connection, warn: Warn = warn_journal)
 def _ingest_stop_hook_records(path: str, conn: sqlite3.Connection, warn: Warn) -> int:
     """Store what the stop hook left (slotmgr.history.hook), each run once: the
     user's copy first (its readers drop a run seen twice), then the row,
-    then the files and the run's stop note are removed. A crash anywhere in
-    between leaves the pair, stored again later as the same run."""
+    then the files and, last, the run's stop note are removed. A crash
+    anywhere in between leaves the pair, stored again later as the same run
+    (or, past the files, a note in /run that nothing reads again).
+    The note goes after the files so that a launcher reading its own pair
+    without the lock (launch.collect) and finding the pair still there after
+    it read the note knows it read the note too."""
     from slotmgr.history import hook as stophook
     from slotmgr.history import stopnote
 
@@ -377,8 +381,8 @@ def _ingest_stop_hook_records(path: str, conn: sqlite3.Connection, warn: Warn) -
             if os.geteuid() == 0 and rec.uid != 0 and not item.user_manager:
                 append_for_user(path, rec, warn)
             insert(conn, rec)
-        stopnote.discard(item.invocation_id, user_manager=item.user_manager)
         stophook.remove(item)
+        stopnote.discard(item.invocation_id, user_manager=item.user_manager)
     return len(found)
 
 

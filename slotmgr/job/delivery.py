@@ -159,7 +159,10 @@ def signal_all_but(group: str, exclude: Collection[int], signum: int) -> int:
     """Signal every process in cgroup `group` (and below) but those in
     `exclude`; return how many. Each PID is pinned with a pidfd and checked to
     be in the cgroup before it is signalled, so a PID reused by another process
-    is left alone."""
+    is left alone. A unit that has just ended has no ControlGroup (''): that,
+    or '/', names no job but every process on the node, and gets nothing."""
+    if not is_job_group(group):
+        return 0
     sent = 0
     for pid in cgroup.pids(group):
         if pid in exclude:
@@ -179,6 +182,11 @@ def signal_all_but(group: str, exclude: Collection[int], signum: int) -> int:
         finally:
             os.close(fd)
     return sent
+
+
+def is_job_group(group: str) -> bool:
+    """Pure: is `group` a cgroup below the root, as a running unit's is?"""
+    return group.startswith("/") and group.strip("/") != ""
 
 
 def _deliver(manager: Manager, unit: str, group: str, signum: int) -> int:
@@ -238,6 +246,8 @@ def kill_job(
         manager.kill(unit, signum, whom="all")
         return KillOutcome(how="at once (cgroup.kill)")
     group = _control_group(manager, unit)
+    if not is_job_group(group):
+        return KillOutcome(how="", sent=False)  # no cgroup: the unit has ended
     try:
         manager.freeze(unit)
         how = "while frozen"

@@ -77,6 +77,10 @@ def test_signal_all_but_skips_the_excluded_and_the_gone(
             "".join(f"{pid}\n" for pid in (children[0].pid, children[1].pid, gone.pid))
         )
         monkeypatch.setattr(cgroup, "CGROUP_ROOT", str(tmp_path))
+        # In a container this process may be in the root cgroup, which
+        # signal_all_but refuses (a no_control_group test below): here the
+        # fake directory stands in for a job's.
+        monkeypatch.setattr(delivery, "is_job_group", lambda group: group == own)
         sent = delivery.signal_all_but(own, {children[1].pid}, signal.SIGUSR1)
         assert sent == 1
         assert children[0].wait(timeout=30) == 0 and marks[0].exists()
@@ -229,3 +233,16 @@ def test_without_shims_the_main_process_gets_a_fatal_signal_after_the_thaw() -> 
     assert delivery.delivery_plan(table, 400, signal.SIGTERM, _always_fatal) == ({400}, 400)
     harmless = delivery.delivery_plan(table, 400, signal.SIGTERM, lambda _p, _s: False)
     assert harmless == (set(), 0)
+
+
+def test_no_control_group_names_no_process_of_the_node() -> None:
+    """A unit that has just ended shows ControlGroup '': read as a cgroup path
+    it would be the root, every process on the node."""
+    from slotmgr.job.delivery import is_job_group, signal_all_but
+
+    assert not is_job_group("") and not is_job_group("/") and not is_job_group("//")
+    assert not is_job_group("slotmgr.slice/x.service")  # not a path from the root
+    assert is_job_group("/slotmgr.slice/slotmgr-ab.service")
+    # 0 sent, and this test's own process (in some cgroup of the node) still runs:
+    assert signal_all_but("", set(), signal.SIGTERM) == 0
+    assert signal_all_but("/", set(), signal.SIGTERM) == 0

@@ -297,3 +297,42 @@ def test_collect_returns_its_own_run_and_stores_every_waiting_pair(tmp_path: Pat
     assert rows == sorted([(RUN, "exit-code"), (other, "success")])
     again = run_files.collect(db, other, timeout=1)  # stored by the first: from the database
     assert again is not None and (again.job_id, again.exit_status) == ("other", 0)
+
+
+def test_a_launcher_whose_pair_another_stored_meanwhile_reports_the_stored_record(
+    tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """collect() reads its own pair without the lock. Another launcher may store
+    that pair, and take its stop note, between the read of the files and the
+    read of the note: the launcher must then report the stored record, not
+    one without the note (seen in the 252 guest: a job stopped by its
+    launcher's SIGTERM summarised as exit-code 143, not cancelled)."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
+    (tmp_path / "runtime").mkdir(mode=0o700)
+    note = StopNote(by="signal SIGTERM to slotmgr run")
+    assert stopnote.leave(INVOCATION, note, user_manager=True)
+    run_files.write_launch(db, launch(user_manager=True, user="nobody", uid=65534))
+    run_hook(
+        tmp_path,
+        db,
+        SERVICE_RESULT="exit-code",
+        EXIT_CODE="exited",
+        EXIT_STATUS="143",
+        INVOCATION_ID=INVOCATION,
+    )
+    real_read = stopnote.read
+    raced: list[bool] = []
+
+    def read_after_another_stored_it(invocation: str, *, user_manager: bool) -> StopNote | None:
+        if not raced:
+            raced.append(True)
+            assert history.store_spooled(db)  # the other launcher, under the lock
+        return real_read(invocation, user_manager=user_manager)
+
+    monkeypatch.setattr(stopnote, "read", read_after_another_stored_it)
+    rec = run_files.collect(db, RUN, timeout=5)
+    assert raced and rec is not None
+    assert (rec.result, rec.stopped_by) == ("cancelled", note.by)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT run_id, result FROM jobs").fetchall()
+    assert rows == [(RUN, "cancelled")]
