@@ -183,20 +183,29 @@ def test_a_pending_stop_job_makes_the_job_cancelled_by_systemd(tmp_path: Path, d
     assert (item.record.result, item.record.stopped_by) == ("cancelled", SYSTEMD_STOP_JOB)
 
 
+def spool_user_job_stopped_by(
+    note: StopNote, tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch, **env: str
+) -> None:
+    """A user-manager job's pair in the spool, its hook run with `env`, and
+    `note` left for its invocation, as its stopper leaves it."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
+    (tmp_path / "runtime").mkdir(mode=0o700)
+    assert stopnote.leave(INVOCATION, note, user_manager=True)
+    run_files.write_launch(db, launch(user_manager=True, user="nobody", uid=65534))
+    run_hook(tmp_path, db, INVOCATION_ID=INVOCATION, **env)
+
+
 def test_the_pair_is_stored_once_with_its_users_copy_and_its_note_removed(
     tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
-    (tmp_path / "runtime").mkdir(mode=0o700)
-    assert stopnote.leave(INVOCATION, StopNote(by="slotmgr stop by uid 0"), user_manager=True)
-    run_files.write_launch(db, launch(user_manager=True, user="nobody", uid=65534))
-    run_hook(
+    spool_user_job_stopped_by(
+        StopNote(by="slotmgr stop by uid 0"),
         tmp_path,
         db,
+        monkeypatch,
         SERVICE_RESULT="success",
         EXIT_CODE="killed",
         EXIT_STATUS="TERM",
-        INVOCATION_ID=INVOCATION,
     )
     # Readers see it before it is stored, as a spooled record; the note stays.
     (waiting,) = history.spooled(db)
@@ -307,18 +316,15 @@ def test_a_launcher_whose_pair_another_stored_meanwhile_reports_the_stored_recor
     read of the note: the launcher must then report the stored record, not
     one without the note (seen in the 252 guest: a job stopped by its
     launcher's SIGTERM summarised as exit-code 143, not cancelled)."""
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
-    (tmp_path / "runtime").mkdir(mode=0o700)
     note = StopNote(by="signal SIGTERM to slotmgr run")
-    assert stopnote.leave(INVOCATION, note, user_manager=True)
-    run_files.write_launch(db, launch(user_manager=True, user="nobody", uid=65534))
-    run_hook(
+    spool_user_job_stopped_by(
+        note,
         tmp_path,
         db,
+        monkeypatch,
         SERVICE_RESULT="exit-code",
         EXIT_CODE="exited",
         EXIT_STATUS="143",
-        INVOCATION_ID=INVOCATION,
     )
     real_read = stopnote.read
     raced: list[bool] = []
