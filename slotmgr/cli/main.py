@@ -319,8 +319,6 @@ def run(
 
     Put -- before COMMAND when it has options of its own.
     """
-    from slotmgr.history import store as history
-    from slotmgr.job import runner
     from slotmgr.job.spec import complete_unit_name, expand_output_name
     from slotmgr.systemd.messages import check_unit_name
 
@@ -433,6 +431,10 @@ def run(
         outputs.append(None if name is None else os.path.join(workdir, name))
     if append and output is None and error is None:
         raise UsageError("--append needs --output or --error")
+
+    # Only now: a refused command line costs no more than its checks.
+    from slotmgr.history import store as history
+    from slotmgr.job import runner
 
     spec = JobSpec(
         command=command,

@@ -248,26 +248,64 @@ def kill_job(
     group = _control_group(manager, unit)
     if not is_job_group(group):
         return KillOutcome(how="", sent=False)  # no cgroup: the unit has ended
-    try:
-        manager.freeze(unit)
-        how = "while frozen"
-    except RemoteError as exc:
-        # Not active (starting, stopping) or no freezer: send it as it is.
-        if only_if is not None and state is not None and not only_if(state()):
+    wanted: Callable[[], bool] = (
+        (lambda: only_if(state())) if only_if is not None and state is not None else lambda: True
+    )
+    frozen = _deliver_frozen(manager, unit, group, signum, wanted)
+    if isinstance(frozen, _Unfrozen):
+        # Not active (starting, stopping), no freezer, or systemd stuck while
+        # the job was frozen (nothing was sent then): send it as it is.
+        if not wanted():
             return KillOutcome(how="", sent=False)
-        how = f"unfrozen: {exc.text}"
-        main_later = _deliver(manager, unit, group, signum)
+        how, main_later = f"unfrozen: {frozen.why}", _deliver(manager, unit, group, signum)
+    elif frozen is None:
+        return KillOutcome(how="", sent=False)
     else:
-        try:
-            if only_if is not None and state is not None and not only_if(state()):
-                return KillOutcome(how="", sent=False)
-            main_later = _deliver(manager, unit, group, signum)
-        finally:
-            thaw_job(manager, unit, group)
+        how, main_later = "while frozen", frozen
     if main_later:
         with contextlib.suppress(RemoteError):  # it may have ended by itself meanwhile
             manager.kill(unit, signum, whom="main")
     return KillOutcome(how=how)
+
+
+@dataclass(frozen=True)
+class _Unfrozen:
+    why: str
+
+
+def _deliver_frozen(
+    manager: Manager, unit: str, group: str, signum: int, wanted: Callable[[], bool]
+) -> int | _Unfrozen | None:
+    """Freeze the job, deliver (`_deliver`) if `wanted()` still says so, thaw.
+    Returns the main process to signal after the thaw (0: none), None if
+    `wanted()` said no, or why the job could not be frozen.
+
+    The main process may end while the job is frozen all the same (it was
+    already exiting when the freeze came): systemd 257 then hangs starting
+    the stop hook (thaw_job), and answers nothing until the cgroup is thawed.
+    So every call to it until the thaw waits only _THAW_ANSWER_S; with no
+    answer, the cgroup is thawed here and nothing has been sent yet."""
+    try:
+        with manager.answers_within(_THAW_ANSWER_S):
+            manager.freeze(unit)
+    except RemoteError as exc:
+        return _Unfrozen(exc.text)
+    except BusTimeout:
+        # The freeze may still come: thaw_job thaws through systemd too,
+        # after it (the bus keeps the order of one connection's calls).
+        _thaw_cgroup(group)
+        thaw_job(manager, unit, group)
+        return _Unfrozen("systemd did not answer FreezeUnit")
+    try:
+        with manager.answers_within(_THAW_ANSWER_S):
+            if not wanted():
+                return None
+            return _deliver(manager, unit, group, signum)
+    except BusTimeout:
+        _thaw_cgroup(group)
+        return _Unfrozen("systemd stopped answering while the job was frozen")
+    finally:
+        thaw_job(manager, unit, group)
 
 
 def thaw_job(manager: Manager, unit: str, group: str) -> None:

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slotmgr.history.hook import hook_argv
 from slotmgr.naming import (
     BATCH_ID_FIELD,
     description_for,
@@ -334,6 +333,7 @@ def stop_hook_argv(spec: JobSpec) -> list[str]:
     a shell script, no interpreter. It runs 'privileged' ('+': as root, in
     the node's PID namespace; in 257's guest still in the job's mount
     namespace) and 'ignore-failure' ('-': a hook failure does not fail the job)."""
+    from slotmgr.history.hook import hook_argv
     from slotmgr.history.store import spool_dir
 
     return hook_argv(

@@ -18,12 +18,13 @@ Which socket:
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import os
 import select
 import socket
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -204,6 +205,18 @@ class Connection:
                 raise BusUnavailable(f"systemd closed the connection on {self.path}")
             fds = _fds_from_ancdata(ancdata)
             self._stream.add_data(data, fds)
+
+    @contextlib.contextmanager
+    def answers_within(self, seconds: float) -> Iterator[None]:
+        """Calls inside wait at most `seconds` for their answer: for a moment
+        when no answer means systemd is stuck and the caller must act
+        (slotmgr.job.delivery), not wait the default out."""
+        saved = self.timeout
+        self.timeout = min(saved, seconds)
+        try:
+            yield
+        finally:
+            self.timeout = saved
 
     def call(self, msg: Message, *, timeout: float | None = None) -> tuple[Any, ...]:
         """Send a method call and return the reply's body; signals that

@@ -5,6 +5,7 @@ Each method is one or two calls; the logic of jobs lives elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -250,6 +251,10 @@ class Manager:
 
     def kill(self, name: str, signal: int, *, whom: str = "all") -> None:
         self.conn.call(messages.kill_unit(name, signal, whom=whom))
+
+    def answers_within(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """Calls inside wait at most `seconds` for systemd's answer."""
+        return self.conn.answers_within(seconds)
 
     def freeze(self, name: str) -> None:
         self.conn.call(messages.freeze_unit(name))

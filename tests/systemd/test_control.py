@@ -196,6 +196,49 @@ def test_stop_escalates_to_sigkill_after_the_grace_period_and_keeps_the_record(u
     assert job.returncode == 137
 
 
+def test_stops_racing_the_jobs_own_end_keep_systemd_answering_and_every_record(
+    unique: str,
+) -> None:
+    """`stop --grace 0` of a job that dies of its SIGTERM at once: the
+    SIGKILL step's freeze can catch the main process (the init) already
+    exiting, and it ends in the frozen cgroup. systemd 257 then hangs
+    starting the stop hook there until the cgroup is thawed: slotmgr must
+    thaw it within seconds, not after its own 90 s call timeout (which left
+    the hook to its stop timeout, and the job without its record)."""
+    ids = [f"{unique}{n}" for n in range(6)]
+    jobs = {
+        job_id: start_cli("run", "--job-id", job_id, "--json", "-", "--", "sleep", "600")
+        for job_id in ids
+    }
+    try:
+        wait_until(
+            lambda: all(unit_active(f"slotmgr-{job_id}.service") for job_id in ids),
+            timeout=120,
+            what="the jobs",
+        )
+        for job_id, job in jobs.items():
+            stopped = run_cli("stop", job_id, "--grace", "0", timeout=60)
+            assert stopped.returncode == 0, stopped.stderr
+            out, err = job.communicate(timeout=60)  # a hung stop hook: 90 s
+            record = json.loads(out.strip().splitlines()[-1])
+            assert (record["job_id"], record["result"]) == (job_id, "cancelled"), err
+            # Figures the stop hook read: it ran, and in time.
+            assert record["cpu_usage_usec"] is not None, err
+            assert record["memory_peak_source"] == "cgroup memory.peak", err
+    finally:
+        for job_id, job in jobs.items():
+            if job.poll() is None:
+                run_cli("stop", job_id, "--grace", "0")
+                job.communicate(timeout=120)
+    journal = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "cat", "-u", f"slotmgr-{unique}*.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "timed out" not in journal.stdout, journal.stdout
+
+
 def test_stop_of_an_unknown_job_is_one_line_and_exit_64() -> None:
     out = run_cli("stop", "no-such-job-xyz")
     assert out.returncode == USAGE

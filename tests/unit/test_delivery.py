@@ -3,18 +3,23 @@ signalling a cgroup's processes by pinned PID."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from slotmgr.errors import BusTimeout
 from slotmgr.job import delivery
 from slotmgr.job.spec import PIDSHIM
 from slotmgr.kernel import cgroup, procs
+from slotmgr.systemd.manager import UnitState
 
 HANDLES_USR1 = "SigIgn:\t0000000000000000\nSigCgt:\t0000000000000200\n"  # bit 10: SIGUSR1
 IGNORES_TERM = "SigIgn:\t0000000000004000\nSigCgt:\t0000000000000000\n"  # bit 15: SIGTERM
@@ -246,3 +251,86 @@ def test_no_control_group_names_no_process_of_the_node() -> None:
     # 0 sent, and this test's own process (in some cgroup of the node) still runs:
     assert signal_all_but("", set(), signal.SIGTERM) == 0
     assert signal_all_but("/", set(), signal.SIGTERM) == 0
+
+
+class StuckSystemd:
+    """Stands for systemd 257 when a job's main process ends in its frozen
+    cgroup: PID 1 hangs starting the stop hook there and answers nothing
+    until the cgroup is thawed (thawing it is all that helps)."""
+
+    def __init__(self, *, hangs_on_freeze: bool) -> None:
+        self.hangs_on_freeze = hangs_on_freeze
+        self.cgroup_frozen = False
+        self.window: float | None = None  # answers_within's, while inside
+        self.calls: list[tuple[str, float | None]] = []
+        self.features = SimpleNamespace(cgroup_kill=True)
+
+    @property
+    def hung(self) -> bool:
+        return self.cgroup_frozen
+
+    def answers_within(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        @contextlib.contextmanager
+        def window() -> Iterator[None]:
+            self.window = seconds
+            try:
+                yield
+            finally:
+                self.window = None
+
+        return window()
+
+    def _call(self, name: str, timeout: float | None = None) -> None:
+        waited = timeout if timeout is not None else self.window
+        self.calls.append((name, waited))
+        if self.hung:
+            assert waited is not None, f"{name} would wait systemd's 90 s out"
+            raise BusTimeout(f"systemd did not answer {name} in time")
+
+    def freeze(self, _unit: str) -> None:
+        self.cgroup_frozen = True  # the main process ends meanwhile: PID 1 hangs
+        if self.hangs_on_freeze:
+            self._call("FreezeUnit")
+
+    def thaw(self, _unit: str, *, timeout: float | None = None) -> None:
+        self._call("ThawUnit", timeout)
+
+    def state(self) -> UnitState:
+        self._call("Get ActiveState")
+        return UnitState("active", "running")
+
+
+@pytest.mark.parametrize("hangs_on_freeze", [True, False], ids=["at-freeze", "after-freeze"])
+def test_systemd_hung_by_a_frozen_job_is_unstuck_and_the_signal_still_sent(
+    monkeypatch: pytest.MonkeyPatch, hangs_on_freeze: bool
+) -> None:
+    systemd = StuckSystemd(hangs_on_freeze=hangs_on_freeze)
+    group = "/slotmgr.slice/slotmgr-j.service"
+    thawed: list[str] = []
+    delivered: list[bool] = []
+
+    def thaw_cgroup(path: str) -> None:
+        thawed.append(path)
+        systemd.cgroup_frozen = False
+
+    def deliver(_manager: object, _unit: str, _group: str, _signum: int) -> int:
+        delivered.append(systemd.cgroup_frozen)
+        return 0
+
+    monkeypatch.setattr(delivery, "_control_group", lambda _m, _u: group)
+    monkeypatch.setattr(delivery, "_thaw_cgroup", thaw_cgroup)
+    monkeypatch.setattr(delivery, "_deliver", deliver)
+    outcome = delivery.kill_job(
+        systemd,  # type: ignore[arg-type]
+        "slotmgr-j.service",
+        signal.SIGKILL,
+        only_if=lambda state: state is not None and state.active == "active",
+        state=systemd.state,
+    )
+    assert thawed and thawed[0] == group
+    assert not systemd.cgroup_frozen
+    # Sent once, to the thawed job, after systemd answered again.
+    assert outcome.sent and outcome.how.startswith("unfrozen: systemd")
+    assert delivered == [False]
+    # No call waited for long while systemd could not answer.
+    assert all(waited is not None and waited <= 5 for _name, waited in systemd.calls[:2])
